@@ -1,0 +1,16 @@
+"""fairseq_rskip: skip connections and normalisation for fairseq's Transformer.
+
+Use as ``--user-dir fairseq_rskip`` with the stock fairseq commands, or
+``import fairseq_rskip`` before loading a model from Python. Importing it
+registers the architectures (``transformer_rskip*``, ``transformer_adanorm*``,
+``transformer_prenorm_nowarmup*``), the ``inverse_sqrt_nowarmup`` learning-rate
+scheduler, and lets torch load fairseq checkpoints with ``weights_only=True``.
+"""
+
+from fairseq_rskip.checkpoint_compat import allow_fairseq_checkpoint_globals
+
+allow_fairseq_checkpoint_globals()
+
+from fairseq_rskip import models, optim  # noqa: E402,F401 (registers with fairseq)
+
+__version__ = "0.1.0"

@@ -1,0 +1,86 @@
+"""Normalisations over the hidden (last) dimension, selected by name.
+
+``N(x) = (x - mu) / sigma`` over the last dimension, then:
+
+=============  =================================================================
+``layernorm``  ``LN(x) = g * N(x) + b`` (learned gain ``g`` and bias ``b``);
+               fairseq's ``LayerNorm``, same parameter names ``weight``/``bias``
+``simple``     LayerNorm-simple (Xu et al. 2019): ``N(x)``, no gain, no bias
+``adanorm``    AdaNorm (Xu et al. 2019): ``z = C * (1 - k * y) * y`` with
+               ``y = (x - mu) / (sigma + eps)``, ``sigma`` the *unbiased* standard
+               deviation, and the factor ``C * (1 - k * y)`` detached (a constant
+               in the backward pass); ``mu`` and ``sigma`` are not detached
+``none``       identity (a plain skip connection without normalisation)
+=============  =================================================================
+"""
+
+from typing import List
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+
+NORM_TYPES = ("layernorm", "simple", "adanorm", "none")
+
+
+def adanorm(x: Tensor, scale: float, k: float, eps: float) -> Tensor:
+    """AdaNorm: ``C * (1 - k * y).detach() * y``, ``y = (x - mu) / (sigma + eps)``.
+
+    Computed in float32 (and cast back) so that half-precision training keeps
+    an accurate standard deviation.
+    """
+    h = x.float()
+    std, mean = torch.std_mean(h, dim=-1, keepdim=True)  # unbiased std
+    y = (h - mean) / (std + eps)
+    factor = (scale * (1.0 - k * y)).detach()
+    return (factor * y).type_as(x)
+
+
+class Normalization(nn.Module):
+    """One normalisation of ``dim`` features; ``norm_type`` is one of ``NORM_TYPES``.
+
+    With ``norm_type="layernorm"`` this is exactly ``torch.nn.LayerNorm(dim)``
+    (what fairseq's ``LayerNorm`` builds on CPU): the same ``weight`` and
+    ``bias`` parameters and the same ``F.layer_norm`` call.
+    """
+
+    def __init__(
+        self,
+        dim: int,
+        norm_type: str = "layernorm",
+        eps: float = 1e-5,
+        adanorm_scale: float = 1.0,
+        adanorm_k: float = 0.1,
+    ):
+        super().__init__()
+        if norm_type not in NORM_TYPES:
+            raise ValueError(
+                f"--norm-type must be one of {', '.join(NORM_TYPES)}; got {norm_type!r}"
+            )
+        self.norm_type = norm_type
+        self.normalized_shape: List[int] = [dim]
+        self.eps = eps
+        self.adanorm_scale = float(adanorm_scale)
+        self.adanorm_k = float(adanorm_k)
+        if norm_type == "layernorm":
+            self.weight = nn.Parameter(torch.ones(dim))
+            self.bias = nn.Parameter(torch.zeros(dim))
+        else:
+            self.register_parameter("weight", None)
+            self.register_parameter("bias", None)
+
+    def normalize(self, x: Tensor) -> Tensor:
+        if self.norm_type == "layernorm" or self.norm_type == "simple":
+            return F.layer_norm(x, self.normalized_shape, self.weight, self.bias, self.eps)
+        if self.norm_type == "adanorm":
+            return adanorm(x, self.adanorm_scale, self.adanorm_k, self.eps)
+        return x
+
+    def forward(self, x: Tensor) -> Tensor:
+        return self.normalize(x)
+
+    def extra_repr(self) -> str:
+        extra = f"{self.normalized_shape[0]}, norm_type={self.norm_type}, eps={self.eps}"
+        if self.norm_type == "adanorm":
+            extra += f", scale={self.adanorm_scale}, k={self.adanorm_k}"
+        return extra

@@ -1,0 +1,190 @@
+"""The residual-plus-normalisation wiring of one Transformer sublayer.
+
+Every sublayer (self-attention, cross-attention, feed-forward) of every
+encoder and decoder layer goes through a :class:`ResidualNorm`. With ``x`` the
+sublayer's input and ``F(x)`` its output (dropout included), ``N_i`` the
+``i``-th normalisation (``--norm-type``), ``n = --skip-recursions`` and
+``lam = --skip-scale``:
+
+==================  ===========================================================
+Post-norm, n = 1    ``y = N(lam * x + F(x))``: Post-LN (lam = 1), xSkip+LN;
+                    with ``--norm-type none``: Skip (lam = 1) and xSkip
+Post-norm, n > 1    rSkip+LN: ``y_1 = N_1(x + F(x))``,
+                    ``y_i = N_i(x + y_{i-1})`` for i = 2..n, output ``y_n``
+Pre-norm            ``y = x + F(N(x))`` (``--*-normalize-before``)
+==================  ===========================================================
+"""
+
+import math
+from dataclasses import dataclass
+from numbers import Integral, Real
+from typing import Any
+
+from torch import Tensor, nn
+
+from fairseq_rskip.modules.normalization import NORM_TYPES, Normalization
+
+
+def _finite_number(value: Any) -> bool:
+    return isinstance(value, Real) and not isinstance(value, bool) and math.isfinite(value)
+
+
+@dataclass(frozen=True)
+class SkipNormConfig:
+    """The skip/normalisation settings of a model, validated on construction.
+
+    ``adanorm_scale`` and ``adanorm_k`` are ``None`` unless set; they default to
+    1 and 0.1 with ``norm_type="adanorm"`` and are refused with any other type.
+    """
+
+    norm_type: str = "layernorm"
+    recursions: int = 1
+    skip_scale: float = 1.0
+    shared_norm: bool = False
+    adanorm_scale: Any = None
+    adanorm_k: Any = None
+
+    DEFAULT_ADANORM_SCALE = 1.0
+    DEFAULT_ADANORM_K = 0.1
+
+    def __post_init__(self):
+        if self.norm_type not in NORM_TYPES:
+            raise ValueError(
+                f"--norm-type must be one of {', '.join(NORM_TYPES)}; got {self.norm_type!r}"
+            )
+        if (
+            not isinstance(self.recursions, Integral)
+            or isinstance(self.recursions, bool)
+            or self.recursions < 1
+        ):
+            raise ValueError(
+                f"--skip-recursions must be an integer >= 1; got {self.recursions!r}"
+            )
+        if not _finite_number(self.skip_scale) or self.skip_scale <= 0:
+            raise ValueError(
+                f"--skip-scale must be a finite number > 0; got {self.skip_scale!r}"
+            )
+        if self.recursions > 1 and self.skip_scale != 1:
+            raise ValueError(
+                "--skip-scale must be 1 with --skip-recursions > 1: the recursive "
+                f"skip fixes the input scale at 1 (got --skip-scale {self.skip_scale} "
+                f"with --skip-recursions {self.recursions})"
+            )
+        if self.recursions > 1 and self.norm_type == "none":
+            raise ValueError(
+                "--skip-recursions > 1 needs a normalisation: with --norm-type none "
+                "the recursion is only n*x + F(x); use --skip-scale instead"
+            )
+        if self.shared_norm and self.recursions == 1:
+            raise ValueError("--skip-shared-norm needs --skip-recursions > 1")
+        if self.norm_type == "adanorm":
+            if self.adanorm_scale is not None and (
+                not _finite_number(self.adanorm_scale) or self.adanorm_scale <= 0
+            ):
+                raise ValueError(
+                    f"--adanorm-scale must be a finite number > 0; got {self.adanorm_scale!r}"
+                )
+            if self.adanorm_k is not None and (
+                not _finite_number(self.adanorm_k) or not 0 <= self.adanorm_k < 1
+            ):
+                raise ValueError(
+                    f"--adanorm-k must be a number in [0, 1); got {self.adanorm_k!r}"
+                )
+        elif self.adanorm_scale is not None or self.adanorm_k is not None:
+            raise ValueError(
+                "--adanorm-scale and --adanorm-k apply only with --norm-type adanorm "
+                f"(got --norm-type {self.norm_type})"
+            )
+
+    @classmethod
+    def from_args(cls, args) -> "SkipNormConfig":
+        """Read the flags from an argparse namespace or a fairseq config."""
+        return cls(
+            norm_type=getattr(args, "norm_type", "layernorm"),
+            recursions=getattr(args, "skip_recursions", 1),
+            skip_scale=getattr(args, "skip_scale", 1.0),
+            shared_norm=bool(getattr(args, "skip_shared_norm", False)),
+            adanorm_scale=getattr(args, "adanorm_scale", None),
+            adanorm_k=getattr(args, "adanorm_k", None),
+        )
+
+    def check_placement(self, normalize_before: bool, side: str) -> None:
+        """Refuse the recursive/expanded skip on a Pre-LN side, where it has no definition."""
+        if normalize_before and (self.recursions > 1 or self.skip_scale != 1):
+            raise ValueError(
+                f"--skip-recursions > 1 and --skip-scale != 1 are defined for Post-LN "
+                f"only; drop --{side}-normalize-before or use --skip-recursions 1 "
+                "--skip-scale 1"
+            )
+
+    def norm_kwargs(self) -> dict:
+        """Keyword arguments of :class:`Normalization` for this type."""
+        return dict(
+            norm_type=self.norm_type,
+            adanorm_scale=(
+                self.DEFAULT_ADANORM_SCALE if self.adanorm_scale is None else self.adanorm_scale
+            ),
+            adanorm_k=self.DEFAULT_ADANORM_K if self.adanorm_k is None else self.adanorm_k,
+        )
+
+    def build_norm(self, dim: int) -> Normalization:
+        """A plain normalisation of this type (final and embedding norms)."""
+        return Normalization(dim, **self.norm_kwargs())
+
+    def build_residual_norm(self, dim: int, normalize_before: bool) -> "ResidualNorm":
+        return ResidualNorm(self, dim, normalize_before)
+
+
+class ResidualNorm(Normalization):
+    """The skip connection and normalisation(s) around one sublayer.
+
+    It *is* the sublayer's first normalisation ``N_1`` (so that with one
+    recursion and ``layernorm`` its parameters are fairseq's
+    ``*_layer_norm.weight`` / ``.bias``, and fairseq checkpoints load as they
+    are), plus ``recursion_norms`` holding ``N_2 .. N_n`` of rSkip.
+
+    Use in a layer::
+
+        residual = x
+        x = self.self_attn_layer_norm.branch_input(x)   # N(x) if pre-norm
+        x = dropout(self.self_attn(x, ...))
+        x = self.self_attn_layer_norm(x, residual)      # skip + norm(s)
+    """
+
+    def __init__(self, config: SkipNormConfig, dim: int, normalize_before: bool):
+        super().__init__(dim, **config.norm_kwargs())
+        self.normalize_before = normalize_before
+        self.skip_scale = float(config.skip_scale)
+        extra = config.recursions - 1
+        self.recursion_norms = nn.ModuleList(
+            [] if config.shared_norm else [config.build_norm(dim) for _ in range(extra)]
+        )
+        # --skip-shared-norm: N_2 .. N_n are N_1 itself
+        self.shared_recursions = extra if config.shared_norm else 0
+
+    def branch_input(self, x: Tensor) -> Tensor:
+        """What the sublayer reads: ``N(x)`` with pre-norm, else ``x``."""
+        if self.normalize_before:
+            return self.normalize(x)
+        return x
+
+    def forward(self, x: Tensor, residual: Tensor) -> Tensor:
+        """Combine the sublayer output ``x = F(.)`` with its input ``residual``."""
+        if self.normalize_before:
+            return residual + x
+        if self.skip_scale != 1.0:
+            y = self.normalize(self.skip_scale * residual + x)
+        else:
+            y = self.normalize(residual + x)
+        for norm in self.recursion_norms:
+            y = norm(residual + y)
+        for _ in range(self.shared_recursions):
+            y = self.normalize(residual + y)
+        return y
+
+    def extra_repr(self) -> str:
+        return (
+            super().extra_repr()
+            + f", normalize_before={self.normalize_before}, skip_scale={self.skip_scale}"
+            + f", recursions={len(self.recursion_norms) + self.shared_recursions + 1}"
+        )

@@ -1,0 +1,218 @@
+"""fairseq's Transformer layers with each sublayer wired through :class:`ResidualNorm`.
+
+The layers subclass fairseq's ``TransformerEncoderLayerBase`` and
+``TransformerDecoderLayerBase``: attention, feed-forward, dropout and
+incremental state are fairseq's own. Only the three places where fairseq
+writes ``residual + x`` followed or preceded by a LayerNorm are replaced by
+``ResidualNorm``, kept under fairseq's attribute names
+(``self_attn_layer_norm``, ``encoder_attn_layer_norm``, ``final_layer_norm``).
+"""
+
+from typing import Dict, List, Optional
+
+import torch
+from torch import Tensor
+
+from fairseq.modules.transformer_layer import (
+    TransformerDecoderLayerBase,
+    TransformerEncoderLayerBase,
+)
+
+from fairseq_rskip.modules.residual_norm import ResidualNorm, SkipNormConfig
+
+# NormFormer options fairseq reads from the config with safe_getattr; their
+# extra norms and residual weights are not wired through ResidualNorm.
+_UNSUPPORTED_OPTIONS = ("scale_attn", "scale_heads", "scale_fc", "scale_resids")
+
+
+def _check_unsupported(cfg) -> None:
+    for name in _UNSUPPORTED_OPTIONS:
+        if getattr(cfg, name, False):
+            raise ValueError(
+                f"--{name.replace('_', '-')} (NormFormer) is not supported by the "
+                "fairseq_rskip architectures"
+            )
+
+
+class RSkipTransformerEncoderLayer(TransformerEncoderLayerBase):
+    """Encoder layer: self-attention and feed-forward, each through a ResidualNorm."""
+
+    def __init__(self, cfg, return_fc: bool = False):
+        _check_unsupported(cfg)
+        super().__init__(cfg, return_fc=return_fc)
+        skip = SkipNormConfig.from_args(cfg)
+        skip.check_placement(cfg.encoder.normalize_before, "encoder")
+        self.self_attn_layer_norm: ResidualNorm = skip.build_residual_norm(
+            self.embed_dim, cfg.encoder.normalize_before
+        )
+        self.final_layer_norm: ResidualNorm = skip.build_residual_norm(
+            self.embed_dim, cfg.encoder.normalize_before
+        )
+
+    def forward(
+        self,
+        x,
+        encoder_padding_mask: Optional[Tensor],
+        attn_mask: Optional[Tensor] = None,
+    ):
+        if attn_mask is not None:
+            attn_mask = attn_mask.masked_fill(
+                attn_mask.to(torch.bool), -1e8 if x.dtype == torch.float32 else -1e4
+            )
+
+        residual = x
+        x = self.self_attn_layer_norm.branch_input(x)
+        x, _ = self.self_attn(
+            query=x,
+            key=x,
+            value=x,
+            key_padding_mask=encoder_padding_mask,
+            need_weights=False,
+            attn_mask=attn_mask,
+        )
+        x = self.self_attn_layer_norm(self.dropout_module(x), residual)
+
+        residual = x
+        x = self.final_layer_norm.branch_input(x)
+        x = self.activation_dropout_module(self.activation_fn(self.fc1(x)))
+        x = self.fc2(x)
+        fc_result = x
+        x = self.final_layer_norm(self.dropout_module(x), residual)
+
+        if self.return_fc and not torch.jit.is_scripting():
+            return x, fc_result
+        return x
+
+
+class RSkipTransformerDecoderLayer(TransformerDecoderLayerBase):
+    """Decoder layer: self-attention, cross-attention and feed-forward, each
+    through a ResidualNorm."""
+
+    def __init__(
+        self, cfg, no_encoder_attn=False, add_bias_kv=False, add_zero_attn=False
+    ):
+        _check_unsupported(cfg)
+        super().__init__(
+            cfg,
+            no_encoder_attn=no_encoder_attn,
+            add_bias_kv=add_bias_kv,
+            add_zero_attn=add_zero_attn,
+        )
+        skip = SkipNormConfig.from_args(cfg)
+        skip.check_placement(cfg.decoder.normalize_before, "decoder")
+        pre = cfg.decoder.normalize_before
+        self.self_attn_layer_norm: ResidualNorm = skip.build_residual_norm(self.embed_dim, pre)
+        if self.encoder_attn_layer_norm is not None:
+            self.encoder_attn_layer_norm = skip.build_residual_norm(self.embed_dim, pre)
+        self.final_layer_norm: ResidualNorm = skip.build_residual_norm(self.embed_dim, pre)
+
+    def forward(
+        self,
+        x,
+        encoder_out: Optional[torch.Tensor] = None,
+        encoder_padding_mask: Optional[torch.Tensor] = None,
+        incremental_state: Optional[Dict[str, Dict[str, Optional[Tensor]]]] = None,
+        prev_self_attn_state: Optional[List[torch.Tensor]] = None,
+        prev_attn_state: Optional[List[torch.Tensor]] = None,
+        self_attn_mask: Optional[torch.Tensor] = None,
+        self_attn_padding_mask: Optional[torch.Tensor] = None,
+        need_attn: bool = False,
+        need_head_weights: bool = False,
+    ):
+        if need_head_weights:
+            need_attn = True
+
+        residual = x
+        x = self.self_attn_layer_norm.branch_input(x)
+        if prev_self_attn_state is not None:
+            prev_key, prev_value = prev_self_attn_state[:2]
+            saved_state: Dict[str, Optional[Tensor]] = {
+                "prev_key": prev_key,
+                "prev_value": prev_value,
+            }
+            if len(prev_self_attn_state) >= 3:
+                saved_state["prev_key_padding_mask"] = prev_self_attn_state[2]
+            assert incremental_state is not None
+            self.self_attn._set_input_buffer(incremental_state, saved_state)
+        _self_attn_input_buffer = self.self_attn._get_input_buffer(incremental_state)
+        if self.cross_self_attention and not (
+            incremental_state is not None
+            and _self_attn_input_buffer is not None
+            and "prev_key" in _self_attn_input_buffer
+        ):
+            if self_attn_mask is not None:
+                assert encoder_out is not None
+                self_attn_mask = torch.cat(
+                    (x.new_zeros(x.size(0), encoder_out.size(0)), self_attn_mask), dim=1
+                )
+            if self_attn_padding_mask is not None:
+                if encoder_padding_mask is None:
+                    assert encoder_out is not None
+                    encoder_padding_mask = self_attn_padding_mask.new_zeros(
+                        encoder_out.size(1), encoder_out.size(0)
+                    )
+                self_attn_padding_mask = torch.cat(
+                    (encoder_padding_mask, self_attn_padding_mask), dim=1
+                )
+            assert encoder_out is not None
+            y = torch.cat((encoder_out, x), dim=0)
+        else:
+            y = x
+
+        x, attn = self.self_attn(
+            query=x,
+            key=y,
+            value=y,
+            key_padding_mask=self_attn_padding_mask,
+            incremental_state=incremental_state,
+            need_weights=False,
+            attn_mask=self_attn_mask,
+        )
+        x = self.self_attn_layer_norm(self.dropout_module(x), residual)
+
+        if self.encoder_attn is not None and encoder_out is not None:
+            assert self.encoder_attn_layer_norm is not None
+            residual = x
+            x = self.encoder_attn_layer_norm.branch_input(x)
+            if prev_attn_state is not None:
+                prev_key, prev_value = prev_attn_state[:2]
+                saved_state: Dict[str, Optional[Tensor]] = {
+                    "prev_key": prev_key,
+                    "prev_value": prev_value,
+                }
+                if len(prev_attn_state) >= 3:
+                    saved_state["prev_key_padding_mask"] = prev_attn_state[2]
+                assert incremental_state is not None
+                self.encoder_attn._set_input_buffer(incremental_state, saved_state)
+
+            x, attn = self.encoder_attn(
+                query=x,
+                key=encoder_out,
+                value=encoder_out,
+                key_padding_mask=encoder_padding_mask,
+                incremental_state=incremental_state,
+                static_kv=True,
+                need_weights=need_attn or (not self.training and self.need_attn),
+                need_head_weights=need_head_weights,
+            )
+            x = self.encoder_attn_layer_norm(self.dropout_module(x), residual)
+
+        residual = x
+        x = self.final_layer_norm.branch_input(x)
+        x = self.activation_dropout_module(self.activation_fn(self.fc1(x)))
+        x = self.fc2(x)
+        x = self.final_layer_norm(self.dropout_module(x), residual)
+
+        if self.onnx_trace and incremental_state is not None:
+            saved_state = self.self_attn._get_input_buffer(incremental_state)
+            assert saved_state is not None
+            if self_attn_padding_mask is not None:
+                self_attn_state = [
+                    saved_state["prev_key"],
+                    saved_state["prev_value"],
+                    saved_state["prev_key_padding_mask"],
+                ]
+            else:
+                self_attn_state = [saved_state["prev_key"], saved_state["prev_value"]]
+            return x, attn, self_attn_state
+        return x, attn, None

@@ -1,0 +1,1 @@
+from fairseq_rskip.optim import lr_scheduler  # noqa: F401 (registers)

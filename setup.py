@@ -1,0 +1,26 @@
+"""fairseq_rskip: a fairseq --user-dir plugin for skip connections and normalisation.
+
+Install with scripts/setup_env.sh (see README.md): fairseq-fixed must be built
+against the installed torch and without its torchaudio requirement, which a
+plain ``pip install`` of this package cannot express.
+"""
+
+from setuptools import find_packages, setup
+
+setup(
+    name="fairseq_rskip",
+    version="0.1.0",
+    description="Recursive skip connections, AdaNorm and Pre-LN without warm-up for fairseq",
+    long_description=open("README.md", encoding="utf-8").read() if __import__("os").path.exists("README.md") else "",
+    long_description_content_type="text/markdown",
+    license="MIT",
+    python_requires=">=3.11",
+    packages=find_packages(include=["fairseq_rskip", "fairseq_rskip.*"]),
+    install_requires=[
+        "torch==2.13.0",
+        "fairseq-fixed==0.12.3.1",
+        "sacrebleu==2.6.0",
+        "sentencepiece==0.2.3",
+        "subword-nmt==0.3.8",
+    ],
+)
