@@ -26,10 +26,10 @@ NORM_TYPES = ("layernorm", "simple", "adanorm", "none")
 def adanorm(x: Tensor, scale: float, k: float, eps: float) -> Tensor:
     """AdaNorm: ``C * (1 - k * y).detach() * y``, ``y = (x - mu) / (sigma + eps)``.
 
-    Computed in float32 (and cast back) so that half-precision training keeps
-    an accurate standard deviation.
+    Computed in at least float32 (and cast back) so that half-precision
+    training keeps an accurate standard deviation.
     """
-    h = x.float()
+    h = x.to(torch.promote_types(x.dtype, torch.float32))
     std, mean = torch.std_mean(h, dim=-1, keepdim=True)  # unbiased std
     y = (h - mean) / (std + eps)
     factor = (scale * (1.0 - k * y)).detach()

@@ -1,0 +1,91 @@
+"""AdaNorm and LayerNorm-simple against their formulas (Xu et al. 2019)."""
+
+import pytest
+import torch
+import torch.nn.functional as F
+
+from fairseq_rskip.modules import Normalization
+
+
+def inputs(seed=0, shape=(4, 3, 32)):
+    g = torch.Generator().manual_seed(seed)
+    return (torch.randn(shape, generator=g, dtype=torch.float64) * 2 + 0.5).requires_grad_()
+
+
+def adanorm_by_hand(x, scale, k, eps=1e-5):
+    """The formula element by element: y = (x - mu) / (sigma + eps), sigma unbiased."""
+    h = x.shape[-1]
+    mu = x.sum(-1, keepdim=True) / h
+    sigma = (((x - mu) ** 2).sum(-1, keepdim=True) / (h - 1)).sqrt()
+    y = (x - mu) / (sigma + eps)
+    return scale * (1 - k * y) * y, y
+
+
+@pytest.mark.parametrize("scale,k", [(1.0, 0.1), (2.0, 0.1), (1.0, 0.3), (1.5, 0.0)])
+def test_adanorm_forward_matches_formula(scale, k):
+    x = inputs()
+    norm = Normalization(32, "adanorm", adanorm_scale=scale, adanorm_k=k).double()
+    expected, _ = adanorm_by_hand(x, scale, k)
+    torch.testing.assert_close(norm(x), expected, rtol=1e-12, atol=1e-12)
+    assert list(norm.parameters()) == []
+
+
+@pytest.mark.parametrize("scale,k", [(1.0, 0.1), (2.0, 0.25)])
+def test_adanorm_gradient_treats_the_factor_as_constant(scale, k):
+    x = inputs(seed=1)
+    upstream = torch.randn(x.shape, generator=torch.Generator().manual_seed(2), dtype=torch.float64)
+    norm = Normalization(32, "adanorm", adanorm_scale=scale, adanorm_k=k).double()
+    (grad,) = torch.autograd.grad((norm(x) * upstream).sum(), x)
+
+    # Reference: the factor C (1 - k y) is a constant, so dz/dx = factor * dy/dx,
+    # with mu and sigma kept in the graph.
+    x_ref = x.detach().clone().requires_grad_()
+    _, y = adanorm_by_hand(x_ref, scale, k)
+    factor = (scale * (1 - k * y)).detach()
+    (expected,) = torch.autograd.grad((factor * y * upstream).sum(), x_ref)
+    torch.testing.assert_close(grad, expected, rtol=1e-10, atol=1e-10)
+
+    # and it is not the gradient of the undetached expression
+    x_full = x.detach().clone().requires_grad_()
+    z_full, _ = adanorm_by_hand(x_full, scale, k)
+    (undetached,) = torch.autograd.grad((z_full * upstream).sum(), x_full)
+    assert not torch.allclose(grad, undetached, rtol=1e-4, atol=1e-6)
+
+
+def test_adanorm_half_precision_is_computed_in_float32():
+    x = inputs().detach().float()
+    norm = Normalization(32, "adanorm")
+    out = norm(x.bfloat16())
+    assert out.dtype == torch.bfloat16
+    torch.testing.assert_close(out.float(), norm(x), rtol=2e-2, atol=2e-2)
+
+
+def test_layernorm_simple_has_no_gain_or_bias():
+    x = inputs().detach().float()
+    norm = Normalization(32, "simple")
+    assert list(norm.parameters()) == []
+    h = x.shape[-1]
+    mu = x.mean(-1, keepdim=True)
+    var = ((x - mu) ** 2).sum(-1, keepdim=True) / h  # biased, as LayerNorm
+    torch.testing.assert_close(norm(x), (x - mu) / (var + 1e-5).sqrt(), rtol=1e-5, atol=1e-5)
+
+
+def test_layernorm_is_torch_layernorm_bit_for_bit():
+    x = inputs().detach().float()
+    ours = Normalization(32, "layernorm")
+    ref = torch.nn.LayerNorm(32)
+    with torch.no_grad():
+        ref.weight.normal_()
+        ref.bias.normal_()
+    assert ours.load_state_dict(ref.state_dict()) is not None
+    assert torch.equal(ours(x), ref(x))
+
+
+def test_none_is_identity():
+    x = inputs().detach()
+    assert torch.equal(Normalization(32, "none")(x), x)
+
+
+def test_unknown_norm_type_is_refused():
+    with pytest.raises(ValueError, match=r"--norm-type must be one of layernorm, simple, adanorm, none; got 'batchnorm'"):
+        Normalization(32, "batchnorm")
