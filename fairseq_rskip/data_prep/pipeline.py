@@ -24,8 +24,6 @@ import argparse
 import json
 import os
 import shutil
-import subprocess
-import sys
 from pathlib import Path
 
 from fairseq_rskip.data_prep import bpe as bpe_mod
@@ -113,6 +111,32 @@ STEP_OPTIONS = {
 def step_config(cfg, step):
     """The options a step depends on (the rest reach it through its inputs' fingerprints)."""
     return {k: cfg[k] for k in STEP_OPTIONS[step]}
+
+
+def fairseq_preprocess(argv):
+    """Run fairseq-preprocess with ``argv`` in this process (fairseq is imported by the plugin anyway)."""
+    import logging
+
+    from fairseq import options
+    from fairseq_cli import preprocess
+
+    logger.info("fairseq-preprocess %s", " ".join(argv))
+    parser = options.get_preprocessing_parser()
+    try:
+        pargs = parser.parse_args(argv)
+    except SystemExit:
+        raise PrepError(f"fairseq-preprocess rejected its arguments: {' '.join(argv)}") from None
+    fl = logging.getLogger("fairseq_cli.preprocess")
+    before = list(fl.handlers)
+    try:
+        preprocess.main(pargs)
+    except Exception as e:  # noqa: BLE001 (reported to the user as a preparation error)
+        raise PrepError(f"fairseq-preprocess failed: {type(e).__name__}: {e}") from e
+    finally:
+        for h in fl.handlers[:]:  # main() adds a log-file handler on every call
+            if h not in before:
+                fl.removeHandler(h)
+                h.close()
 
 
 def run(args):
@@ -253,8 +277,7 @@ def run(args):
 
     def do_binarize():
         with atomic_output(databin) as tmp:
-            cmd = [
-                sys.executable, "-m", "fairseq_cli.preprocess",
+            argv = [
                 "--source-lang", s, "--target-lang", t,
                 "--trainpref", str(seg_out["train"][0].with_suffix("")),
                 "--validpref", str(seg_out["valid"][0].with_suffix("")),
@@ -265,11 +288,8 @@ def run(args):
                 "--thresholdsrc", str(args.threshold), "--thresholdtgt", str(args.threshold),
             ]
             if args.joined_dictionary:
-                cmd.append("--joined-dictionary")
-            logger.info("running %s", " ".join(cmd))
-            proc = subprocess.run(cmd, capture_output=True, text=True)
-            if proc.returncode != 0:
-                raise PrepError(f"fairseq-preprocess failed ({proc.returncode}):\n{proc.stderr[-3000:]}")
+                argv.append("--joined-dictionary")
+            fairseq_preprocess(argv)
             for sp, ref in zip(("valid", "test"), refs):
                 shutil.copyfile(ref, tmp / f"ref.{sp}.{t}")
             meta = {

@@ -95,6 +95,7 @@ class Tokenizer:
 
             self._tok = sacremoses.MosesTokenizer(lang=self.lang)
             self._norm = sacremoses.MosesPunctNormalizer(lang=self.lang)
+            self._detok = sacremoses.MosesDetokenizer(lang=self.lang)
 
     def normalise(self, line):
         """The raw-text part: punctuation normalisation, non-printing characters, case."""
@@ -106,10 +107,14 @@ class Tokenizer:
         return line.lower() if self.lowercase else line
 
     def __call__(self, line):
-        """Return ``(normalised raw text, tokenised text)`` for one line."""
+        """Return ``(normalised raw text, tokenised text)`` for one line.
+
+        For already tokenised input (``tokenize=False``) the line is kept as the
+        tokenised text and its Moses detokenisation is the raw text.
+        """
         raw = self.normalise(line)
         if not self.tokenize:
-            return raw, raw
+            return self._detok.detokenize(raw.split(), return_str=True, unescape=True), raw
         tok = self._tok.tokenize(raw, aggressive_dash_splits=self.aggressive, return_str=True, escape=True)
         return raw, " ".join(tok.split())
 
