@@ -1,0 +1,381 @@
+"""Per-sublayer gradient norms: the analysis of Liu et al. (COLING 2020).
+
+For each configuration (skip scale ``lam``, normalisation, rSkip recursions,
+Pre-/Post-norm, depth) a small ``transformer_rskip`` model is built in-process
+through fairseq's argument parsing and model registry, a fixed batch of the
+synthetic corpus (:mod:`fairseq_rskip.analysis.synthetic`) is pushed through
+it, and the mean token cross-entropy is back-propagated. Two norms are
+recorded for every sublayer (encoder: self-attention, feed-forward; decoder:
+self-attention, cross-attention, feed-forward):
+
+``output`` (the one plotted and tested)
+    ``||dL/dy||_2``, the Frobenius norm (computed in float64) over the batch of the gradient with
+    respect to the sublayer's *output* ``y`` -- the tensor its
+    :class:`~fairseq_rskip.modules.ResidualNorm` returns (``y = N(lam x + F(x))``,
+    the rSkip recursion's ``y_n``, or ``x + F(N(x))`` with pre-norm). This is
+    the back-propagated signal of the paper's analysis: without normalisation,
+    ``dL/dx = lam dL/dy + ...`` and it grows (lam > 1) or shrinks (lam < 1)
+    geometrically towards the input.
+``weight``
+    ``||grad W||_2`` over all parameters of the sublayer itself (attention
+    projections, or ``fc1`` and ``fc2``), which is what the optimiser sees.
+
+Norms are measured at initialisation and after each number of updates in
+``updates`` (Adam, betas 0.9/0.98, linear warm-up then constant, on the
+synthetic corpus). A configuration whose forward or backward pass overflows
+is reported as non-finite (exploded), not dropped.
+
+Band check: within each stack the norms are compared with the norm of the
+sublayer nearest the loss (the stack's last sublayer); scanning from there
+towards the input, the first sublayer whose ratio leaves ``[1/band, band]`` is
+named in a log line. The *spread* of a stack is ``log10(max / min)`` of its
+``output`` norms.
+"""
+
+import json
+import logging
+import math
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Dict, List, Optional, Sequence
+
+import torch
+
+from fairseq_rskip.analysis.modelbuild import build_model, collate_pairs, nll_loss, synthetic_dictionary
+from fairseq_rskip.analysis.synthetic import synthetic_pairs
+
+log = logging.getLogger("gradient_analysis")
+
+
+@dataclass(frozen=True)
+class Setting:
+    """One model configuration of the analysis."""
+
+    norm: str = "layernorm"  # --norm-type
+    scale: float = 1.0  # --skip-scale (xSkip lambda)
+    recursions: int = 1  # --skip-recursions
+    prenorm: bool = False  # --encoder/decoder-normalize-before
+    depth: int = 6
+
+    @property
+    def label(self) -> str:
+        if self.prenorm:
+            return f"Pre-{_norm_name(self.norm)}"
+        if self.recursions > 1:
+            return f"rSkip+{_norm_name(self.norm)} n={self.recursions}"
+        if self.norm == "none":
+            return "Skip (no norm)" if self.scale == 1 else f"xSkip lam={self.scale:g} (no norm)"
+        if self.scale == 1:
+            return f"Post-{_norm_name(self.norm)}"
+        return f"xSkip+{_norm_name(self.norm)} lam={self.scale:g}"
+
+    def flags(self) -> List[str]:
+        f = ["--norm-type", self.norm, "--skip-scale", str(self.scale),
+             "--skip-recursions", str(self.recursions),
+             "--encoder-layers", str(self.depth), "--decoder-layers", str(self.depth)]
+        if self.prenorm:
+            f += ["--encoder-normalize-before", "--decoder-normalize-before"]
+        return f
+
+
+def _norm_name(norm: str) -> str:
+    return {"layernorm": "LN", "simple": "LNsimple", "adanorm": "AdaNorm", "none": "none"}[norm]
+
+
+@dataclass
+class ModelSize:
+    embed_dim: int = 64
+    ffn_dim: int = 128
+    heads: int = 4
+    dropout: float = 0.0
+
+    def flags(self) -> List[str]:
+        return ["--encoder-embed-dim", str(self.embed_dim), "--decoder-embed-dim", str(self.embed_dim),
+                "--encoder-ffn-embed-dim", str(self.ffn_dim), "--decoder-ffn-embed-dim", str(self.ffn_dim),
+                "--encoder-attention-heads", str(self.heads), "--decoder-attention-heads", str(self.heads),
+                "--dropout", str(self.dropout), "--attention-dropout", "0", "--activation-dropout", "0"]
+
+
+def sublayers(model) -> List[tuple]:
+    """``(name, residual_norm, parameter_modules)`` of every sublayer, input to output."""
+    out = []
+    for i, layer in enumerate(model.encoder.layers):
+        out.append((f"encoder.{i}.self_attn", layer.self_attn_layer_norm, [layer.self_attn]))
+        out.append((f"encoder.{i}.ffn", layer.final_layer_norm, [layer.fc1, layer.fc2]))
+    for i, layer in enumerate(model.decoder.layers):
+        out.append((f"decoder.{i}.self_attn", layer.self_attn_layer_norm, [layer.self_attn]))
+        if layer.encoder_attn is not None:
+            out.append((f"decoder.{i}.cross_attn", layer.encoder_attn_layer_norm, [layer.encoder_attn]))
+        out.append((f"decoder.{i}.ffn", layer.final_layer_norm, [layer.fc1, layer.fc2]))
+    return out
+
+
+def measure(model, sample) -> Dict[str, object]:
+    """One forward/backward pass: loss and both norms of every sublayer."""
+    subs = sublayers(model)
+    outputs: Dict[str, torch.Tensor] = {}
+    handles = []
+    for name, norm_module, _ in subs:
+        def hook(_module, _inputs, output, name=name):
+            output.retain_grad()
+            outputs[name] = output
+        handles.append(norm_module.register_forward_hook(hook))
+    model.zero_grad(set_to_none=True)
+    try:
+        loss = nll_loss(model, sample)
+        finite = bool(torch.isfinite(loss))
+        if finite:
+            loss.backward()
+    finally:
+        for h in handles:
+            h.remove()
+    grads = {}
+    for name, _, modules in subs:
+        g = outputs[name].grad if finite and name in outputs else None
+        out_norm = float(g.double().norm()) if g is not None else float("nan")
+        sq = [p.grad.double().pow(2).sum() for m in modules for p in m.parameters() if p.grad is not None]
+        w_norm = float(torch.stack(sq).sum().sqrt()) if finite and sq else float("nan")
+        grads[name] = {"output": out_norm, "weight": w_norm}
+    model.zero_grad(set_to_none=True)
+    return {"loss": float(loss.detach()), "grads": grads}
+
+
+def stack_of(name: str) -> str:
+    return name.split(".", 1)[0]
+
+
+def spread(grads: Dict[str, dict], stack: str, metric: str = "output") -> float:
+    """``log10(max / min)`` of a stack's norms; ``inf`` if any is zero or non-finite."""
+    vals = [g[metric] for n, g in grads.items() if stack_of(n) == stack]
+    if not vals or any(not math.isfinite(v) or v <= 0 for v in vals):
+        return float("inf")
+    return math.log10(max(vals) / min(vals))
+
+
+def first_out_of_band(grads: Dict[str, dict], stack: str, band: float = 10.0,
+                      metric: str = "output") -> Optional[tuple]:
+    """``(name, ratio)`` of the first sublayer, from the top of ``stack`` down,
+    whose norm relative to the top sublayer's lies outside ``[1/band, band]``."""
+    names = [n for n in grads if stack_of(n) == stack]
+    if not names:
+        return None
+    ref = grads[names[-1]][metric]
+    for name in reversed(names):
+        v = grads[name][metric]
+        if not (math.isfinite(v) and math.isfinite(ref) and ref > 0):
+            return name, float("nan")
+        ratio = v / ref
+        if not (1 / band <= ratio <= band):
+            return name, ratio
+    return None
+
+
+@dataclass
+class Result:
+    setting: Setting
+    updates: int
+    loss: float
+    grads: Dict[str, dict]
+    spread: Dict[str, float] = field(default_factory=dict)
+    out_of_band: Dict[str, Optional[list]] = field(default_factory=dict)
+
+    def to_json(self) -> dict:
+        d = asdict(self)
+        d["label"] = self.setting.label
+        return d
+
+
+def band_message(r: Result, band: float) -> str:
+    s = r.setting
+    head = f"{s.label:<28} depth {s.depth:>2} @ {r.updates:>4} updates"
+    if not math.isfinite(r.loss):
+        return f"{head}: loss is non-finite: forward pass overflowed (exploded)"
+    parts = []
+    for stack in ("encoder", "decoder"):
+        hit = r.out_of_band[stack]
+        if hit is None:
+            parts.append(f"{stack}: all sublayers within x{band:g} of the top")
+        else:
+            parts.append(f"{stack}: first out of band x{band:g}: {hit[0]} (ratio {hit[1]:.3g})")
+    return (f"{head}: loss {r.loss:.3f}; spread log10 enc {r.spread['encoder']:.2f} "
+            f"dec {r.spread['decoder']:.2f}; " + "; ".join(parts))
+
+
+def analyse(settings: Sequence[Setting], updates: Sequence[int] = (0,), size: ModelSize = ModelSize(),
+            band: float = 10.0, seed: int = 1, n_sentences: int = 64, lr: float = 5e-4,
+            warmup: int = 20, echo=None) -> List[Result]:
+    """Measure every setting at every number of updates in ``updates``."""
+    echo = echo or log.info
+    dictionary = synthetic_dictionary()
+    probe = collate_pairs(synthetic_pairs(n_sentences, seed=10_000 + seed), dictionary)
+    train = [collate_pairs(synthetic_pairs(n_sentences, seed=seed * 100 + k), dictionary) for k in range(8)]
+    checkpoints = sorted(set(int(u) for u in updates))
+    results = []
+    for setting in settings:
+        model, _ = build_model("transformer_rskip", setting.flags() + size.flags(),
+                               dictionary=dictionary, seed=seed)
+        model.train()
+        opt = torch.optim.Adam(model.parameters(), lr=lr, betas=(0.9, 0.98), eps=1e-8)
+        sched = torch.optim.lr_scheduler.LambdaLR(opt, lambda t: min(1.0, (t + 1) / max(1, warmup)))
+        done = 0
+        diverged = False
+        for target in checkpoints:
+            while done < target and not diverged:
+                loss = nll_loss(model, train[done % len(train)])
+                if not torch.isfinite(loss):
+                    diverged = True
+                    break
+                opt.zero_grad(set_to_none=True)
+                loss.backward()
+                opt.step()
+                sched.step()
+                done += 1
+            m = measure(model, probe) if not diverged else {
+                "loss": float("nan"),
+                "grads": {n: {"output": float("nan"), "weight": float("nan")} for n, _, _ in sublayers(model)},
+            }
+            r = Result(setting, target, m["loss"], m["grads"])
+            for stack in ("encoder", "decoder"):
+                r.spread[stack] = spread(r.grads, stack)
+                hit = first_out_of_band(r.grads, stack, band)
+                r.out_of_band[stack] = list(hit) if hit else None
+            echo(band_message(r, band))
+            results.append(r)
+    return results
+
+
+# ----------------------------------------------------------------------------
+# the sweeps of the paper
+
+
+def scale_sweep(depth: int, scales: Sequence[float], norms: Sequence[str] = ("none", "layernorm")) -> List[Setting]:
+    """xSkip with and without a normalisation, for each lam."""
+    return [Setting(norm=n, scale=float(s), depth=depth) for n in norms for s in scales]
+
+
+def recursion_sweep(depth: int, recursions: Sequence[int], norm: str = "layernorm") -> List[Setting]:
+    return [Setting(norm=norm, recursions=int(n), depth=depth) for n in recursions]
+
+
+def depth_sweep(depths: Sequence[int], scale: float = 2.0) -> List[Setting]:
+    out = []
+    for d in depths:
+        out += [
+            Setting(norm="none", scale=1.0, depth=d),
+            Setting(norm="none", scale=scale, depth=d),
+            Setting(norm="layernorm", scale=scale, depth=d),
+            Setting(norm="layernorm", depth=d),
+            Setting(norm="layernorm", prenorm=True, depth=d),
+            Setting(norm="layernorm", recursions=2, depth=d),
+        ]
+    return out
+
+
+def plot(results: Sequence[Result], path, title: str, metric: str = "output") -> Path:
+    """Gradient norm (log scale) against sublayer index, encoder and decoder side by side."""
+    logging.getLogger("matplotlib").setLevel(logging.WARNING)
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, axes = plt.subplots(1, 2, figsize=(12, 4.5))
+    for ax, stack in zip(axes, ("encoder", "decoder")):
+        for k, r in enumerate(results):
+            names = [n for n in r.grads if stack_of(n) == stack]
+            ys = [r.grads[n][metric] for n in names]
+            finite = [(i, y) for i, y in enumerate(ys) if math.isfinite(y) and y > 0]
+            style = "--" if r.setting.norm == "none" else "-"
+            label = r.setting.label + ("" if finite else " (non-finite)")
+            if finite:
+                xs, vs = zip(*finite)
+                ax.plot(xs, vs, style, marker=".", color=f"C{k % 10}", label=label)
+            else:
+                ax.plot([], [], style, color=f"C{k % 10}", label=label)
+        ax.set_yscale("log")
+        per = 2 if stack == "encoder" else 3
+        ax.set_xlabel(f"{stack} sublayer index (layer x {per} + sublayer; input -> output)")
+        ax.set_ylabel("||dL/d(sublayer output)||" if metric == "output" else "||grad W||")
+        ax.set_title(stack)
+        ax.grid(alpha=0.3, which="both")
+    axes[1].legend(fontsize=7, loc="best")
+    fig.suptitle(title)
+    fig.tight_layout()
+    path = Path(path)
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+    return path
+
+
+def write_outputs(out: Path, sweep: str, results: Sequence[Result], metric: str = "output") -> List[Path]:
+    """JSON of all norms, a CSV summary, one plot per depth and number of updates."""
+    out.mkdir(parents=True, exist_ok=True)
+    (out / f"{sweep}.json").write_text(
+        json.dumps([r.to_json() for r in results], indent=1) + "\n", encoding="utf-8")
+    with open(out / f"{sweep}.csv", "w", encoding="utf-8") as f:
+        f.write("label,norm,scale,recursions,prenorm,depth,updates,loss,spread_encoder,"
+                "spread_decoder,first_out_of_band_encoder,first_out_of_band_decoder\n")
+        for r in results:
+            s = r.setting
+            oob = [r.out_of_band[k][0] if r.out_of_band[k] else "" for k in ("encoder", "decoder")]
+            f.write(f"{s.label},{s.norm},{s.scale:g},{s.recursions},{s.prenorm},{s.depth},{r.updates},"
+                    f"{r.loss:.4f},{r.spread['encoder']:.3f},{r.spread['decoder']:.3f},{oob[0]},{oob[1]}\n")
+    paths = []
+    keys = sorted({(r.setting.depth, r.updates) for r in results})
+    for depth, updates in keys:
+        group = [r for r in results if r.setting.depth == depth and r.updates == updates]
+        paths.append(plot(group, out / f"grad_{sweep}_d{depth}_u{updates}.png",
+                          f"{sweep} sweep: depth {depth}, after {updates} updates ({metric} gradient norms)",
+                          metric))
+    return paths
+
+
+def main(argv=None) -> int:
+    import argparse
+    import sys
+
+    p = argparse.ArgumentParser(
+        prog="scripts/gradient_analysis.py", allow_abbrev=False,
+        description="Per-sublayer gradient norms against layer index (Liu et al. 2020): "
+        "skip scale with and without LN, rSkip recursions, depth.")
+    p.add_argument("--sweep", choices=["scale", "recursion", "depth", "all"], default="all")
+    p.add_argument("--out", default="work/gradient-analysis", help="output directory")
+    p.add_argument("--depth", type=int, default=6, help="depth of the scale and recursion sweeps")
+    p.add_argument("--depths", type=int, nargs="+", default=[6, 12, 18, 24], help="depth sweep")
+    p.add_argument("--scales", type=float, nargs="+", default=[0.25, 0.5, 1, 2, 4])
+    p.add_argument("--depth-sweep-scale", type=float, default=2.0,
+                   help="lam of the xSkip settings in the depth sweep")
+    p.add_argument("--recursions", type=int, nargs="+", default=[1, 2, 3, 4])
+    p.add_argument("--updates", type=int, nargs="+", default=[0, 100],
+                   help="measure at initialisation (0) and after these numbers of updates")
+    p.add_argument("--embed-dim", type=int, default=64)
+    p.add_argument("--ffn-dim", type=int, default=128)
+    p.add_argument("--heads", type=int, default=4)
+    p.add_argument("--lr", type=float, default=5e-4)
+    p.add_argument("--warmup", type=int, default=20)
+    p.add_argument("--band", type=float, default=10.0,
+                   help="band factor: a sublayer is out of band when its norm is more than "
+                   "BAND times larger or smaller than the top sublayer's")
+    p.add_argument("--metric", choices=["output", "weight"], default="output")
+    p.add_argument("--seed", type=int, default=1)
+    p.add_argument("--threads", type=int, default=1,
+                   help="torch CPU threads (1 is robust on a shared machine)")
+    args = p.parse_args(argv)
+    torch.set_num_threads(args.threads)
+    logging.basicConfig(level=logging.INFO, format="%(message)s", stream=sys.stdout, force=True)
+    for name in ("fairseq", "matplotlib"):
+        logging.getLogger(name).setLevel(logging.WARNING)
+    size = ModelSize(args.embed_dim, args.ffn_dim, args.heads)
+    sweeps = {
+        "scale": lambda: scale_sweep(args.depth, args.scales),
+        "recursion": lambda: recursion_sweep(args.depth, args.recursions),
+        "depth": lambda: depth_sweep(args.depths, args.depth_sweep_scale),
+    }
+    out = Path(args.out)
+    for name in (sweeps if args.sweep == "all" else [args.sweep]):
+        log.info(f"== {name} sweep ==")
+        results = analyse(sweeps[name](), args.updates, size, band=args.band, seed=args.seed,
+                          lr=args.lr, warmup=args.warmup)
+        for path in write_outputs(out, name, results, args.metric):
+            log.info(f"wrote {path}")
+    return 0
