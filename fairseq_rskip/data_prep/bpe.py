@@ -6,6 +6,7 @@ sentencepiece. A size the training text cannot support is an error rather
 than a silently smaller model.
 """
 
+import os
 import re
 
 from fairseq_rskip.data_prep.common import PrepError, logger
@@ -29,6 +30,7 @@ def learn(kind, train_files, size, model_path, workdir):
 
 
 def _learn_subword_nmt(train_files, size, model_path, workdir):
+    os.environ.setdefault("TQDM_DISABLE", "1")  # subword-nmt's progress bar, one line per merge batch
     from subword_nmt import learn_bpe
 
     joint = workdir / "bpe-train.txt"

@@ -121,11 +121,22 @@ def resolve_checkpoint(args):
     if not d.is_dir():
         raise PrepError(f"checkpoint folder not found: {d}")
     if args.avg_last:
+        n_epoch = [p for p in d.iterdir() if re.fullmatch(r"checkpoint\d+\.pt", p.name)]
+        n_update = [p for p in d.iterdir() if re.fullmatch(r"checkpoint_\d+_\d+\.pt", p.name)]
+        # epoch checkpoints (checkpointN.pt) as fairseq's recipes average; update checkpoints
+        # (checkpoint_E_U.pt, --save-interval-updates) when the run kept no epoch checkpoints
+        kind = "epoch" if n_epoch or not n_update else "update"
+        found = n_epoch if kind == "epoch" else n_update
+        if len(found) < args.avg_last:
+            raise PrepError(
+                f"--avg-last {args.avg_last}: {d} holds {len(n_epoch)} epoch checkpoints (checkpointN.pt) "
+                f"and {len(n_update)} update checkpoints (checkpoint_E_U.pt)"
+            )
         out = d / f"checkpoint.avg{args.avg_last}.pt"
         script = repo_root() / "scripts" / "average_checkpoints.py"
         with atomic_output(out) as tmp:
             cmd = [sys.executable, str(script), "--inputs", str(d),
-                   "--num-epoch-checkpoints", str(args.avg_last), "--output", str(tmp)]
+                   f"--num-{kind}-checkpoints", str(args.avg_last), "--output", str(tmp)]
             logger.info("averaging: %s", " ".join(cmd))
             proc = subprocess.run(cmd, capture_output=True, text=True, env=_env())
             if proc.returncode != 0:
