@@ -1,0 +1,196 @@
+"""BLEU evaluation: scores checked against sacrebleu itself, the CLI contract, and a real end-to-end run."""
+
+import gzip
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import sacrebleu
+
+from fairseq_rskip.data_prep import evaluate, pipeline
+from fairseq_rskip.data_prep.common import PrepError
+
+REPO = Path(__file__).resolve().parents[1]
+SCRIPTS = REPO / "scripts"
+CORPUS = REPO / "examples" / "translation" / "corpus" / "ding-de-en"
+BIN = Path(sys.executable).parent
+
+# Tokenised hypotheses and references (Moses-escaped, as fairseq-generate prints them after --remove-bpe),
+# the same references untokenised, and the hypotheses as a Moses detokeniser must give them back.
+HYPS = [
+    "the cat sat on the mat .",
+    "i don &apos;t think so , said the well-known man .",
+    "we are going home today !",
+    "this is a state-of-the-art method .",
+]
+REFS = [
+    "the cat sat on the mat .",
+    "i don &apos;t believe so , said the well-known man .",
+    "we go home today !",
+    "this is a very modern method .",
+]
+RAW_REFS = [
+    "the cat sat on the mat.",
+    "i don't believe so, said the well-known man.",
+    "we go home today!",
+    "this is a very modern method.",
+]
+DETOK_HYPS = [
+    "the cat sat on the mat.",
+    "i don't think so, said the well-known man.",
+    "we are going home today!",
+    "this is a state-of-the-art method.",
+]
+
+
+def test_scores_equal_sacrebleu_on_known_pair():
+    res = evaluate.score(HYPS, REFS, "en", raw_refs=RAW_REFS)
+    assert res["detokenized_hypotheses"] == DETOK_HYPS
+    tokenized = sacrebleu.corpus_bleu(HYPS, [REFS], tokenize="none", force=True)
+    detok = sacrebleu.corpus_bleu(DETOK_HYPS, [RAW_REFS])
+    assert res["bleu_tokenized"] == round(tokenized.score, 2)
+    assert res["sacrebleu"] == round(detok.score, 2)
+    assert 0 < res["sacrebleu"] < 100 and 0 < res["bleu_tokenized"] < 100
+    sig = res["sacrebleu_signature"]
+    assert sig.startswith("nrefs:1|case:mixed|eff:no|tok:13a|smooth:exp|version:") and sacrebleu.__version__ in sig
+    assert "tok:none" in res["bleu_tokenized_signature"]
+    # identical output scores 100 both ways; references default to the detokenised targets
+    same = evaluate.score(REFS, REFS, "en")
+    assert same["bleu_tokenized"] == 100.0 and same["sacrebleu"] == 100.0
+
+
+def test_compound_split_as_fairseq():
+    # perl -ple 's{(\S)-(\S)}{$1 ##AT##-##AT## $2}g'
+    assert evaluate.compound_split("a state-of-the-art method") == (
+        "a state ##AT##-##AT## of ##AT##-##AT## the ##AT##-##AT## art method"
+    )
+    assert evaluate.compound_split("a-b-c - x") == "a ##AT##-##AT## b-c - x"
+    # like the perl, it also rewrites the tokeniser's @-@ (the same on both sides, so BLEU is consistent)
+    assert evaluate.compound_split("a @-@ b") == "a @ ##AT##-##AT## @ b"
+    res = evaluate.score(HYPS, REFS, "en", raw_refs=RAW_REFS, compound=True)
+    split = sacrebleu.corpus_bleu(
+        [evaluate.compound_split(h) for h in HYPS], [[evaluate.compound_split(r) for r in REFS]],
+        tokenize="none", force=True,
+    )
+    assert res["bleu_tokenized"] == round(split.score, 2)
+    assert res["bleu_tokenized"] != evaluate.score(HYPS, REFS, "en", raw_refs=RAW_REFS)["bleu_tokenized"]
+    # sacreBLEU is not affected by compound splitting
+    assert res["sacrebleu"] == evaluate.score(HYPS, REFS, "en", raw_refs=RAW_REFS)["sacrebleu"]
+
+
+def fake_generate_output(path, hyps, refs, order):
+    lines = []
+    for i in order:
+        lines += [f"S-{i}\tsource {i}", f"T-{i}\t{refs[i]}", f"H-{i}\t-0.5\t{hyps[i]}",
+                  f"D-{i}\t-0.5\t{hyps[i]}", f"P-{i}\t-0.1 -0.2"]
+    lines.append("Generate test with beam=5: BLEU4 = 0.00")
+    path.write_text("\n".join(lines) + "\n", encoding="utf-8")
+
+
+def test_evaluate_script_on_generate_output(tmp_path):
+    data = tmp_path / "data-bin"
+    data.mkdir()
+    (data / "prep.json").write_text(json.dumps({"src_lang": "de", "tgt_lang": "en", "bpe": "subword_nmt"}))
+    (data / "ref.test.en").write_text("".join(r + "\n" for r in RAW_REFS), encoding="utf-8")
+    ckpt_dir = tmp_path / "ckpt"
+    ckpt_dir.mkdir()
+    (ckpt_dir / "checkpoint_best.pt").write_bytes(b"not used when scoring an existing output")
+    gen = tmp_path / "generate-test.txt"
+    fake_generate_output(gen, HYPS, REFS, order=[2, 0, 3, 1])
+    proc = subprocess.run(
+        ["bash", str(SCRIPTS / "evaluate.sh"), "--data", str(data), "--checkpoint-dir", str(ckpt_dir),
+         "--generate-output", str(gen), "--beam", "4", "--lenpen", "0.6"],
+        capture_output=True, text=True,
+    )
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    out = proc.stdout.splitlines()
+    assert len(out) == 1 and out[0].startswith("BLEU ")
+    record = json.loads((ckpt_dir / "eval_test.json").read_text())
+    assert record["sacrebleu"] == round(sacrebleu.corpus_bleu(DETOK_HYPS, [RAW_REFS]).score, 2)
+    assert record["bleu_tokenized"] == round(sacrebleu.corpus_bleu(HYPS, [REFS], tokenize="none", force=True).score, 2)
+    bleu = sacrebleu.BLEU()
+    bleu.corpus_score(DETOK_HYPS, [RAW_REFS])
+    assert record["sacrebleu_signature"] == str(bleu.get_signature())
+    assert record["checkpoint"] == str((ckpt_dir / "checkpoint_best.pt").resolve())
+    assert (record["subset"], record["beam"], record["lenpen"], record["num_sentences"]) == ("test", 4, 0.6, 4)
+    assert f"tokenized={record['bleu_tokenized']:.2f}" in out[0] and f"sacrebleu={record['sacrebleu']:.2f}" in out[0]
+
+
+def test_evaluate_errors(tmp_path):
+    data = tmp_path / "data-bin"
+    data.mkdir()
+    ckpt_dir = tmp_path / "ckpt"
+    ckpt_dir.mkdir()
+    with pytest.raises(PrepError, match="no checkpoint_best.pt or checkpoint_last.pt"):
+        evaluate.main(["--data", str(data), "--checkpoint-dir", str(ckpt_dir)])
+    (ckpt_dir / "checkpoint1.pt").write_bytes(b"x")
+    with pytest.raises(PrepError, match="--avg-last 3: .* holds 1 epoch checkpoints"):
+        evaluate.main(["--data", str(data), "--checkpoint-dir", str(ckpt_dir), "--avg-last", "3"])
+    with pytest.raises(PrepError, match="checkpoint not found"):
+        evaluate.main(["--data", str(data), "--checkpoint", str(ckpt_dir / "nope.pt")])
+    empty = tmp_path / "gen.txt"
+    empty.write_text("Generate test with beam=5\n")
+    with pytest.raises(PrepError, match="no hypotheses"):
+        evaluate.main(["--data", str(data), "--checkpoint", str(ckpt_dir / "checkpoint1.pt"),
+                       "--generate-output", str(empty)])
+    assert not (ckpt_dir / "eval_test.json").exists()
+
+
+def corpus_lines(name, n):
+    with gzip.open(CORPUS / name, "rt", encoding="utf-8") as f:
+        return f.read().splitlines()[:n]
+
+
+def test_end_to_end_train_average_evaluate(tmp_path):
+    """Prepare a real (small) data-bin, train our architecture 2 epochs, evaluate.sh --avg-last 2."""
+    raw = tmp_path / "raw"
+    raw.mkdir()
+    for split, n in (("train", 400), ("valid", 20), ("test", 24)):
+        for lang in ("de", "en"):
+            (raw / f"{split}.{lang}").write_text(
+                "".join(x + "\n" for x in corpus_lines(f"{split}.{lang}.gz", n)), encoding="utf-8")
+    dest = tmp_path / "prep"
+    databin = pipeline.main([
+        "--src-lang", "de", "--tgt-lang", "en", "--train-prefix", str(raw / "train"),
+        "--valid-prefix", str(raw / "valid"), "--test-prefix", str(raw / "test"), "--dest", str(dest),
+        "--bpe-size", "300", "--lowercase", "--joined-dictionary", "--workers", "1",
+    ])
+    ckpt = tmp_path / "ckpt"
+    env = dict(os.environ, PATH=f"{BIN}{os.pathsep}{os.environ.get('PATH', '')}")
+    train = subprocess.run(
+        [str(BIN / "fairseq-train"), str(databin), "--user-dir", str(REPO / "fairseq_rskip"),
+         "--arch", "transformer_rskip_tiny", "--share-all-embeddings", "--optimizer", "adam",
+         "--lr", "1e-3", "--max-tokens", "1000", "--max-epoch", "2", "--criterion",
+         "label_smoothed_cross_entropy", "--label-smoothing", "0.1", "--save-dir", str(ckpt),
+         "--num-workers", "0", "--seed", "1", "--no-progress-bar", "--cpu"],
+        capture_output=True, text=True, env=env,
+    )
+    assert train.returncode == 0, train.stderr[-3000:]
+    assert (ckpt / "checkpoint1.pt").exists() and (ckpt / "checkpoint2.pt").exists()
+    proc = subprocess.run(
+        ["bash", str(SCRIPTS / "evaluate.sh"), "--data", str(databin), "--checkpoint-dir", str(ckpt),
+         "--avg-last", "2", "--beam", "2", "--max-tokens", "2000"],
+        capture_output=True, text=True, env=env,
+    )
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    out = proc.stdout.splitlines()
+    assert len(out) == 1 and out[0].startswith("BLEU "), proc.stdout
+    record = json.loads((ckpt / "eval_test.json").read_text())
+    for key in ("bleu_tokenized", "sacrebleu", "sacrebleu_signature", "checkpoint", "subset", "beam",
+                "lenpen", "num_sentences"):
+        assert key in record
+    assert record["num_sentences"] == 24 and record["avg_last"] == 2 and record["beam"] == 2
+    assert record["checkpoint"] == str((ckpt / "checkpoint.avg2.pt").resolve())
+    assert (ckpt / "checkpoint.avg2.pt").exists()
+    # the record's scores are sacrebleu's on the generated text and the prepared references
+    gen = Path(record["generate_output"])
+    hyps, refs = evaluate.parse_generate_output(gen)
+    ids = sorted(hyps)
+    assert ids == list(range(24))
+    assert "@@" not in " ".join(hyps.values())
+    assert [refs[i] for i in ids] == (dest / "text" / "test.en").read_text(encoding="utf-8").splitlines()
+    tokenized = sacrebleu.corpus_bleu([hyps[i] for i in ids], [[refs[i] for i in ids]], tokenize="none", force=True)
+    assert record["bleu_tokenized"] == round(tokenized.score, 2)
