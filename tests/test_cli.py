@@ -1,0 +1,212 @@
+"""End to end through fairseq's own command-line tools on a tiny generated corpus:
+preprocess, train, generate, resume, interactive, checkpoint averaging, hub loading."""
+
+import json
+import random
+import re
+import subprocess
+import sys
+
+import pytest
+import torch
+
+from conftest import REPO, USER_DIR, run
+
+ARCHS = {
+    "transformer_rskip_tiny": ["--eval-bleu", "--best-checkpoint-metric", "bleu", "--maximize-best-checkpoint-metric"],
+    "transformer_adanorm_tiny": ["--lr-scheduler", "inverse_sqrt", "--warmup-updates", "4"],
+    "transformer_prenorm_nowarmup_tiny": ["--lr-scheduler", "inverse_sqrt_nowarmup", "--decay-timescale", "50"],
+}
+WORDS = "the a cat dog house tree runs sees big small red blue eats old new".split()
+
+
+def write_corpus(folder, seed=0):
+    """A word-for-word 'translation' (reversed words plus a suffix) that a tiny model can learn."""
+    rng = random.Random(seed)
+    for split, n in (("train", 400), ("valid", 40), ("test", 20)):
+        with open(folder / f"{split}.src", "w") as fs, open(folder / f"{split}.tgt", "w") as ft:
+            for _ in range(n):
+                words = [rng.choice(WORDS) for _ in range(rng.randint(3, 8))]
+                fs.write(" ".join(words) + "\n")
+                ft.write(" ".join(w[::-1] + "x" for w in words) + "\n")
+
+
+@pytest.fixture(scope="module")
+def data_bin(tmp_path_factory):
+    folder = tmp_path_factory.mktemp("corpus")
+    write_corpus(folder)
+    run([
+        "fairseq-preprocess", "--source-lang", "src", "--target-lang", "tgt",
+        "--trainpref", folder / "train", "--validpref", folder / "valid", "--testpref", folder / "test",
+        "--destdir", folder / "bin", "--joined-dictionary", "--workers", "1",
+    ])
+    return folder / "bin"
+
+
+def train(data_bin, arch, save_dir, max_update, *extra):
+    return run([
+        "fairseq-train", data_bin, "--user-dir", USER_DIR, "--arch", arch,
+        "--share-all-embeddings", "--optimizer", "adam", "--adam-betas", "(0.9, 0.98)",
+        "--lr", "2e-3", "--max-tokens", "800", "--max-update", max_update,
+        "--criterion", "label_smoothed_cross_entropy", "--label-smoothing", "0.1",
+        "--save-dir", save_dir, "--log-format", "json", "--log-interval", "1",
+        "--seed", "3", "--num-workers", "0", *extra,
+    ])
+
+
+def json_logs(proc, kind="train_inner"):
+    records = []
+    for line in (proc.stdout + proc.stderr).splitlines():
+        m = re.search(r"\| (\{.*\})$", line)
+        if m and f"| {kind} |" in line:
+            records.append(json.loads(m.group(1)))
+    return records
+
+
+@pytest.fixture(scope="module")
+def trained(data_bin, tmp_path_factory):
+    """Each architecture trained for 6 updates, then resumed to 10."""
+    results = {}
+    for arch, extra in ARCHS.items():
+        save_dir = tmp_path_factory.mktemp(arch)
+        first = train(data_bin, arch, save_dir, 6, *extra)
+        resumed = train(data_bin, arch, save_dir, 10, *extra)
+        results[arch] = (save_dir, first, resumed)
+    return results
+
+
+@pytest.mark.parametrize("arch", sorted(ARCHS))
+def test_train_and_resume(trained, arch):
+    save_dir, first, resumed = trained[arch]
+    first_updates = [r["num_updates"] for r in json_logs(first)]
+    assert first_updates[0] == "1" and first_updates[-1] == "6"
+    assert re.search(r"Loaded checkpoint .*checkpoint_last\.pt \(epoch \d+ @ 6 updates\)", resumed.stderr + resumed.stdout)
+    resumed_updates = [int(r["num_updates"]) for r in json_logs(resumed)]
+    assert resumed_updates and resumed_updates[0] == 7 and resumed_updates[-1] == 10
+    assert (save_dir / "checkpoint_last.pt").is_file()
+    state = torch.load(save_dir / "checkpoint_last.pt")  # weights_only=True, the torch default
+    assert state["cfg"]["model"].arch == arch
+    assert state["optimizer_history"][-1]["num_updates"] == 10
+
+
+def test_no_warmup_scheduler_starts_at_peak(trained):
+    _, first, _ = trained["transformer_prenorm_nowarmup_tiny"]
+    lrs = [float(r["lr"]) for r in json_logs(first)]
+    assert lrs[0] == pytest.approx(2e-3 * (50 / 51) ** 0.5, rel=1e-3)  # logged after update 1
+    assert all(a > b for a, b in zip(lrs, lrs[1:]))
+
+
+@pytest.mark.parametrize("arch", sorted(ARCHS))
+def test_generate(trained, data_bin, arch):
+    save_dir = trained[arch][0]
+    proc = run([
+        "fairseq-generate", data_bin, "--user-dir", USER_DIR, "--path", save_dir / "checkpoint_last.pt",
+        "--beam", "4", "--max-tokens", "500",
+        # fairseq drops a last batch smaller than this multiple (default 8; fairseq issue 5036)
+        "--required-batch-size-multiple", "1",
+    ])
+    assert "Translated 20 sentences" in proc.stdout + proc.stderr
+    assert len(re.findall(r"^H-\d+\t", proc.stdout, flags=re.M)) == 20
+    assert re.search(r"BLEU4 = \d", proc.stdout)
+
+
+def test_interactive(trained, data_bin):
+    save_dir = trained["transformer_rskip_tiny"][0]
+    proc = subprocess.run(
+        [f"{sys.prefix}/bin/fairseq-interactive", str(data_bin), "--user-dir", str(USER_DIR),
+         "--path", str(save_dir / "checkpoint_last.pt"), "--beam", "2",
+         "--source-lang", "src", "--target-lang", "tgt"],
+        input="the cat sees a dog\nbig red house\n", capture_output=True, text=True, check=True,
+    )
+    assert len(re.findall(r"^H-\d+\t", proc.stdout, flags=re.M)) == 2
+
+
+def test_average_checkpoints_then_generate(trained, data_bin, tmp_path):
+    save_dir = trained["transformer_adanorm_tiny"][0]
+    epochs = sorted(save_dir.glob("checkpoint[0-9]*.pt"))
+    assert len(epochs) >= 2
+    out = tmp_path / "avg.pt"
+    run([sys.executable, REPO / "scripts" / "average_checkpoints.py", "--inputs", save_dir,
+         "--num-epoch-checkpoints", "2", "--output", out])
+    averaged = torch.load(out)["model"]
+    last_two = [torch.load(p)["model"] for p in sorted(epochs, key=lambda p: int(p.stem[10:]))[-2:]]
+    key = "encoder.layers.0.fc1.weight"
+    torch.testing.assert_close(averaged[key], (last_two[0][key] + last_two[1][key]) / 2)
+    proc = run(["fairseq-generate", data_bin, "--user-dir", USER_DIR, "--path", out, "--beam", "2",
+                "--required-batch-size-multiple", "1"])
+    assert "Translated 20 sentences" in proc.stdout + proc.stderr
+
+
+def test_hub_loading(trained, data_bin):
+    from fairseq_rskip.models import RSkipTransformerModel
+
+    save_dir = trained["transformer_prenorm_nowarmup_tiny"][0]
+    hub = RSkipTransformerModel.from_pretrained(
+        str(save_dir), checkpoint_file="checkpoint_last.pt", data_name_or_path=str(data_bin),
+        source_lang="src", target_lang="tgt",
+    )
+    hypothesis = hub.translate("the cat sees a dog", beam=2)
+    assert isinstance(hypothesis, str) and hypothesis.split()
+    assert all(w in hub.tgt_dict.indices for w in hypothesis.split())
+
+
+NECESSITY_CHECK = """
+import sys, torch
+from fairseq_rskip.checkpoint_compat import FAIRSEQ_CHECKPOINT_GLOBALS as ALLOWED
+torch.serialization.clear_safe_globals()  # the import allowed them; start from none
+
+def loads_all(allowed):
+    with torch.serialization.safe_globals(list(allowed)):
+        try:
+            for path in sys.argv[1:]:
+                torch.load(path)
+        except Exception:
+            return False
+    return True
+
+print("all", loads_all(ALLOWED))
+for g in ALLOWED:
+    print(g.__module__ + "." + g.__qualname__, loads_all([a for a in ALLOWED if a is not g]))
+"""
+
+
+def test_checkpoints_need_exactly_the_allow_list(trained):
+    """Every checkpoint loads with the allow-list, and drops any entry and one fails:
+    the list is what fairseq writes (--eval-bleu adds numpy arrays), no more."""
+    paths = [str(p) for save_dir, _, _ in trained.values() for p in save_dir.glob("*.pt")]
+    proc = subprocess.run(
+        [sys.executable, "-c", NECESSITY_CHECK, *paths], capture_output=True, text=True, check=True
+    )
+    results = dict(line.rsplit(" ", 1) for line in proc.stdout.splitlines())
+    assert results.pop("all") == "True"
+    assert len(results) >= 5 and set(results.values()) == {"False"}, results
+
+
+def test_checkpoint_loads_only_with_the_plugin(trained):
+    path = trained["transformer_rskip_tiny"][0] / "checkpoint_best.pt"
+    code = "import sys, torch\n{}\ntorch.load(sys.argv[1])\nprint('loaded')"
+    without = subprocess.run([sys.executable, "-c", code.format(""), str(path)], capture_output=True, text=True)
+    assert without.returncode != 0 and "argparse.Namespace" in without.stderr
+    with_plugin = subprocess.run(
+        [sys.executable, "-c", code.format("import fairseq_rskip"), str(path)], capture_output=True, text=True
+    )
+    assert with_plugin.returncode == 0, with_plugin.stderr
+    # anything else stays refused
+    evil = subprocess.run(
+        [sys.executable, "-c",
+         "import io, collections, torch, fairseq_rskip\n"
+         "buf = io.BytesIO(); torch.save({'x': collections.Counter()}, buf); buf.seek(0)\n"
+         "torch.load(buf)"],
+        capture_output=True, text=True,
+    )
+    assert evil.returncode != 0 and "Counter" in evil.stderr
+
+
+def test_bad_flag_is_refused_by_fairseq_train(data_bin, tmp_path):
+    proc = run([
+        "fairseq-train", data_bin, "--user-dir", USER_DIR, "--arch", "transformer_rskip_tiny",
+        "--skip-recursions", "0", "--optimizer", "adam", "--lr", "1e-3", "--max-update", "1",
+        "--save-dir", tmp_path,
+    ], check=False)
+    assert proc.returncode != 0
+    assert "--skip-recursions must be an integer >= 1; got 0" in proc.stderr

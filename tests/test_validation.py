@@ -1,0 +1,62 @@
+"""Every refused flag value, and the message that names the flag and the accepted values."""
+
+import math
+
+import pytest
+
+from conftest import build_model
+
+REFUSED = [
+    (("--skip-recursions", "0"), r"--skip-recursions must be an integer >= 1; got 0"),
+    (("--skip-recursions", "-2"), r"--skip-recursions must be an integer >= 1; got -2"),
+    (("--skip-recursions", "1", "--skip-scale", "0"), r"--skip-scale must be a finite number > 0; got 0.0"),
+    (("--skip-recursions", "1", "--skip-scale", "-1"), r"--skip-scale must be a finite number > 0; got -1.0"),
+    (("--skip-recursions", "1", "--skip-scale", "nan"), r"--skip-scale must be a finite number > 0; got nan"),
+    (("--skip-recursions", "1", "--skip-scale", "inf"), r"--skip-scale must be a finite number > 0; got inf"),
+    (("--skip-scale", "2"), r"--skip-scale must be 1 with --skip-recursions > 1"),
+    (("--norm-type", "none"), r"--skip-recursions > 1 needs a normalisation"),
+    (("--norm-type", "batchnorm"), r"--norm-type must be one of layernorm, simple, adanorm, none; got 'batchnorm'"),
+    (("--skip-recursions", "1", "--skip-shared-norm"), r"--skip-shared-norm needs --skip-recursions > 1"),
+    (("--adanorm-k", "0.1"), r"--adanorm-scale and --adanorm-k apply only with --norm-type adanorm"),
+    (("--encoder-normalize-before",), r"defined for Post-LN only; drop --encoder-normalize-before"),
+    (("--decoder-normalize-before",), r"defined for Post-LN only; drop --decoder-normalize-before"),
+]
+
+ADANORM_REFUSED = [
+    (("--adanorm-k", "-0.1"), r"--adanorm-k must be a number in \[0, 1\); got -0.1"),
+    (("--adanorm-k", "1"), r"--adanorm-k must be a number in \[0, 1\); got 1.0"),
+    (("--adanorm-k", "nan"), r"--adanorm-k must be a number in \[0, 1\); got nan"),
+    (("--adanorm-scale", "0"), r"--adanorm-scale must be a finite number > 0; got 0.0"),
+    (("--adanorm-scale", "inf"), r"--adanorm-scale must be a finite number > 0; got inf"),
+    (("--skip-scale", "3", "--encoder-normalize-before"), r"defined for Post-LN only"),
+]
+
+
+@pytest.mark.parametrize("flags,message", REFUSED, ids=[" ".join(f) for f, _ in REFUSED])
+def test_rskip_refuses(flags, message):
+    with pytest.raises(ValueError, match=message):
+        build_model("transformer_rskip_tiny", *flags)
+
+
+@pytest.mark.parametrize("flags,message", ADANORM_REFUSED, ids=[" ".join(f) for f, _ in ADANORM_REFUSED])
+def test_adanorm_refuses(flags, message):
+    with pytest.raises(ValueError, match=message):
+        build_model("transformer_adanorm_tiny", *flags)
+
+
+def test_prenorm_refuses_recursions():
+    with pytest.raises(ValueError, match=r"--skip-recursions > 1 and --skip-scale != 1 are defined for Post-LN only"):
+        build_model("transformer_prenorm_nowarmup_tiny", "--skip-recursions", "2")
+
+
+def test_accepted_edges_build():
+    build_model("transformer_adanorm_tiny", "--adanorm-k", "0", "--adanorm-scale", "1e-3")
+    build_model("transformer_adanorm_tiny", "--adanorm-k", "0.999")
+    build_model("transformer_rskip_tiny", "--skip-recursions", "1", "--skip-scale", "1e-3", "--norm-type", "none")
+    model = build_model("transformer_rskip_tiny", "--skip-recursions", "6", "--norm-type", "simple")
+    assert model.encoder.layers[0].final_layer_norm.extra_repr().endswith("recursions=6")
+
+
+def test_values_are_not_clamped():
+    model = build_model("transformer_rskip_tiny", "--skip-recursions", "1", "--skip-scale", "4")
+    assert math.isclose(model.encoder.layers[0].self_attn_layer_norm.skip_scale, 4.0)
