@@ -3,11 +3,15 @@
 # into a fairseq data-bin with the generic recipe (Moses tokenisation, lowercased,
 # joint subword-nmt BPE with 4000 merges, joined dictionary):
 #   bash scripts/prepare-bundled.sh [DEST]        # default DEST: work/bundled
-# Result: DEST/data-bin, language pair de -> en. Extra options go to prepare-parallel.sh.
+# Result: DEST/data-bin, language pair de -> en. Options after DEST go to prepare-parallel.sh
+# (e.g. --bpe sentencepiece --bpe-size 4000).
 set -euo pipefail
 source "$(dirname "${BASH_SOURCE[0]}")/_env.sh"
-dest="${1:-$RSKIP_ROOT/work/bundled}"
-shift || true
+dest="$RSKIP_ROOT/work/bundled"
+if [ $# -gt 0 ] && [ "${1#-}" = "$1" ]; then
+    dest="$1"
+    shift
+fi
 corpus="$RSKIP_ROOT/examples/translation/corpus/ding-de-en"
 raw="$dest/raw"
 mkdir -p "$raw"
