@@ -11,6 +11,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import List, Optional, Sequence
 
+import numpy as np
 import torch
 
 PLUGIN_DIR = Path(__file__).resolve().parents[1]
@@ -79,8 +80,8 @@ def collate_pairs(pairs: Sequence[tuple], src_dict, tgt_dict=None) -> dict:
     src = [src_dict.encode_line(s, add_if_not_exist=False, append_eos=True).long() for s, _ in pairs]
     tgt = [tgt_dict.encode_line(t, add_if_not_exist=False, append_eos=True).long() for _, t in pairs]
     ds = LanguagePairDataset(
-        src, torch.tensor([len(s) for s in src]), src_dict,
-        tgt, torch.tensor([len(t) for t in tgt]), tgt_dict,
+        src, np.array([len(s) for s in src]), src_dict,
+        tgt, np.array([len(t) for t in tgt]), tgt_dict,
         left_pad_source=True, left_pad_target=False,
     )
     return ds.collater([ds[i] for i in range(len(ds))])
@@ -100,8 +101,8 @@ def random_batch(dictionary, n_sentences: int, src_len: int, tgt_len: int, seed:
     src = [sent(src_len) for _ in range(n_sentences)]
     tgt = [sent(tgt_len) for _ in range(n_sentences)]
     ds = LanguagePairDataset(
-        src, torch.tensor([len(s) for s in src]), dictionary,
-        tgt, torch.tensor([len(t) for t in tgt]), dictionary,
+        src, np.array([len(s) for s in src]), dictionary,
+        tgt, np.array([len(t) for t in tgt]), dictionary,
         left_pad_source=True, left_pad_target=False,
     )
     return ds.collater([ds[i] for i in range(len(ds))])

@@ -1,0 +1,387 @@
+#!/usr/bin/env python
+"""Training throughput, generation speed and peak memory against fairseq's stock transformer.
+
+    python benchmarks/benchmark_throughput.py                 # iwslt_de_en size, CPU
+    python benchmarks/benchmark_throughput.py --quick         # smoke test, seconds
+
+Prints figures (not a test). Every model is built by fairseq itself (argument
+parsing with ``--user-dir fairseq_rskip`` and the registered model's
+``build_model``) at the same size (``--size``): the candidates
+``transformer_rskip`` (2 recursions), ``transformer_adanorm`` and
+``transformer_prenorm_nowarmup``, and the baselines, fairseq's stock
+``transformer`` (Post-LN) and the same with ``--encoder-normalize-before
+--decoder-normalize-before`` (Pre-LN, the like-for-like reference of
+prenorm).
+
+Training throughput
+    target tokens per second of full training updates (fairseq's
+    ``label_smoothed_cross_entropy`` criterion, backward, ``torch.optim.Adam``
+    step) on real fairseq batches: the first ``--max-tokens`` batches of the
+    data-bin's ``valid`` split (``--data``; default ``work/bundled/data-bin`` if
+    it exists), else random batches of a ``--vocab``-word dictionary. All
+    models live in one process; each repetition visits them in a rotated
+    order, runs ``--warmup-steps`` untimed updates, then times ``--steps``
+    updates. Reported: the median over repetitions, and the median of the
+    per-repetition ratios candidate / baseline (paired, so slow phases of a
+    shared machine cancel out).
+Generation speed
+    sentences per second of fairseq's ``SequenceGenerator`` (beam 5) on
+    ``--gen-sentences`` source sentences, in eval mode; every hypothesis is
+    forced to exactly ``--gen-len`` tokens (``min_len = max_len_b``) so that
+    untrained models of different architectures do the same work.
+Peak memory
+    CPU: each model trains ``--mem-steps`` updates in a fresh child process;
+    reported is the child's peak resident set size (``ru_maxrss``) and the
+    part above its RSS just before the model was built (model, optimiser
+    state, activations), medians over ``--mem-reps`` alternated repetitions.
+    GPU: ``torch.cuda.max_memory_allocated`` over the timed updates.
+"""
+
+import argparse
+import json
+import os
+import platform
+import resource
+import statistics
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(REPO))
+
+CANDIDATES = {
+    "rskip": ("transformer_rskip", []),
+    "adanorm": ("transformer_adanorm", []),
+    "prenorm": ("transformer_prenorm_nowarmup", []),
+}
+BASELINES = {
+    "postln": ("transformer", []),
+    "preln": ("transformer", ["--encoder-normalize-before", "--decoder-normalize-before"]),
+}
+TARGETS = {  # name: (train throughput >=, generation >=, peak memory <=) vs postln
+    "rskip": (0.95, 0.95, 1.10),
+    "adanorm": (0.90, 0.95, 1.10),
+    "prenorm": (0.98, 0.95, 1.10),
+}
+
+
+def arch_name(base: str, size: str) -> str:
+    return base if size in ("", "base") else f"{base}_{size}"
+
+
+def model_flags(opts) -> list:
+    flags = ["--dropout", str(opts.dropout)]
+    if opts.layers:
+        flags += ["--encoder-layers", str(opts.layers), "--decoder-layers", str(opts.layers)]
+    return flags
+
+
+def load_batches(opts, n: int):
+    """``(dictionary, batches)``: real fairseq batches of the data-bin, or random ones."""
+    from fairseq_rskip.analysis import modelbuild
+
+    if opts.data:
+        task, batches = modelbuild.data_bin_batches(
+            opts.data, arch_name("transformer", opts.size), split=opts.split,
+            max_tokens=opts.max_tokens, n_batches=n)
+        if not batches:
+            raise SystemExit(f"no batches in {opts.data} {opts.split}")
+        return task.source_dictionary, task.target_dictionary, batches
+    d = modelbuild.random_dictionary(opts.vocab)
+    per = max(1, opts.max_tokens // opts.random_len)
+    batches = [modelbuild.random_batch(d, per, opts.random_len, opts.random_len, seed=k) for k in range(n)]
+    return d, d, batches
+
+
+def build(name: str, opts, src_dict, tgt_dict, seed: int = 1):
+    import torch
+    from fairseq.criterions.label_smoothed_cross_entropy import LabelSmoothedCrossEntropyCriterion
+
+    from fairseq_rskip.analysis import modelbuild
+
+    base, extra = {**CANDIDATES, **BASELINES}[name]
+    model, _ = modelbuild.build_model(arch_name(base, opts.size), extra + model_flags(opts),
+                                      dictionary=src_dict, tgt_dictionary=tgt_dict, seed=seed)
+    model.to(opts.device)
+    crit = LabelSmoothedCrossEntropyCriterion(
+        modelbuild.DummyTask(src_dict, tgt_dict), sentence_avg=False, label_smoothing=0.1)
+    opt = torch.optim.Adam(model.parameters(), lr=1e-4, betas=(0.9, 0.98), eps=1e-8)
+    return model, crit, opt
+
+
+def to_device(sample, device):
+    from fairseq import utils
+
+    return utils.move_to_cuda(sample) if device == "cuda" else sample
+
+
+def train_steps(model, crit, opt, batches, steps: int, offset: int = 0) -> int:
+    """``steps`` training updates; returns the number of target tokens."""
+    model.train()
+    ntok = 0
+    for i in range(steps):
+        sample = batches[(offset + i) % len(batches)]
+        loss, _, _ = crit(model, sample)
+        loss.backward()
+        opt.step()
+        opt.zero_grad(set_to_none=True)
+        ntok += int(sample["ntokens"])
+    return ntok
+
+
+def sync(device):
+    if device == "cuda":
+        import torch
+
+        torch.cuda.synchronize()
+
+
+def generation_sample(batches, n: int):
+    """The first ``n`` sentences of the batches, as one batch."""
+    import torch
+
+    first = batches[0]
+    k = min(n, first["net_input"]["src_tokens"].size(0))
+    ni = first["net_input"]
+    return {"id": first["id"][:k],
+            "net_input": {"src_tokens": ni["src_tokens"][:k], "src_lengths": ni["src_lengths"][:k],
+                          "prev_output_tokens": ni["prev_output_tokens"][:k]},
+            "target": first["target"][:k], "ntokens": int(torch.ne(first["target"][:k], 1).sum())}
+
+
+def generate_once(generator, model, sample, device) -> int:
+    import torch
+
+    model.eval()
+    with torch.no_grad():
+        hyps = generator.generate([model], sample)
+    sync(device)
+    return len(hyps)
+
+
+# ----------------------------------------------------------------------------
+# memory in a child process (CPU)
+
+
+def _rss_mib() -> float:
+    with open("/proc/self/statm") as f:
+        return int(f.read().split()[1]) * os.sysconf("SC_PAGE_SIZE") / 2**20
+
+
+def _memory_child(name: str, opts) -> dict:
+    """In a fresh process: RSS before building ``name``, and the peak after training it."""
+    import logging
+
+    import torch
+
+    torch.set_num_threads(opts.threads)
+    logging.disable(logging.WARNING)
+    src, tgt, batches = load_batches(opts, opts.mem_steps)
+    before = _rss_mib()
+    model, crit, opt = build(name, opts, src, tgt)
+    train_steps(model, crit, opt, batches, opts.mem_steps)
+    peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+    return {"peak_rss_mib": peak, "above_base_mib": peak - before}
+
+
+def measure_memory_cpu(names, opts) -> dict:
+    """Each model in its own child process (this script, ``--memory-child``), alternated."""
+    out = {n: [] for n in names}
+    for rep in range(opts.mem_reps):
+        order = names[rep % len(names):] + names[:rep % len(names)]
+        for name in order:
+            proc = subprocess.run(
+                [sys.executable, str(Path(__file__).resolve()), "--memory-child", name,
+                 "--child-opts", json.dumps(vars(opts))],
+                capture_output=True, text=True, env={**os.environ, "PYTHONWARNINGS": "ignore"})
+            lines = [l for l in proc.stdout.splitlines() if l.startswith("MEMORY ")]
+            if proc.returncode != 0 or not lines:
+                raise RuntimeError(f"memory child for {name} failed:\n{proc.stderr[-3000:]}")
+            out[name].append(json.loads(lines[-1][len("MEMORY "):]))
+    return {n: {k: statistics.median(r[k] for r in rs) for k in rs[0]} for n, rs in out.items()}
+
+
+# ----------------------------------------------------------------------------
+
+
+def run(opts) -> dict:
+    import torch
+
+    torch.set_num_threads(opts.threads)
+    from fairseq.sequence_generator import SequenceGenerator
+
+    # Pre-LN stock baseline only where prenorm is measured (its like-for-like reference)
+    names = ["postln"] + (["preln"] if "prenorm" in opts.archs else []) + list(opts.archs)
+    src, tgt, batches = load_batches(opts, max(4, opts.steps + opts.warmup_steps))
+    batches = [to_device(b, opts.device) for b in batches]
+    models = {n: build(n, opts, src, tgt) for n in names}
+    params = {n: sum(p.numel() for p in m[0].parameters()) for n, m in models.items()}
+    gen_sample = generation_sample(batches, opts.gen_sentences)
+    gens = {n: SequenceGenerator([models[n][0]], tgt, beam_size=opts.beam, max_len_a=0,
+                                 max_len_b=opts.gen_len, min_len=opts.gen_len)
+            for n in names}
+
+    train = {n: [] for n in names}
+    gen = {n: [] for n in names}
+    gpu_mem = {n: [] for n in names}
+    for rep in range(opts.reps):
+        order = names[rep % len(names):] + names[:rep % len(names)]
+        for n in order:
+            model, crit, opt = models[n]
+            train_steps(model, crit, opt, batches, opts.warmup_steps)
+            sync(opts.device)
+            if opts.device == "cuda":
+                torch.cuda.reset_peak_memory_stats()
+            t = time.perf_counter()
+            ntok = train_steps(model, crit, opt, batches, opts.steps, offset=opts.warmup_steps)
+            sync(opts.device)
+            train[n].append(ntok / (time.perf_counter() - t))
+            if opts.device == "cuda":
+                gpu_mem[n].append(torch.cuda.max_memory_allocated() / 2**20)
+            generate_once(gens[n], model, gen_sample, opts.device)  # warm-up
+            t = time.perf_counter()
+            k = 0
+            for _ in range(opts.gen_repeats):
+                k += generate_once(gens[n], model, gen_sample, opts.device)
+            gen[n].append(k / (time.perf_counter() - t))
+        print(f"  repetition {rep + 1}/{opts.reps}: " + ", ".join(
+            f"{n} {train[n][-1]:.0f} tok/s {gen[n][-1]:.2f} sent/s" for n in names), flush=True)
+    del models, gens
+
+    def paired(values, base):
+        return statistics.median(v / b for v, b in zip(values, base))
+
+    result = {"names": names, "params": params,
+              "train_tok_s": {n: statistics.median(v) for n, v in train.items()},
+              "gen_sent_s": {n: statistics.median(v) for n, v in gen.items()},
+              "train_ratio": {n: paired(train[n], train["postln"]) for n in names},
+              "gen_ratio": {n: paired(gen[n], gen["postln"]) for n in names},
+              "train_ratio_preln": {n: paired(train[n], train["preln"]) for n in names if "preln" in names},
+              "gen_ratio_preln": {n: paired(gen[n], gen["preln"]) for n in names if "preln" in names},
+              "raw": {"train": train, "gen": gen}}
+    if opts.device == "cuda":
+        mem = {n: {"peak_mib": statistics.median(v)} for n, v in gpu_mem.items()}
+        result["memory"] = mem
+        result["mem_ratio"] = {n: mem[n]["peak_mib"] / mem["postln"]["peak_mib"] for n in names}
+        result["mem_kind"] = "torch.cuda.max_memory_allocated over the timed updates"
+    elif opts.mem_reps > 0:
+        mem = measure_memory_cpu(names, opts)
+        result["memory"] = mem
+        result["mem_ratio"] = {n: mem[n]["peak_rss_mib"] / mem["postln"]["peak_rss_mib"] for n in names}
+        result["mem_ratio_above_base"] = {
+            n: mem[n]["above_base_mib"] / mem["postln"]["above_base_mib"] for n in names}
+        result["mem_kind"] = "peak RSS of a child process training the model (ru_maxrss)"
+    return result
+
+
+def report(result: dict, opts) -> bool:
+    names = result["names"]
+    print()
+    print(f"size {opts.size}, {opts.device}, {opts.threads} thread(s), data "
+          f"{opts.data or f'random (vocab {opts.vocab})'}, max tokens {opts.max_tokens}, "
+          f"{opts.reps} repetitions x {opts.steps} timed updates (+{opts.warmup_steps} warm-up), "
+          f"generation beam {opts.beam} x {opts.gen_sentences} sentences x {opts.gen_len} tokens")
+    head = (f"{'architecture':<10} {'params':>11} {'train tok/s':>12} {'x postln':>9} {'x preln':>8} "
+            f"{'gen sent/s':>11} {'x postln':>9} {'x preln':>8}")
+    mem = result.get("memory")
+    if mem:
+        head += f" {'peak MiB':>9} {'x postln':>9}"
+        if "mem_ratio_above_base" in result:
+            head += f" {'above base':>10} {'x postln':>9}"
+    print(head)
+    for n in names:
+        line = (f"{n:<10} {result['params'][n]:>11,} {result['train_tok_s'][n]:>12.0f} "
+                f"{result['train_ratio'][n]:>9.3f} {result['train_ratio_preln'].get(n, float('nan')):>8.3f} "
+                f"{result['gen_sent_s'][n]:>11.2f} {result['gen_ratio'][n]:>9.3f} "
+                f"{result['gen_ratio_preln'].get(n, float('nan')):>8.3f}")
+        if mem:
+            key = "peak_rss_mib" if "peak_rss_mib" in mem[n] else "peak_mib"
+            line += f" {mem[n][key]:>9.0f} {result['mem_ratio'][n]:>9.3f}"
+            if "mem_ratio_above_base" in result:
+                line += f" {mem[n]['above_base_mib']:>10.0f} {result['mem_ratio_above_base'][n]:>9.3f}"
+        print(line)
+    print()
+    ok_all = True
+    for n in names:
+        if n not in TARGETS:
+            continue
+        t_train, t_gen, t_mem = TARGETS[n]
+        checks = [("train", result["train_ratio"][n], ">=", t_train),
+                  ("generation", result["gen_ratio"][n], ">=", t_gen)]
+        if mem:
+            checks.append(("peak memory", result["mem_ratio"][n], "<=", t_mem))
+            if "mem_ratio_above_base" in result:
+                checks.append(("memory above base", result["mem_ratio_above_base"][n], "<=", t_mem))
+        for what, value, op, target in checks:
+            ok = value >= target if op == ">=" else value <= target
+            ok_all &= ok
+            print(f"  {n:<8} {what:<18} {value:6.3f} x postln  target {op} {target:.2f}  "
+                  f"{'met' if ok else 'MISSED'}")
+    if "mem_kind" in result:
+        print(f"  memory: {result['mem_kind']}")
+    return ok_all
+
+
+def parse(argv=None):
+    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0], allow_abbrev=False)
+    p.add_argument("--archs", nargs="+", choices=list(CANDIDATES), default=list(CANDIDATES))
+    p.add_argument("--size", default="iwslt_de_en", help="size suffix: iwslt_de_en, tiny, base, ...")
+    p.add_argument("--layers", type=int, help="encoder and decoder layers (default: the size's)")
+    p.add_argument("--data", help="data-bin (default work/bundled/data-bin if present)")
+    p.add_argument("--split", default="valid")
+    p.add_argument("--vocab", type=int, default=10000, help="dictionary size without --data")
+    p.add_argument("--random-len", type=int, default=25)
+    p.add_argument("--max-tokens", type=int, default=1024)
+    p.add_argument("--dropout", type=float, default=0.3)
+    p.add_argument("--reps", type=int, default=5)
+    p.add_argument("--steps", type=int, default=4)
+    p.add_argument("--warmup-steps", type=int, default=1)
+    p.add_argument("--beam", type=int, default=5)
+    p.add_argument("--gen-sentences", type=int, default=16)
+    p.add_argument("--gen-len", type=int, default=20)
+    p.add_argument("--gen-repeats", type=int, default=1)
+    p.add_argument("--mem-reps", type=int, default=3, help="0: no memory measurement")
+    p.add_argument("--mem-steps", type=int, default=2)
+    p.add_argument("--threads", type=int, default=1, help="torch CPU threads")
+    p.add_argument("--device", choices=["cpu", "cuda"], default="cpu")
+    p.add_argument("--json-out", help="write the figures as JSON")
+    p.add_argument("--memory-child", help=argparse.SUPPRESS)
+    p.add_argument("--child-opts", help=argparse.SUPPRESS)
+    p.add_argument("--quick", action="store_true",
+                   help="smoke test: tiny size, 2 repetitions of 2 updates, small generation")
+    opts = p.parse_args(argv)
+    if opts.quick:
+        opts.size, opts.max_tokens, opts.reps, opts.steps = "tiny", 256, 2, 2
+        opts.gen_sentences, opts.gen_len, opts.mem_reps, opts.mem_steps = 4, 5, 1, 1
+        opts.vocab = 500
+    if opts.data is None and not opts.quick and (REPO / "work/bundled/data-bin").is_dir():
+        opts.data = str(REPO / "work/bundled/data-bin")
+    return opts
+
+
+def main(argv=None) -> int:
+    opts = parse(argv)
+    if opts.memory_child:
+        child = argparse.Namespace(**json.loads(opts.child_opts))
+        print("MEMORY " + json.dumps(_memory_child(opts.memory_child, child)), flush=True)
+        return 0
+    import logging
+
+    logging.basicConfig(level=logging.WARNING, force=True)
+    import torch
+
+    print(f"benchmark_throughput: torch {torch.__version__}, python {platform.python_version()}, "
+          f"{platform.processor() or platform.machine()}, {os.cpu_count()} CPUs", flush=True)
+    result = run(opts)
+    ok = report(result, opts)
+    print(f"all targets met: {ok}")
+    if opts.json_out:
+        Path(opts.json_out).write_text(json.dumps({"options": vars(opts), **result,
+                                                   "all_targets_met": ok}, indent=1) + "\n")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
