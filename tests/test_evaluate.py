@@ -119,6 +119,22 @@ def test_evaluate_script_on_generate_output(tmp_path):
     assert f"tokenized={record['bleu_tokenized']:.2f}" in out[0] and f"sacrebleu={record['sacrebleu']:.2f}" in out[0]
 
 
+def test_generate_command_undoes_the_data_bins_bpe(tmp_path):
+    args, extra = evaluate.build_parser().parse_known_args(
+        ["--data", str(tmp_path), "--checkpoint", "c.pt", "--beam", "4", "--lenpen", "0.6", "--", "--batch-size", "7"])
+    extra = [a for a in extra if a != "--"]
+    for bpe, flags in (("subword_nmt", ["--remove-bpe"]), ("sentencepiece", ["--post-process", "sentencepiece"]),
+                       ("none", [])):
+        cmd = evaluate.generate_command(args, Path("c.pt"), {"bpe": bpe, "src_lang": "de", "tgt_lang": "en"}, extra)
+        assert cmd[1:3] == ["-m", "fairseq_cli.generate"]
+        assert cmd[-2:] == ["--batch-size", "7"]
+        tail = cmd[cmd.index("en") + 1:-2]
+        assert tail == flags
+        for opt, val in (("--beam", "4"), ("--lenpen", "0.6"), ("--gen-subset", "test"), ("--path", "c.pt"),
+                         ("--user-dir", str(REPO / "fairseq_rskip"))):
+            assert cmd[cmd.index(opt) + 1] == val
+
+
 def test_evaluate_errors(tmp_path):
     data = tmp_path / "data-bin"
     data.mkdir()

@@ -155,7 +155,8 @@ def _env():
     return env
 
 
-def run_generate(args, ckpt, meta, out_path, extra):
+def generate_command(args, ckpt, meta, extra):
+    """fairseq-generate's command line; the BPE of the data-bin (prep.json) picks how to undo it."""
     cmd = [
         sys.executable, "-m", "fairseq_cli.generate", str(args.data),
         "--path", str(ckpt), "--gen-subset", args.subset,
@@ -166,7 +167,11 @@ def run_generate(args, ckpt, meta, out_path, extra):
     if meta.get("src_lang"):
         cmd += ["--source-lang", meta["src_lang"], "--target-lang", meta["tgt_lang"]]
     cmd += post_process_flag(meta.get("bpe", "subword_nmt"))
-    cmd += extra
+    return cmd + list(extra)
+
+
+def run_generate(args, ckpt, meta, out_path, extra):
+    cmd = generate_command(args, ckpt, meta, extra)
     logger.info("running %s", " ".join(cmd))
     with atomic_output(out_path) as tmp:
         with open(tmp, "w", encoding="utf-8") as out:
