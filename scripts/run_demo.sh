@@ -1,0 +1,19 @@
+#!/usr/bin/env bash
+# The main job, end to end on the bundled German-English corpus (a few CPU minutes):
+# install (if needed), prepare the corpus into a data-bin, train transformer_rskip
+# (rSkip+LN, 2 recursions) and fairseq's Post-LN transformer at the same small size,
+# evaluate both with scripts/evaluate.sh and print the comparison table with BLEU.
+#   bash scripts/run_demo.sh [extra scripts/reproduce.py options, e.g. --seeds 1 2]
+# Outputs under work/: work/bundled/data-bin, work/demo/{results.md,results.csv,*.png}.
+# A re-run reuses the finished steps.
+set -euo pipefail
+root=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
+bash "$root/scripts/setup_env.sh"
+source "$root/scripts/_env.sh"
+bash "$root/scripts/prepare-bundled.sh" "$root/work/bundled"
+"$RSKIP_PY" "$root/scripts/reproduce.py" \
+    --config "$root/examples/translation/configs/bundled-cpu.json" \
+    --data "$root/work/bundled/data-bin" --out "$root/work/demo" \
+    --archs postln rskip --seeds 1 "$@"
+echo
+cat "$root/work/demo/results.md"
