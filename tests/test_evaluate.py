@@ -175,7 +175,8 @@ def test_end_to_end_train_average_evaluate(tmp_path):
         "--bpe-size", "300", "--lowercase", "--joined-dictionary", "--workers", "1",
     ])
     ckpt = tmp_path / "ckpt"
-    env = dict(os.environ, PATH=f"{BIN}{os.pathsep}{os.environ.get('PATH', '')}")
+    # one intra-op thread: on a shared 2-core machine torch's thread pool otherwise spins against other jobs
+    env = dict(os.environ, PATH=f"{BIN}{os.pathsep}{os.environ.get('PATH', '')}", OMP_NUM_THREADS="1")
     train = subprocess.run(
         [str(BIN / "fairseq-train"), str(databin), "--user-dir", str(REPO / "fairseq_rskip"),
          "--arch", "transformer_rskip_tiny", "--share-all-embeddings", "--optimizer", "adam",
