@@ -3,6 +3,7 @@
 import gzip
 import json
 import os
+import re
 import subprocess
 import sys
 from pathlib import Path
@@ -164,7 +165,8 @@ def test_end_to_end_train_average_evaluate(tmp_path):
     """Prepare a real (small) data-bin, train our architecture 2 epochs, evaluate.sh --avg-last 2."""
     raw = tmp_path / "raw"
     raw.mkdir()
-    for split, n in (("train", 400), ("valid", 20), ("test", 24)):
+    # 21 test sentences: not a multiple of fairseq's default batch multiple (8)
+    for split, n in (("train", 400), ("valid", 20), ("test", 21)):
         for lang in ("de", "en"):
             (raw / f"{split}.{lang}").write_text(
                 "".join(x + "\n" for x in corpus_lines(f"{split}.{lang}.gz", n)), encoding="utf-8")
@@ -199,15 +201,23 @@ def test_end_to_end_train_average_evaluate(tmp_path):
     for key in ("bleu_tokenized", "sacrebleu", "sacrebleu_signature", "checkpoint", "subset", "beam",
                 "lenpen", "num_sentences"):
         assert key in record
-    assert record["num_sentences"] == 24 and record["avg_last"] == 2 and record["beam"] == 2
+    assert record["num_sentences"] == 21 and record["avg_last"] == 2 and record["beam"] == 2
     assert record["checkpoint"] == str((ckpt / "checkpoint.avg2.pt").resolve())
     assert (ckpt / "checkpoint.avg2.pt").exists()
     # the record's scores are sacrebleu's on the generated text and the prepared references
     gen = Path(record["generate_output"])
     hyps, refs = evaluate.parse_generate_output(gen)
     ids = sorted(hyps)
-    assert ids == list(range(24))
+    assert ids == list(range(21))
     assert "@@" not in " ".join(hyps.values())
     assert [refs[i] for i in ids] == (dest / "text" / "test.en").read_text(encoding="utf-8").splitlines()
     tokenized = sacrebleu.corpus_bleu([hyps[i] for i in ids], [[refs[i] for i in ids]], tokenize="none", force=True)
     assert record["bleu_tokenized"] == round(tokenized.score, 2)
+    # an output that misses a sentence is refused, not scored on a part of the test set
+    partial = tmp_path / "partial.txt"
+    partial.write_text("".join(
+        line + "\n" for line in gen.read_text(encoding="utf-8").splitlines()
+        if not re.match(r"[STHDP]-7\t", line)), encoding="utf-8")
+    with pytest.raises(PrepError, match="translates 20 of the 21 sentences of test"):
+        evaluate.main(["--data", str(databin), "--checkpoint", str(ckpt / "checkpoint.avg2.pt"),
+                       "--generate-output", str(partial), "--json-out", str(tmp_path / "partial.json")])

@@ -155,6 +155,16 @@ def _env():
     return env
 
 
+def subset_size(data, subset):
+    """Number of sentences in the data-bin's ``subset`` (None if it is not found)."""
+    from fairseq.data import indexed_dataset
+
+    idx = sorted(Path(data).glob(f"{subset}.*-*.*.idx"))
+    if not idx:
+        return None
+    return len(indexed_dataset.MMapIndexedDataset(str(idx[0])[: -len(".idx")]))
+
+
 def generate_command(args, ckpt, meta, extra):
     """fairseq-generate's command line; the BPE of the data-bin (prep.json) picks how to undo it."""
     cmd = [
@@ -163,6 +173,9 @@ def generate_command(args, ckpt, meta, extra):
         "--beam", str(args.beam), "--lenpen", str(args.lenpen),
         "--max-tokens", str(args.max_tokens), "--user-dir", str(args.user_dir),
         "--task", "translation",
+        # fairseq drops a last batch smaller than this multiple (default 8,
+        # fairseq issue 5036): with 1 every test sentence is translated
+        "--required-batch-size-multiple", "1",
     ]
     if meta.get("src_lang"):
         cmd += ["--source-lang", meta["src_lang"], "--target-lang", meta["tgt_lang"]]
@@ -223,6 +236,12 @@ def main(argv=None):
 
     hyps, refs = parse_generate_output(gen_out)
     ids = sorted(hyps)
+    expected = subset_size(data, args.subset)
+    if expected is not None and len(ids) != expected:
+        raise PrepError(
+            f"{gen_out} translates {len(ids)} of the {expected} sentences of {args.subset}: "
+            "BLEU on a part of the test set is not comparable"
+        )
     tgt = meta.get("tgt_lang")
     if tgt is None:
         dicts = sorted(data.glob(f"{args.subset}.*-*.*.idx"))
