@@ -136,3 +136,26 @@ def test_fairseq_postln_checkpoint_upgrade_path():
     assert set(old) == set(state)
     for key in state:
         assert torch.equal(old[key], state[key]), key
+
+
+def test_decoder_layer_accepts_a_previous_attention_state():
+    """prev_self_attn_state / prev_attn_state (fairseq's ONNX/ensemble path) restore the cache."""
+    model = build_model("transformer_rskip_tiny").eval()
+    layer = model.decoder.layers[0]
+    g = torch.Generator().manual_seed(0)
+    x1, x2 = torch.randn(1, 2, 64, generator=g), torch.randn(1, 2, 64, generator=g)
+    enc = torch.randn(5, 2, 64, generator=g)
+    with torch.no_grad():
+        state = {}
+        layer(x1, enc, incremental_state=state)
+        expected, _, _ = layer(x2, enc, incremental_state=state)
+        first = {}
+        layer(x1, enc, incremental_state=first)
+        self_buf = layer.self_attn._get_input_buffer(first)
+        cross_buf = layer.encoder_attn._get_input_buffer(first)
+        prev_self = [self_buf["prev_key"].view(2, 2, 1, -1), self_buf["prev_value"].view(2, 2, 1, -1)]
+        prev_cross = [cross_buf["prev_key"].view(2, 2, 5, -1), cross_buf["prev_value"].view(2, 2, 5, -1)]
+        restored, _, _ = layer(
+            x2, enc, incremental_state={}, prev_self_attn_state=prev_self, prev_attn_state=prev_cross
+        )
+    torch.testing.assert_close(restored, expected)

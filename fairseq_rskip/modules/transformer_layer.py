@@ -34,6 +34,14 @@ def _check_unsupported(cfg) -> None:
             )
 
 
+def _saved_state(prev_state: List[Tensor]) -> Dict[str, Optional[Tensor]]:
+    """An attention's incremental state from ``[prev_key, prev_value(, padding mask)]``."""
+    saved: Dict[str, Optional[Tensor]] = {"prev_key": prev_state[0], "prev_value": prev_state[1]}
+    if len(prev_state) >= 3:
+        saved["prev_key_padding_mask"] = prev_state[2]
+    return saved
+
+
 class RSkipTransformerEncoderLayer(TransformerEncoderLayerBase):
     """Encoder layer: self-attention and feed-forward, each through a ResidualNorm."""
 
@@ -125,15 +133,8 @@ class RSkipTransformerDecoderLayer(TransformerDecoderLayerBase):
         residual = x
         x = self.self_attn_layer_norm.branch_input(x)
         if prev_self_attn_state is not None:
-            prev_key, prev_value = prev_self_attn_state[:2]
-            saved_state: Dict[str, Optional[Tensor]] = {
-                "prev_key": prev_key,
-                "prev_value": prev_value,
-            }
-            if len(prev_self_attn_state) >= 3:
-                saved_state["prev_key_padding_mask"] = prev_self_attn_state[2]
             assert incremental_state is not None
-            self.self_attn._set_input_buffer(incremental_state, saved_state)
+            self.self_attn._set_input_buffer(incremental_state, _saved_state(prev_self_attn_state))
         _self_attn_input_buffer = self.self_attn._get_input_buffer(incremental_state)
         if self.cross_self_attention and not (
             incremental_state is not None
@@ -175,15 +176,8 @@ class RSkipTransformerDecoderLayer(TransformerDecoderLayerBase):
             residual = x
             x = self.encoder_attn_layer_norm.branch_input(x)
             if prev_attn_state is not None:
-                prev_key, prev_value = prev_attn_state[:2]
-                saved_state: Dict[str, Optional[Tensor]] = {
-                    "prev_key": prev_key,
-                    "prev_value": prev_value,
-                }
-                if len(prev_attn_state) >= 3:
-                    saved_state["prev_key_padding_mask"] = prev_attn_state[2]
                 assert incremental_state is not None
-                self.encoder_attn._set_input_buffer(incremental_state, saved_state)
+                self.encoder_attn._set_input_buffer(incremental_state, _saved_state(prev_attn_state))
 
             x, attn = self.encoder_attn(
                 query=x,
