@@ -31,7 +31,7 @@ Generation speed
     untrained models of different architectures do the same work.
 Peak memory
     CPU: each model trains ``--mem-steps`` updates in a fresh child process;
-    reported is the child's peak resident set size (``ru_maxrss``) and the
+    reported is the child's peak resident set size (``VmHWM``) and the
     part above its RSS just before the model was built (model, optimiser
     state, activations), medians over ``--mem-reps`` alternated repetitions.
     GPU: ``torch.cuda.max_memory_allocated`` over the timed updates.
@@ -41,7 +41,6 @@ import argparse
 import json
 import os
 import platform
-import resource
 import statistics
 import subprocess
 import sys
@@ -165,6 +164,16 @@ def generate_once(generator, model, sample, device) -> int:
 # memory in a child process (CPU)
 
 
+def _peak_rss_mib() -> float:
+    """``VmHWM``: this process's peak RSS. (``ru_maxrss`` would also count the
+    RSS the forking parent had, which Linux carries over into the child.)"""
+    with open("/proc/self/status") as f:
+        for line in f:
+            if line.startswith("VmHWM:"):
+                return int(line.split()[1]) / 1024
+    raise RuntimeError("no VmHWM in /proc/self/status")
+
+
 def _rss_mib() -> float:
     with open("/proc/self/statm") as f:
         return int(f.read().split()[1]) * os.sysconf("SC_PAGE_SIZE") / 2**20
@@ -182,7 +191,7 @@ def _memory_child(name: str, opts) -> dict:
     before = _rss_mib()
     model, crit, opt = build(name, opts, src, tgt)
     train_steps(model, crit, opt, batches, opts.mem_steps)
-    peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+    peak = _peak_rss_mib()
     return {"peak_rss_mib": peak, "above_base_mib": peak - before}
 
 
@@ -272,7 +281,7 @@ def run(opts) -> dict:
         result["mem_ratio"] = {n: mem[n]["peak_rss_mib"] / mem["postln"]["peak_rss_mib"] for n in names}
         result["mem_ratio_above_base"] = {
             n: mem[n]["above_base_mib"] / mem["postln"]["above_base_mib"] for n in names}
-        result["mem_kind"] = "peak RSS of a child process training the model (ru_maxrss)"
+        result["mem_kind"] = "peak RSS (VmHWM) of a fresh child process training the model"
     return result
 
 

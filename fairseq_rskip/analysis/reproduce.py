@@ -21,8 +21,8 @@ directory. The runner then writes, under ``--out``:
     validation loss against updates, one colour per architecture, one line
     per seed (a cross marks where a diverged run stopped).
 
-Memory: on CPU the peak resident set size (``ru_maxrss`` from ``wait4``) of
-the ``fairseq-train`` process, which includes the Python interpreter,
+Memory: on CPU the peak resident set size (``VmHWM`` of
+``/proc/PID/status``, polled every 0.5 s) of the ``fairseq-train`` process, which includes the Python interpreter,
 fairseq, the data and the model (so it overstates what the model itself
 needs); on GPU also ``torch.cuda.max_memory_allocated`` as fairseq reports it
 (``gb_free`` is the device total minus that peak).
@@ -357,8 +357,11 @@ def _run_subprocess(cmd: Sequence[str], log_path: Path, cwd: Optional[Path] = No
             env["OMP_NUM_THREADS"] = env["MKL_NUM_THREADS"] = str(threads)
         proc = subprocess.Popen(cmd, stdout=log, stderr=subprocess.STDOUT, cwd=cwd,
                                 start_new_session=True, env=env)
+        peak_kib = 0
         try:
-            _, status, usage = os.wait4(proc.pid, 0)
+            while proc.poll() is None:
+                peak_kib = max(peak_kib, _vm_hwm_kib(proc.pid))
+                time.sleep(0.5)
         except BaseException:
             # interrupted (Ctrl-C): stop fairseq-train, keep its checkpoints
             try:
@@ -367,12 +370,27 @@ def _run_subprocess(cmd: Sequence[str], log_path: Path, cwd: Optional[Path] = No
             except Exception:
                 proc.kill()
             raise
-        proc.returncode = os.waitstatus_to_exitcode(status)
     return {
         "returncode": proc.returncode,
         "wall_s": round(time.time() - start, 2),
-        "max_rss_mib": round(usage.ru_maxrss / 1024, 1),  # Linux: KiB
+        "max_rss_mib": round(peak_kib / 1024, 1),
     }
+
+
+def _vm_hwm_kib(pid: int) -> int:
+    """Peak resident set size (``VmHWM``) of a running process, in KiB; 0 if gone.
+
+    Not ``ru_maxrss`` from ``wait4``: on Linux that also counts the RSS the
+    child inherited from this (forking) process.
+    """
+    try:
+        with open(f"/proc/{pid}/status", encoding="ascii") as f:
+            for line in f:
+                if line.startswith("VmHWM:"):
+                    return int(line.split()[1])
+    except (OSError, ValueError):
+        pass
+    return 0
 
 
 def cuda_total_gb() -> Optional[float]:
@@ -749,6 +767,10 @@ def reproduce(config: Config, out, data=None, archs=None, extra_args: Sequence[s
         records.append(execute_run(config, run, data, extra_args, evaluator, echo))
     if dry_run:
         return []
+    for record in records:  # the target may have changed since a run finished
+        record["target_valid_loss"] = config.target_valid_loss
+        record["updates_to_target"] = updates_to_target(record.get("valid_curve", []),
+                                                        config.target_valid_loss)
     (out / "config.json").write_text(json.dumps(config.__dict__, indent=1) + "\n", encoding="utf-8")
     if records:
         plot_curves(out, records, list(variants))

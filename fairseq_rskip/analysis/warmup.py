@@ -165,7 +165,7 @@ def main(argv=None) -> int:
     p.add_argument("--lrs", type=float, nargs="+", default=[1e-3, 3e-3])
     p.add_argument("--timescale", type=float, default=100,
                    help="warm-up updates (warmup) / decay timescale T (nowarmup)")
-    p.add_argument("--updates", type=int, default=200)
+    p.add_argument("--updates", type=int, default=150)
     p.add_argument("--eval-every", type=int, default=25)
     p.add_argument("--seed", type=int, default=1)
     p.add_argument("--threads", type=int, default=1)
