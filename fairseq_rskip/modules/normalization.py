@@ -27,13 +27,18 @@ def adanorm(x: Tensor, scale: float, k: float, eps: float) -> Tensor:
     """AdaNorm: ``C * (1 - k * y).detach() * y``, ``y = (x - mu) / (sigma + eps)``.
 
     Computed in at least float32 (and cast back) so that half-precision
-    training keeps an accurate standard deviation.
+    training keeps an accurate standard deviation. Mean and variance are two
+    reductions rather than ``torch.std_mean``, which is several times slower
+    on CPU; ``y - k * y.detach() * y`` is the detached factor in one op.
     """
     h = x.to(torch.promote_types(x.dtype, torch.float32))
-    std, mean = torch.std_mean(h, dim=-1, keepdim=True)  # unbiased std
-    y = (h - mean) / (std + eps)
-    factor = (scale * (1.0 - k * y)).detach()
-    return (factor * y).type_as(x)
+    centred = h - h.mean(dim=-1, keepdim=True)
+    std = (centred.pow(2).sum(dim=-1, keepdim=True) / (h.size(-1) - 1)).sqrt()
+    y = centred / (std + eps)
+    z = torch.addcmul(y, y.detach(), y, value=-k)
+    if scale != 1.0:
+        z = z * scale
+    return z.type_as(x)
 
 
 class Normalization(nn.Module):
