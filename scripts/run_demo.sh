@@ -12,8 +12,8 @@ bash "$root/scripts/setup_env.sh"
 source "$root/scripts/_env.sh"
 bash "$root/scripts/prepare-bundled.sh" "$root/work/bundled"
 "$RSKIP_PY" "$root/scripts/reproduce.py" \
-    --config "$root/examples/translation/configs/bundled-cpu.json" \
+    --config "$root/examples/translation/configs/bundled-demo.json" \
     --data "$root/work/bundled/data-bin" --out "$root/work/demo" \
-    --archs postln rskip --seeds 1 "$@"
+    "$@"
 echo
 cat "$root/work/demo/results.md"
