@@ -188,4 +188,6 @@ def test_shipped_configs_load():
     for path in (REPO / "examples/translation/configs").glob("*.json"):
         cfg = rp.Config.load(path)
         variants = rp.resolve_archs(cfg, cfg.archs)
-        assert set(variants) >= {"postln", "preln", "rskip", "adanorm", "prenorm_nowarmup"}, path
+        assert "postln" in variants, path  # every comparison has fairseq's baseline
+        if path.name != "bundled-demo.json":  # the demo: Post-LN against rSkip only
+            assert set(variants) >= {"postln", "preln", "rskip", "adanorm", "prenorm_nowarmup"}, path
