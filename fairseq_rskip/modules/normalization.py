@@ -23,6 +23,13 @@ from torch import Tensor, nn
 NORM_TYPES = ("layernorm", "simple", "adanorm", "none")
 
 
+def check_norm_type(norm_type: str) -> None:
+    if norm_type not in NORM_TYPES:
+        raise ValueError(
+            f"--norm-type must be one of {', '.join(NORM_TYPES)}; got {norm_type!r}"
+        )
+
+
 def adanorm(x: Tensor, scale: float, k: float, eps: float) -> Tensor:
     """AdaNorm: ``C * (1 - k * y).detach() * y``, ``y = (x - mu) / (sigma + eps)``.
 
@@ -58,10 +65,7 @@ class Normalization(nn.Module):
         adanorm_k: float = 0.1,
     ):
         super().__init__()
-        if norm_type not in NORM_TYPES:
-            raise ValueError(
-                f"--norm-type must be one of {', '.join(NORM_TYPES)}; got {norm_type!r}"
-            )
+        check_norm_type(norm_type)
         self.norm_type = norm_type
         self.normalized_shape: List[int] = [dim]
         self.eps = eps

@@ -22,7 +22,7 @@ from typing import Any
 
 from torch import Tensor, nn
 
-from fairseq_rskip.modules.normalization import NORM_TYPES, Normalization
+from fairseq_rskip.modules.normalization import Normalization, check_norm_type
 
 
 def _finite_number(value: Any) -> bool:
@@ -48,10 +48,7 @@ class SkipNormConfig:
     DEFAULT_ADANORM_K = 0.1
 
     def __post_init__(self):
-        if self.norm_type not in NORM_TYPES:
-            raise ValueError(
-                f"--norm-type must be one of {', '.join(NORM_TYPES)}; got {self.norm_type!r}"
-            )
+        check_norm_type(self.norm_type)
         if (
             not isinstance(self.recursions, Integral)
             or isinstance(self.recursions, bool)
