@@ -89,3 +89,36 @@ def test_none_is_identity():
 def test_unknown_norm_type_is_refused():
     with pytest.raises(ValueError, match=r"--norm-type must be one of layernorm, simple, adanorm, none; got 'batchnorm'"):
         Normalization(32, "batchnorm")
+
+
+def test_adanorm_gradient_of_a_transposed_input():
+    """fairseq's encoder hands the first layer a transposed (T x B x C) view."""
+    x = inputs(seed=3, shape=(3, 4, 32)).detach().transpose(0, 1).requires_grad_()
+    upstream = torch.randn(x.shape, generator=torch.Generator().manual_seed(4), dtype=torch.float64)
+    norm = Normalization(32, "adanorm").double()
+    (grad,) = torch.autograd.grad((norm(x) * upstream).sum(), x)
+    x_ref = x.detach().contiguous().requires_grad_()
+    _, y = adanorm_by_hand(x_ref, 1.0, 0.1)
+    (expected,) = torch.autograd.grad(((1 - 0.1 * y).detach() * y * upstream).sum(), x_ref)
+    torch.testing.assert_close(grad, expected, rtol=1e-10, atol=1e-10)
+
+
+def test_adanorm_gradient_is_finite_on_a_constant_row():
+    x = inputs().detach().float()
+    x[0, 0] = 3.0
+    x.requires_grad_()
+    out = Normalization(32, "adanorm")(x)
+    out.sum().backward()
+    assert torch.equal(out[0, 0], torch.zeros(32))
+    assert torch.isfinite(x.grad).all()
+
+
+def test_adanorm_bfloat16_gradient():
+    x = inputs().detach().float().requires_grad_()
+    xb = x.detach().bfloat16().requires_grad_()
+    norm = Normalization(32, "adanorm")
+    upstream = torch.randn(x.shape, generator=torch.Generator().manual_seed(5))
+    (norm(x) * upstream).sum().backward()
+    (norm(xb).float() * upstream).sum().backward()
+    assert xb.grad.dtype == torch.bfloat16
+    torch.testing.assert_close(xb.grad.float(), x.grad, rtol=5e-2, atol=5e-2)

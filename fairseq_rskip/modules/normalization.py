@@ -30,22 +30,74 @@ def check_norm_type(norm_type: str) -> None:
         )
 
 
+def _adanorm_forward(x: Tensor, scale: float, k: float, eps: float):
+    """``(z, y, sigma)`` in at least float32; see :func:`adanorm`.
+
+    Contiguous like LayerNorm's output: element-wise ops would keep the layout
+    of a transposed input (fairseq's encoder input is one), and the next
+    linear layer would then copy it and keep the copy for backward.
+    """
+    h = x.to(torch.promote_types(x.dtype, torch.float32)).contiguous()
+    y = h - h.mean(dim=-1, keepdim=True)
+    sigma = (y.pow(2).sum(dim=-1, keepdim=True) / (h.size(-1) - 1)).sqrt()
+    y = y / (sigma + eps)
+    z = torch.addcmul(y, y.detach(), y, value=-k)
+    if scale != 1.0:
+        z = z * scale
+    return z, y, sigma
+
+
+class _AdaNormFunction(torch.autograd.Function):
+    """AdaNorm with its gradient written out, saving only ``y`` and ``sigma``.
+
+    Autograd through :func:`_adanorm_forward` would keep both ``x - mu`` and
+    ``y`` (two tensors of the input's size, where LayerNorm keeps one). With
+    ``g = C * (1 - k * y) * dL/dz`` (the factor is a constant), ``s = sigma + eps``
+    and ``d`` the hidden size::
+
+        dL/dx = (g - mean(g)) / s  -  y * sum(g * y) / ((d - 1) * sigma)
+    """
+
+    @staticmethod
+    def forward(ctx, x: Tensor, scale: float, k: float, eps: float) -> Tensor:
+        z, y, sigma = _adanorm_forward(x, scale, k, eps)
+        ctx.save_for_backward(y, sigma)
+        ctx.scale, ctx.k, ctx.eps, ctx.in_dtype = scale, k, eps, x.dtype
+        return z.to(x.dtype)
+
+    @staticmethod
+    @torch.autograd.function.once_differentiable
+    def backward(ctx, grad_z: Tensor):
+        y, sigma = ctx.saved_tensors
+        grad_z = grad_z.to(y.dtype)
+        g = torch.addcmul(grad_z, grad_z, y, value=-ctx.k)
+        if ctx.scale != 1.0:
+            g = g * ctx.scale
+        # sigma = 0 only where the row is constant, so y = 0 and the term is 0
+        coef = (g * y).sum(dim=-1, keepdim=True) / (
+            (y.size(-1) - 1) * sigma.clamp_min(torch.finfo(sigma.dtype).tiny)
+        )
+        grad_x = (g - g.mean(dim=-1, keepdim=True)) / (sigma + ctx.eps) - y * coef
+        return grad_x.to(ctx.in_dtype), None, None, None
+
+
+@torch.jit.unused
+def _adanorm_function(x: Tensor, scale: float, k: float, eps: float) -> Tensor:
+    return _AdaNormFunction.apply(x, scale, k, eps)
+
+
 def adanorm(x: Tensor, scale: float, k: float, eps: float) -> Tensor:
     """AdaNorm: ``C * (1 - k * y).detach() * y``, ``y = (x - mu) / (sigma + eps)``.
 
     Computed in at least float32 (and cast back) so that half-precision
     training keeps an accurate standard deviation. Mean and variance are two
     reductions rather than ``torch.std_mean``, which is several times slower
-    on CPU; ``y - k * y.detach() * y`` is the detached factor in one op.
+    on CPU. Outside TorchScript the gradient is :class:`_AdaNormFunction`'s,
+    which saves half the activations that autograd would.
     """
-    h = x.to(torch.promote_types(x.dtype, torch.float32))
-    centred = h - h.mean(dim=-1, keepdim=True)
-    std = (centred.pow(2).sum(dim=-1, keepdim=True) / (h.size(-1) - 1)).sqrt()
-    y = centred / (std + eps)
-    z = torch.addcmul(y, y.detach(), y, value=-k)
-    if scale != 1.0:
-        z = z * scale
-    return z.type_as(x)
+    if torch.jit.is_scripting():
+        return _adanorm_forward(x, scale, k, eps)[0].type_as(x)
+    return _adanorm_function(x, scale, k, eps)
 
 
 class Normalization(nn.Module):

@@ -20,7 +20,9 @@ from dataclasses import dataclass
 from numbers import Integral, Real
 from typing import Any
 
+import torch
 from torch import Tensor, nn
+from torch.utils.checkpoint import checkpoint
 
 from fairseq_rskip.modules.normalization import Normalization, check_norm_type
 
@@ -158,6 +160,7 @@ class ResidualNorm(Normalization):
         )
         # --skip-shared-norm: N_2 .. N_n are N_1 itself
         self.shared_recursions = extra if config.shared_norm else 0
+        self.recursions = config.recursions
 
     def branch_input(self, x: Tensor) -> Tensor:
         """What the sublayer reads: ``N(x)`` with pre-norm, else ``x``."""
@@ -170,18 +173,40 @@ class ResidualNorm(Normalization):
         if self.normalize_before:
             return residual + x
         if self.skip_scale != 1.0:
-            y = self.normalize(self.skip_scale * residual + x)
+            s = self.skip_scale * residual + x
         else:
-            y = self.normalize(residual + x)
+            s = residual + x
+        if (
+            not torch.jit.is_scripting()
+            and self.recursions > 1
+            and torch.is_grad_enabled()
+            and s.requires_grad
+        ):
+            return self._recomputed_norms(s, residual)
+        return self.norms(s, residual)
+
+    def norms(self, s: Tensor, residual: Tensor) -> Tensor:
+        """``y_n`` from ``s = lam * x + F(x)``: ``N_1(s)``, then the recursions."""
+        y = self.normalize(s)
         for norm in self.recursion_norms:
             y = norm(residual + y)
         for _ in range(self.shared_recursions):
             y = self.normalize(residual + y)
         return y
 
+    @torch.jit.unused
+    def _recomputed_norms(self, s: Tensor, residual: Tensor) -> Tensor:
+        """:meth:`norms`, keeping for backward only ``s`` and ``residual``.
+
+        ``residual`` is already kept by the sublayer (its input projection), so
+        rSkip then holds as many activations as one LayerNorm; the ``n``
+        normalisations run again in the backward pass.
+        """
+        return checkpoint(self.norms, s, residual, use_reentrant=False, preserve_rng_state=False)
+
     def extra_repr(self) -> str:
         return (
             super().extra_repr()
             + f", normalize_before={self.normalize_before}, skip_scale={self.skip_scale}"
-            + f", recursions={len(self.recursion_norms) + self.shared_recursions + 1}"
+            + f", recursions={self.recursions}"
         )
