@@ -11,28 +11,12 @@ gradients of the formulas.
 import pytest
 import torch
 import torch.nn.functional as F
-from torch.autograd.graph import saved_tensors_hooks
 
 from conftest import build_model, sample_batch
+from fairseq_rskip.analysis.memory import saved_activation_bytes
 from fairseq_rskip.modules import Normalization, ResidualNorm, SkipNormConfig
 
 FLAGS = ("--dropout", "0.1")
-
-
-def saved_activation_bytes(fn, *params):
-    """Bytes of the distinct non-parameter storages autograd saves while ``fn()`` runs."""
-    skip = {p.untyped_storage().data_ptr() for p in params}
-    storages = {}
-
-    def pack(t):
-        storage = t.untyped_storage()
-        if storage.data_ptr() not in skip:
-            storages[storage.data_ptr()] = storage.nbytes()
-        return t
-
-    with saved_tensors_hooks(pack, lambda t: t):
-        out = fn()
-    return sum(storages.values()), out
 
 
 BSZ, SRC_LEN, TGT_LEN = 4, 9, 8
@@ -42,7 +26,7 @@ def model_saved_bytes(*flags):
     model = build_model(*flags, *FLAGS).train()
     batch = sample_batch(bsz=BSZ, src_len=SRC_LEN, tgt_len=TGT_LEN)
     torch.manual_seed(3)
-    nbytes, out = saved_activation_bytes(lambda: model(*batch)[0], *model.parameters())
+    nbytes, out = saved_activation_bytes(lambda: model(*batch)[0], model.parameters())
     out.float().logsumexp(-1).sum().backward()  # the saved graph is complete and usable
     assert all(p.grad is not None for p in model.parameters())
     return nbytes
@@ -74,7 +58,7 @@ def test_adanorm_saves_what_layernorm_saves():
     sizes = {}
     for norm_type in ("layernorm", "adanorm"):
         norm = Normalization(64, norm_type)
-        sizes[norm_type], out = saved_activation_bytes(lambda: norm(x * 1.0), *norm.parameters())
+        sizes[norm_type], out = saved_activation_bytes(lambda: norm(x * 1.0), norm.parameters())
         assert out.is_contiguous()  # the next linear layer reads it without a copy
     assert sizes["adanorm"] <= sizes["layernorm"]
 
@@ -97,7 +81,7 @@ def test_rskip_recomputed_norms_give_the_formula_gradients(recursions, shared):
             p.normal_(generator=g)
     params = list(m.parameters())
 
-    nbytes, out = saved_activation_bytes(lambda: m(fx, x), *params)
+    nbytes, out = saved_activation_bytes(lambda: m(fx, x), params)
     # only x + F(x) and x are kept, not one input per normalisation
     assert nbytes == 2 * x.numel() * x.element_size()
     ours = torch.autograd.grad((out * upstream).sum(), [x, fx, *params])
