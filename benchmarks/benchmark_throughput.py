@@ -19,11 +19,12 @@ Training throughput
     step) on real fairseq batches: the first ``--max-tokens`` batches of the
     data-bin's ``valid`` split (``--data``; default ``work/bundled/data-bin`` if
     it exists), else random batches of a ``--vocab``-word dictionary. All
-    models live in one process; each repetition visits them in a rotated
-    order, runs ``--warmup-steps`` untimed updates, then times ``--steps``
-    updates. Reported: the median over repetitions, and the median of the
-    per-repetition ratios candidate / baseline (paired, so slow phases of a
-    shared machine cancel out).
+    models live in one process. Each repetition runs ``--warmup-steps``
+    untimed updates of every model, then ``--steps`` rounds in which every
+    model, in an order rotated per repetition, does one timed update.
+    Reported: the median tokens/s over the timed updates, and the median over
+    rounds of the ratio candidate / baseline within a round (paired, so slow
+    phases of a shared machine cancel out).
 Generation speed
     sentences per second of fairseq's ``SequenceGenerator`` (beam 5) on
     ``--gen-sentences`` source sentences, in eval mode; every hypothesis is
@@ -247,31 +248,37 @@ def run(opts) -> dict:
                                  max_len_b=opts.gen_len, min_len=opts.gen_len)
             for n in names}
 
-    train = {n: [] for n in names}
+    train = {n: [] for n in names}  # tokens/s of each timed update
     gen = {n: [] for n in names}
     gpu_mem = {n: [] for n in names}
     for rep in range(opts.reps):
         order = names[rep % len(names):] + names[:rep % len(names)]
         for n in order:
-            model, crit, opt = models[n]
-            train_steps(model, crit, opt, batches, opts.warmup_steps)
-            sync(opts.device)
-            if opts.device == "cuda":
-                torch.cuda.reset_peak_memory_stats()
-            t = time.perf_counter()
-            ntok = train_steps(model, crit, opt, batches, opts.steps, offset=opts.warmup_steps)
-            sync(opts.device)
-            train[n].append(ntok / (time.perf_counter() - t))
-            if opts.device == "cuda":
-                gpu_mem[n].append(torch.cuda.max_memory_allocated() / 2**20)
-            generate_once(gens[n], model, gen_sample, opts.device)  # warm-up
+            train_steps(*models[n], batches, opts.warmup_steps)
+        # one update of each model in turn: a slow phase of a shared machine
+        # hits all of them alike, and the ratios are paired per round
+        for i in range(opts.steps):
+            for n in order:
+                sync(opts.device)
+                if opts.device == "cuda":
+                    torch.cuda.reset_peak_memory_stats()
+                t = time.perf_counter()
+                ntok = train_steps(*models[n], batches, 1, offset=opts.warmup_steps + i)
+                sync(opts.device)
+                train[n].append(ntok / (time.perf_counter() - t))
+                if opts.device == "cuda":
+                    gpu_mem[n].append(torch.cuda.max_memory_allocated() / 2**20)
+        for n in order:
+            generate_once(gens[n], models[n][0], gen_sample, opts.device)  # warm-up
+        for n in order:
             t = time.perf_counter()
             k = 0
             for _ in range(opts.gen_repeats):
-                k += generate_once(gens[n], model, gen_sample, opts.device)
+                k += generate_once(gens[n], models[n][0], gen_sample, opts.device)
             gen[n].append(k / (time.perf_counter() - t))
         print(f"  repetition {rep + 1}/{opts.reps}: " + ", ".join(
-            f"{n} {train[n][-1]:.0f} tok/s {gen[n][-1]:.2f} sent/s" for n in names), flush=True)
+            f"{n} {statistics.median(train[n][-opts.steps:]):.0f} tok/s {gen[n][-1]:.2f} sent/s"
+            for n in names), flush=True)
     del models, gens
 
     def paired(values, base):
@@ -287,7 +294,7 @@ def run(opts) -> dict:
               "gen_ratio_preln": {n: paired(gen[n], gen["preln"]) for n in names if "preln" in names},
               "raw": {"train": train, "gen": gen}}
     if opts.device == "cuda":
-        mem = {n: {"peak_mib": statistics.median(v)} for n, v in gpu_mem.items()}
+        mem = {n: {"peak_mib": max(v)} for n, v in gpu_mem.items()}
         result["memory"] = mem
         result["mem_ratio"] = {n: mem[n]["peak_mib"] / mem["postln"]["peak_mib"] for n in names}
         result["mem_kind"] = "torch.cuda.max_memory_allocated over the timed updates"

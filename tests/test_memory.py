@@ -15,6 +15,7 @@ import torch.nn.functional as F
 from conftest import build_model, sample_batch
 from fairseq_rskip.analysis.memory import saved_activation_bytes
 from fairseq_rskip.modules import Normalization, ResidualNorm, SkipNormConfig
+from fairseq_rskip.modules.residual_norm import _RecomputedNorms
 
 FLAGS = ("--dropout", "0.1")
 
@@ -100,3 +101,22 @@ def test_rskip_without_gradients_runs_the_norms_directly():
     x, fx = torch.randn(4, 16), torch.randn(4, 16)
     with torch.no_grad():
         assert torch.equal(m(fx, x), m.norms(x + fx, x))
+
+
+def test_recomputation_runs_under_the_forward_autocast_state():
+    """Backward runs the function again as forward ran it. (On CPU, autocast
+    leaves layer_norm alone, so a matrix product stands in for the norms.)"""
+    g = torch.Generator().manual_seed(6)
+    s, residual, w = (torch.randn(4, 4, generator=g, requires_grad=True) for _ in range(3))
+
+    def fn(s, residual):
+        return torch.mm(s + residual, w)
+
+    def grads(recompute):
+        with torch.autocast("cpu", dtype=torch.bfloat16):
+            y = _RecomputedNorms.apply(fn, s, residual, w) if recompute else fn(s, residual)
+        assert y.dtype == torch.bfloat16
+        return torch.autograd.grad(y.float().pow(2).sum(), [s, residual, w])
+
+    for a, b in zip(grads(True), grads(False)):
+        torch.testing.assert_close(a, b, rtol=0, atol=0)

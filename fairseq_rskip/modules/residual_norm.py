@@ -22,7 +22,6 @@ from typing import Any
 
 import torch
 from torch import Tensor, nn
-from torch.utils.checkpoint import checkpoint
 
 from fairseq_rskip.modules.normalization import Normalization, check_norm_type
 
@@ -202,7 +201,7 @@ class ResidualNorm(Normalization):
         rSkip then holds as many activations as one LayerNorm; the ``n``
         normalisations run again in the backward pass.
         """
-        return checkpoint(self.norms, s, residual, use_reentrant=False, preserve_rng_state=False)
+        return _RecomputedNorms.apply(self.norms, s, residual, *self.parameters())
 
     def extra_repr(self) -> str:
         return (
@@ -210,3 +209,36 @@ class ResidualNorm(Normalization):
             + f", normalize_before={self.normalize_before}, skip_scale={self.skip_scale}"
             + f", recursions={self.recursions}"
         )
+
+
+class _RecomputedNorms(torch.autograd.Function):
+    """``y = norms(s, residual)``, run again in backward instead of keeping its
+    intermediate tensors (activation recomputation, limited to the
+    normalisations). The parameters are inputs, so their gradients flow as
+    usual. The normalisations draw no random numbers, so no RNG state is kept;
+    the autocast state of the forward pass is. ``torch.utils.checkpoint`` does
+    the same in general, with more bookkeeping: in a ``transformer_tiny``
+    encoder layer on CPU it added about 2.5 times this Function's overhead.
+    """
+
+    @staticmethod
+    def forward(ctx, norms, s: Tensor, residual: Tensor, *params: Tensor) -> Tensor:
+        ctx.norms = norms
+        ctx.device_type = s.device.type
+        ctx.autocast = torch.is_autocast_enabled(ctx.device_type)
+        ctx.autocast_dtype = torch.get_autocast_dtype(ctx.device_type)
+        ctx.save_for_backward(s, residual, *params)
+        with torch.no_grad():
+            return norms(s, residual)
+
+    @staticmethod
+    @torch.autograd.function.once_differentiable
+    def backward(ctx, grad_y: Tensor):
+        s, residual, *params = ctx.saved_tensors
+        s, residual = s.detach().requires_grad_(), residual.detach().requires_grad_()
+        with torch.enable_grad(), torch.autocast(
+            ctx.device_type, dtype=ctx.autocast_dtype, enabled=ctx.autocast
+        ):
+            y = ctx.norms(s, residual)
+        grads = torch.autograd.grad(y, [s, residual, *params], grad_y, allow_unused=True)
+        return (None, *grads)
