@@ -34,24 +34,28 @@ def model_saved_bytes(*flags):
 
 
 @pytest.mark.parametrize(
-    "flags",
+    "flags,extra_norms",
     [
-        ("transformer_rskip_tiny",),
-        ("transformer_rskip_tiny", "--skip-recursions", "4"),
-        ("transformer_rskip_tiny", "--skip-recursions", "3", "--skip-shared-norm"),
-        ("transformer_adanorm_tiny",),
-        ("transformer_rskip_tiny", "--norm-type", "adanorm"),
-        ("transformer_prenorm_nowarmup_tiny",),
+        (("transformer_rskip_tiny",), 1),
+        (("transformer_rskip_tiny", "--skip-recursions", "4"), 3),
+        (("transformer_rskip_tiny", "--skip-recursions", "3", "--skip-shared-norm"), 2),
+        (("transformer_adanorm_tiny",), 0),
+        (("transformer_rskip_tiny", "--norm-type", "adanorm"), 1),
+        (("transformer_prenorm_nowarmup_tiny",), 0),
     ],
     ids=["rskip2", "rskip4", "rskip3-shared", "adanorm", "rskip2-adanorm", "prenorm"],
 )
-def test_saves_no_more_activations_than_fairseq_postln(flags):
+def test_saves_no_more_activations_than_fairseq_postln(flags, extra_norms):
     baseline = model_saved_bytes("transformer_tiny")
-    # Allowed: one hidden-state tensor per stack. fairseq hands the first layer
-    # a transposed view, which Post-LN's input projection copies; rSkip's
-    # recomputation keeps the view's storage as well (only in that layer).
-    first_inputs = BSZ * (SRC_LEN + TGT_LEN) * 64 * 4  # transformer_tiny: 64 dims, float32
-    assert model_saved_bytes(*flags) <= baseline + first_inputs
+    # transformer_tiny: 2 + 2 layers of 64 dims, float32. Allowed on top:
+    # - one hidden-state tensor per stack: fairseq hands the first layer a
+    #   transposed view, which Post-LN's input projection copies; rSkip keeps
+    #   the view's storage as well (only in that layer);
+    # - the per-row mean and 1/std of each extra LayerNorm (1/64 of a tensor).
+    src_rows, tgt_rows = BSZ * SRC_LEN, BSZ * TGT_LEN
+    first_inputs = (src_rows + tgt_rows) * 64 * 4
+    row_stats = extra_norms * 2 * 4 * (src_rows * 2 * 2 + tgt_rows * 2 * 3)
+    assert model_saved_bytes(*flags) <= baseline + first_inputs + row_stats
 
 
 def test_adanorm_saves_what_layernorm_saves():
@@ -68,14 +72,17 @@ def reference_layer_norm(v, norm):
     return F.layer_norm(v, (v.shape[-1],), norm.weight, norm.bias, 1e-5)
 
 
+@pytest.mark.parametrize("norm_type", ["layernorm", "simple"])
 @pytest.mark.parametrize("recursions,shared", [(2, False), (3, False), (3, True)])
-def test_rskip_recomputed_norms_give_the_formula_gradients(recursions, shared):
+def test_rskip_recomputed_norms_give_the_formula_gradients(recursions, shared, norm_type):
     g = torch.Generator().manual_seed(0)
     x = torch.randn(5, 3, 16, generator=g, dtype=torch.float64, requires_grad=True)
     fx = torch.randn(5, 3, 16, generator=g, dtype=torch.float64, requires_grad=True)
     upstream = torch.randn(5, 3, 16, generator=g, dtype=torch.float64)
     m = ResidualNorm(
-        SkipNormConfig(recursions=recursions, shared_norm=shared), 16, normalize_before=False
+        SkipNormConfig(norm_type=norm_type, recursions=recursions, shared_norm=shared),
+        16,
+        normalize_before=False,
     ).double()
     with torch.no_grad():
         for p in m.parameters():
@@ -83,9 +90,12 @@ def test_rskip_recomputed_norms_give_the_formula_gradients(recursions, shared):
     params = list(m.parameters())
 
     nbytes, out = saved_activation_bytes(lambda: m(fx, x), params)
-    # only x + F(x) and x are kept, not one input per normalisation
-    assert nbytes == 2 * x.numel() * x.element_size()
+    # only x + F(x), x and each norm's per-row mean and 1/std are kept,
+    # not one input per normalisation
+    rows = x.numel() // x.size(-1)
+    assert nbytes == (2 * x.numel() + recursions * 2 * rows) * x.element_size()
     ours = torch.autograd.grad((out * upstream).sum(), [x, fx, *params])
+    assert len(params) == (0 if norm_type == "simple" else 2 if shared else 2 * recursions)
 
     norms = [m] + (list(m.recursion_norms) if not shared else [m] * (recursions - 1))
     y = reference_layer_norm(x + fx, norms[0])
@@ -120,3 +130,17 @@ def test_recomputation_runs_under_the_forward_autocast_state():
 
     for a, b in zip(grads(True), grads(False)):
         torch.testing.assert_close(a, b, rtol=0, atol=0)
+
+
+def test_rskip_adanorm_recomputation_gives_the_autograd_gradients(monkeypatch):
+    g = torch.Generator().manual_seed(7)
+    x, fx = (torch.randn(5, 3, 16, generator=g, dtype=torch.float64, requires_grad=True) for _ in range(2))
+    m = ResidualNorm(SkipNormConfig(norm_type="adanorm", recursions=3), 16, normalize_before=False)
+
+    def grads():
+        return torch.autograd.grad(m(fx, x).pow(2).sum(), [x, fx])
+
+    recomputed = grads()
+    monkeypatch.setattr(ResidualNorm, "_recomputed_norms", ResidualNorm.norms)
+    for a, b in zip(recomputed, grads()):
+        torch.testing.assert_close(a, b, rtol=1e-12, atol=1e-12)

@@ -18,7 +18,7 @@ Pre-norm            ``y = x + F(N(x))`` (``--*-normalize-before``)
 import math
 from dataclasses import dataclass
 from numbers import Integral, Real
-from typing import Any
+from typing import Any, List, Optional
 
 import torch
 from torch import Tensor, nn
@@ -198,9 +198,13 @@ class ResidualNorm(Normalization):
         """:meth:`norms`, keeping for backward only ``s`` and ``residual``.
 
         ``residual`` is already kept by the sublayer (its input projection), so
-        rSkip then holds as many activations as one LayerNorm; the ``n``
+        rSkip then holds as many activations as one LayerNorm; the
         normalisations run again in the backward pass.
         """
+        if self.norm_type != "adanorm" and not torch.is_autocast_enabled(s.device.type):
+            norms = [self] + list(self.recursion_norms) + [self] * self.shared_recursions
+            affine = [t for norm in norms for t in (norm.weight, norm.bias)]
+            return _RecursiveLayerNorm.apply(s, residual, self.normalized_shape, self.eps, *affine)
         return _RecomputedNorms.apply(self.norms, s, residual, *self.parameters())
 
     def extra_repr(self) -> str:
@@ -211,10 +215,66 @@ class ResidualNorm(Normalization):
         )
 
 
+class _RecursiveLayerNorm(torch.autograd.Function):
+    """rSkip with LayerNorm (or LayerNorm-simple), its backward written out:
+    ``y_1 = LN_1(s)``, ``y_i = LN_i(residual + y_{i-1})``.
+
+    Keeps ``s``, ``residual`` and each LN's row statistics; backward rebuilds
+    the inputs ``residual + y_{i-1}`` of ``LN_2 .. LN_n`` from them and calls
+    ATen's LayerNorm backward, so no LayerNorm runs twice beyond ``LN_1 ..
+    LN_{n-1}`` and no graph is built. ``affine`` is ``(weight, bias)`` of each
+    LN in order (``None`` for LayerNorm-simple; a shared LN appears n times).
+    """
+
+    @staticmethod
+    def forward(ctx, s: Tensor, residual: Tensor, shape: List[int], eps: float, *affine):
+        stats = []
+        x = s
+        n = len(affine) // 2
+        for i in range(n):
+            y, mean, rstd = torch.native_layer_norm(x, shape, affine[2 * i], affine[2 * i + 1], eps)
+            stats += [mean, rstd]
+            x = y.add_(residual) if i < n - 1 else y
+        ctx.shape, ctx.eps, ctx.n = shape, eps, n
+        ctx.save_for_backward(s, residual, *stats, *[t for t in affine if t is not None])
+        ctx.has_affine = [t is not None for t in affine]
+        return y
+
+    @staticmethod
+    @torch.autograd.function.once_differentiable
+    def backward(ctx, grad_y: Tensor):
+        s, residual, *rest = ctx.saved_tensors
+        n = ctx.n
+        stats, saved_affine = rest[: 2 * n], iter(rest[2 * n :])
+        affine = [next(saved_affine) if has else None for has in ctx.has_affine]
+        inputs = [s]
+        for i in range(n - 1):  # x_{i+1} = residual + LN_i(x_i), from the kept statistics
+            w, b = affine[2 * i], affine[2 * i + 1]
+            y = (inputs[i] - stats[2 * i]).mul_(stats[2 * i + 1])
+            if w is not None:
+                y.mul_(w)
+            if b is not None:
+                y.add_(b)
+            inputs.append(y.add_(residual))
+        grad_affine: List[Optional[Tensor]] = [None] * (2 * n)
+        grad_residual: Optional[Tensor] = None
+        g = grad_y.contiguous()
+        for i in reversed(range(n)):
+            w, b = affine[2 * i], affine[2 * i + 1]
+            g, grad_affine[2 * i], grad_affine[2 * i + 1] = torch.ops.aten.native_layer_norm_backward(
+                g, inputs[i], ctx.shape, stats[2 * i], stats[2 * i + 1], w, b,
+                [True, w is not None, b is not None],
+            )
+            if i > 0:  # x_{i+1} = residual + y_i: the gradient also reaches the residual
+                # (in place: the earlier terms were consumed by the LN backward calls)
+                grad_residual = g if grad_residual is None else grad_residual.add_(g)
+        return (g, grad_residual, None, None, *grad_affine)
+
+
 class _RecomputedNorms(torch.autograd.Function):
     """``y = norms(s, residual)``, run again in backward instead of keeping its
     intermediate tensors (activation recomputation, limited to the
-    normalisations). The parameters are inputs, so their gradients flow as
+    normalisations): the general case, for AdaNorm and under autocast. The parameters are inputs, so their gradients flow as
     usual. The normalisations draw no random numbers, so no RNG state is kept;
     the autocast state of the forward pass is. ``torch.utils.checkpoint`` does
     the same in general, with more bookkeeping: in a ``transformer_tiny``
