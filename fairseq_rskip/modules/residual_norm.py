@@ -219,50 +219,47 @@ class _RecursiveLayerNorm(torch.autograd.Function):
     """rSkip with LayerNorm (or LayerNorm-simple), its backward written out:
     ``y_1 = LN_1(s)``, ``y_i = LN_i(residual + y_{i-1})``.
 
-    Keeps ``s``, ``residual`` and each LN's row statistics; backward rebuilds
-    the inputs ``residual + y_{i-1}`` of ``LN_2 .. LN_n`` from them and calls
-    ATen's LayerNorm backward, so no LayerNorm runs twice beyond ``LN_1 ..
-    LN_{n-1}`` and no graph is built. ``affine`` is ``(weight, bias)`` of each
-    LN in order (``None`` for LayerNorm-simple; a shared LN appears n times).
+    Keeps ``s``, ``residual`` and the last LN's row statistics. Backward runs
+    ``LN_1 .. LN_{n-1}`` again to rebuild the inputs of ``LN_2 .. LN_n``, then
+    goes back through ATen's LayerNorm backward, with no autograd graph.
+    ``affine`` is ``(weight, bias)`` of each LN in order (``None`` for
+    LayerNorm-simple; a shared LN appears n times).
     """
 
     @staticmethod
     def forward(ctx, s: Tensor, residual: Tensor, shape: List[int], eps: float, *affine):
-        stats = []
-        x = s
         n = len(affine) // 2
+        x = s
         for i in range(n):
             y, mean, rstd = torch.native_layer_norm(x, shape, affine[2 * i], affine[2 * i + 1], eps)
-            stats += [mean, rstd]
             x = y.add_(residual) if i < n - 1 else y
         ctx.shape, ctx.eps, ctx.n = shape, eps, n
-        ctx.save_for_backward(s, residual, *stats, *[t for t in affine if t is not None])
         ctx.has_affine = [t is not None for t in affine]
+        ctx.save_for_backward(s, residual, mean, rstd, *[t for t in affine if t is not None])
         return y
 
     @staticmethod
     @torch.autograd.function.once_differentiable
     def backward(ctx, grad_y: Tensor):
-        s, residual, *rest = ctx.saved_tensors
+        s, residual, mean, rstd, *saved_affine = ctx.saved_tensors
+        it = iter(saved_affine)
+        affine = [next(it) if has else None for has in ctx.has_affine]
         n = ctx.n
-        stats, saved_affine = rest[: 2 * n], iter(rest[2 * n :])
-        affine = [next(saved_affine) if has else None for has in ctx.has_affine]
-        inputs = [s]
-        for i in range(n - 1):  # x_{i+1} = residual + LN_i(x_i), from the kept statistics
-            w, b = affine[2 * i], affine[2 * i + 1]
-            y = (inputs[i] - stats[2 * i]).mul_(stats[2 * i + 1])
-            if w is not None:
-                y.mul_(w)
-            if b is not None:
-                y.add_(b)
+        inputs, stats = [s], []
+        for i in range(n - 1):  # x_{i+1} = residual + LN_i(x_i), with LN_i's statistics
+            y, m, r = torch.native_layer_norm(
+                inputs[i], ctx.shape, affine[2 * i], affine[2 * i + 1], ctx.eps
+            )
             inputs.append(y.add_(residual))
+            stats.append((m, r))
+        stats.append((mean, rstd))
         grad_affine: List[Optional[Tensor]] = [None] * (2 * n)
         grad_residual: Optional[Tensor] = None
         g = grad_y.contiguous()
         for i in reversed(range(n)):
             w, b = affine[2 * i], affine[2 * i + 1]
             g, grad_affine[2 * i], grad_affine[2 * i + 1] = torch.ops.aten.native_layer_norm_backward(
-                g, inputs[i], ctx.shape, stats[2 * i], stats[2 * i + 1], w, b,
+                g, inputs[i], ctx.shape, stats[i][0], stats[i][1], w, b,
                 [True, w is not None, b is not None],
             )
             if i > 0:  # x_{i+1} = residual + y_i: the gradient also reaches the residual
