@@ -144,3 +144,57 @@ def test_adanorm_architecture_has_no_norm_parameters():
     norms = [m for m in model.modules() if isinstance(m, Normalization)]
     # 2 x 2 encoder + 2 x 3 decoder sublayers; no final norms (Post-LN)
     assert len(norms) == 10 and all(m.norm_type == "adanorm" for m in norms)
+
+
+@pytest.mark.parametrize(
+    "config, pre",
+    [
+        (SkipNormConfig(), False),
+        (SkipNormConfig(recursions=3), False),
+        (SkipNormConfig(skip_scale=0.5), False),
+        (SkipNormConfig(skip_scale=2.0, norm_type="none"), False),
+        (SkipNormConfig(norm_type="adanorm", recursions=2), False),
+        (SkipNormConfig(), True),
+    ],
+)
+def test_inplace_skip_gives_the_same_values_and_gradients(config, pre):
+    x, fx = sublayer_io()
+    results = []
+    for inplace in (False, True):
+        torch.manual_seed(3)
+        m = ResidualNorm(config, 16, normalize_before=pre, inplace=inplace)
+        for p in m.parameters():
+            torch.nn.init.normal_(p)
+        residual = x.clone().requires_grad_()
+        w = torch.full((16,), 1.5, requires_grad=True)
+        branch = fx * w  # a sublayer output: fresh, in the graph
+        before = branch.detach().clone()
+        y = m(branch, residual)
+        # the skip wrote lam * residual + F(x) into the sublayer output, or left it
+        expected = torch.add(before, x, alpha=config.skip_scale) if inplace else before
+        torch.testing.assert_close(branch.detach(), expected, rtol=0, atol=0)
+        y.pow(2).sum().backward()
+        grads = [p.grad for p in m.parameters() if p.grad is not None]
+        results.append((y.detach(), residual.grad, w.grad, grads))
+    (y0, r0, w0, p0), (y1, r1, w1, p1) = results
+    assert torch.equal(y0, y1) and torch.equal(r0, r1) and torch.equal(w0, w1)
+    assert len(p0) == len(p1) and all(torch.equal(a, b) for a, b in zip(p0, p1))
+
+
+def test_encoder_layer_returns_the_feed_forward_output_untouched_by_the_inplace_skip():
+    model = build_model("transformer_rskip_tiny", "--dropout", "0")
+    layer = model.encoder.layers[0]
+    layer.return_fc = True
+    layer.eval()
+    seen = {}
+
+    def keep_copy(_module, _inputs, out):
+        seen["fc2"] = out.clone()
+
+    handle = layer.fc2.register_forward_hook(keep_copy)
+    x = torch.randn(5, 2, model.encoder.embed_tokens.embedding_dim)
+    with torch.no_grad():
+        out, fc_result = layer(x, encoder_padding_mask=None)
+    handle.remove()
+    assert torch.equal(fc_result, seen["fc2"])
+    assert not torch.equal(out, fc_result)

@@ -54,7 +54,8 @@ def test_accepted_edges_build():
     build_model("transformer_adanorm_tiny", "--adanorm-k", "0.999")
     build_model("transformer_rskip_tiny", "--skip-recursions", "1", "--skip-scale", "1e-3", "--norm-type", "none")
     model = build_model("transformer_rskip_tiny", "--skip-recursions", "6", "--norm-type", "simple")
-    assert model.encoder.layers[0].final_layer_norm.extra_repr().endswith("recursions=6")
+    assert "recursions=6" in model.encoder.layers[0].final_layer_norm.extra_repr()
+    assert model.encoder.layers[0].final_layer_norm.recursions == 6
 
 
 def test_values_are_not_clamped():

@@ -129,8 +129,10 @@ class SkipNormConfig:
         """A plain normalisation of this type (final and embedding norms)."""
         return Normalization(dim, **self.norm_kwargs())
 
-    def build_residual_norm(self, dim: int, normalize_before: bool) -> "ResidualNorm":
-        return ResidualNorm(self, dim, normalize_before)
+    def build_residual_norm(
+        self, dim: int, normalize_before: bool, inplace: bool = False
+    ) -> "ResidualNorm":
+        return ResidualNorm(self, dim, normalize_before, inplace=inplace)
 
 
 class ResidualNorm(Normalization):
@@ -147,11 +149,17 @@ class ResidualNorm(Normalization):
         x = self.self_attn_layer_norm.branch_input(x)   # N(x) if pre-norm
         x = dropout(self.self_attn(x, ...))
         x = self.self_attn_layer_norm(x, residual)      # skip + norm(s)
+
+    With ``inplace=True`` the skip adds ``residual`` into ``x`` (the sublayer
+    output, which the caller must not use again), saving a tensor per sublayer.
     """
 
-    def __init__(self, config: SkipNormConfig, dim: int, normalize_before: bool):
+    def __init__(
+        self, config: SkipNormConfig, dim: int, normalize_before: bool, inplace: bool = False
+    ):
         super().__init__(dim, **config.norm_kwargs())
         self.normalize_before = normalize_before
+        self.inplace = inplace
         self.skip_scale = float(config.skip_scale)
         extra = config.recursions - 1
         self.recursion_norms = nn.ModuleList(
@@ -169,12 +177,13 @@ class ResidualNorm(Normalization):
 
     def forward(self, x: Tensor, residual: Tensor) -> Tensor:
         """Combine the sublayer output ``x = F(.)`` with its input ``residual``."""
-        if self.normalize_before:
-            return residual + x
-        if self.skip_scale != 1.0:
-            s = self.skip_scale * residual + x
+        # s = lam * residual + x; the same rounding in place or not
+        if self.inplace:
+            s = x.add_(residual, alpha=self.skip_scale)
         else:
-            s = residual + x
+            s = torch.add(x, residual, alpha=self.skip_scale)
+        if self.normalize_before:
+            return s
         if (
             not torch.jit.is_scripting()
             and self.recursions > 1
@@ -211,7 +220,7 @@ class ResidualNorm(Normalization):
         return (
             super().extra_repr()
             + f", normalize_before={self.normalize_before}, skip_scale={self.skip_scale}"
-            + f", recursions={self.recursions}"
+            + f", recursions={self.recursions}, inplace={self.inplace}"
         )
 
 
@@ -271,11 +280,11 @@ class _RecursiveLayerNorm(torch.autograd.Function):
 class _RecomputedNorms(torch.autograd.Function):
     """``y = norms(s, residual)``, run again in backward instead of keeping its
     intermediate tensors (activation recomputation, limited to the
-    normalisations): the general case, for AdaNorm and under autocast. The parameters are inputs, so their gradients flow as
-    usual. The normalisations draw no random numbers, so no RNG state is kept;
-    the autocast state of the forward pass is. ``torch.utils.checkpoint`` does
-    the same in general, with more bookkeeping: in a ``transformer_tiny``
-    encoder layer on CPU it added about 2.5 times this Function's overhead.
+    normalisations): the general case, for AdaNorm and under autocast. The
+    parameters are inputs, so their gradients flow as usual. The normalisations
+    draw no random numbers, so no RNG state is kept; the autocast state of the
+    forward pass is. ``torch.utils.checkpoint`` does the same in general, with
+    more bookkeeping (and more overhead, see docs/reproduction.md section 4).
     """
 
     @staticmethod

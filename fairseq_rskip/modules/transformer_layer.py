@@ -50,11 +50,13 @@ class RSkipTransformerEncoderLayer(TransformerEncoderLayerBase):
         super().__init__(cfg, return_fc=return_fc)
         skip = SkipNormConfig.from_args(cfg)
         skip.check_placement(cfg.encoder.normalize_before, "encoder")
+        pre = cfg.encoder.normalize_before
+        # inplace: each sublayer output is fresh and used once, so the skip adds into it
         self.self_attn_layer_norm: ResidualNorm = skip.build_residual_norm(
-            self.embed_dim, cfg.encoder.normalize_before
+            self.embed_dim, pre, inplace=True
         )
         self.final_layer_norm: ResidualNorm = skip.build_residual_norm(
-            self.embed_dim, cfg.encoder.normalize_before
+            self.embed_dim, pre, inplace=True
         )
 
     def forward(
@@ -84,7 +86,8 @@ class RSkipTransformerEncoderLayer(TransformerEncoderLayerBase):
         x = self.final_layer_norm.branch_input(x)
         x = self.activation_dropout_module(self.activation_fn(self.fc1(x)))
         x = self.fc2(x)
-        fc_result = x
+        # without dropout x itself reaches the in-place skip below
+        fc_result = x.clone() if self.return_fc else x
         x = self.final_layer_norm(self.dropout_module(x), residual)
 
         if self.return_fc and not torch.jit.is_scripting():
@@ -109,10 +112,16 @@ class RSkipTransformerDecoderLayer(TransformerDecoderLayerBase):
         skip = SkipNormConfig.from_args(cfg)
         skip.check_placement(cfg.decoder.normalize_before, "decoder")
         pre = cfg.decoder.normalize_before
-        self.self_attn_layer_norm: ResidualNorm = skip.build_residual_norm(self.embed_dim, pre)
+        self.self_attn_layer_norm: ResidualNorm = skip.build_residual_norm(
+            self.embed_dim, pre, inplace=True
+        )
         if self.encoder_attn_layer_norm is not None:
-            self.encoder_attn_layer_norm = skip.build_residual_norm(self.embed_dim, pre)
-        self.final_layer_norm: ResidualNorm = skip.build_residual_norm(self.embed_dim, pre)
+            self.encoder_attn_layer_norm = skip.build_residual_norm(
+                self.embed_dim, pre, inplace=True
+            )
+        self.final_layer_norm: ResidualNorm = skip.build_residual_norm(
+            self.embed_dim, pre, inplace=True
+        )
 
     def forward(
         self,
