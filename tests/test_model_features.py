@@ -78,6 +78,22 @@ def test_every_parameter_gets_a_gradient(variant):
     assert missing == []
 
 
+def test_activation_checkpointing_gives_the_same_gradients(variant):
+    """--checkpoint-activations reruns each layer in backward: the recomputed
+    norms and the in-place skip must give the same gradients."""
+    name, flags = variant
+    grads = []
+    for extra in ((), ("--checkpoint-activations",)):
+        model = build_model(*flags, "--dropout", "0", *extra).train()
+        assert hasattr(model.decoder.layers[0], "precheckpoint_forward") == bool(extra)
+        model(*sample_batch())[0].pow(2).mean().backward()
+        grads.append({n: p.grad for n, p in model.named_parameters()})
+    plain, checkpointed = grads
+    assert plain.keys() == checkpointed.keys()
+    for n in plain:
+        torch.testing.assert_close(checkpointed[n], plain[n], msg=n)
+
+
 def test_share_all_embeddings():
     model = build_model("transformer_rskip_tiny", "--share-all-embeddings")
     assert model.encoder.embed_tokens.weight is model.decoder.embed_tokens.weight
