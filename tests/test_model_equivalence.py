@@ -198,3 +198,20 @@ def test_encoder_layer_returns_the_feed_forward_output_untouched_by_the_inplace_
     handle.remove()
     assert torch.equal(fc_result, seen["fc2"])
     assert not torch.equal(out, fc_result)
+
+
+def test_inplace_skip_keeps_a_float32_residual_stream_under_autocast():
+    """Under autocast the sublayer output is half precision and the residual
+    float32: the skip must give float32, as fairseq's out-of-place sum does."""
+    x, fx = sublayer_io()
+    branch = fx.to(torch.bfloat16)
+    out = {}
+    for inplace in (False, True):
+        m = ResidualNorm(SkipNormConfig(), 16, normalize_before=True, inplace=inplace)
+        out[inplace] = m(branch.clone(), x)
+    assert out[True].dtype == torch.float32
+    assert torch.equal(out[True], out[False])
+    model = build_model("transformer_prenorm_nowarmup_tiny", "--dropout", "0").eval()
+    layer = model.encoder.layers[0]
+    with torch.no_grad(), torch.autocast("cpu", dtype=torch.bfloat16):
+        assert layer(torch.randn(5, 2, 64), encoder_padding_mask=None).dtype == torch.float32

@@ -151,7 +151,8 @@ class ResidualNorm(Normalization):
         x = self.self_attn_layer_norm(x, residual)      # skip + norm(s)
 
     With ``inplace=True`` the skip adds ``residual`` into ``x`` (the sublayer
-    output, which the caller must not use again), saving a tensor per sublayer.
+    output, which the caller must not use again) when both have one dtype,
+    saving a tensor per sublayer.
     """
 
     def __init__(
@@ -177,8 +178,10 @@ class ResidualNorm(Normalization):
 
     def forward(self, x: Tensor, residual: Tensor) -> Tensor:
         """Combine the sublayer output ``x = F(.)`` with its input ``residual``."""
-        # s = lam * residual + x; the same rounding in place or not
-        if self.inplace:
+        # s = lam * residual + x; the same rounding in place or not. Under
+        # autocast x can be half precision and residual float32: then the sum
+        # is float32, as out of place, and x cannot hold it.
+        if self.inplace and x.dtype == residual.dtype:
             s = x.add_(residual, alpha=self.skip_scale)
         else:
             s = torch.add(x, residual, alpha=self.skip_scale)
