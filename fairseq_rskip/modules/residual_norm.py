@@ -270,10 +270,11 @@ class _RecursiveLayerNorm(torch.autograd.Function):
         g = grad_y.contiguous()
         for i in reversed(range(n)):
             w, b = affine[2 * i], affine[2 * i + 1]
-            g, grad_affine[2 * i], grad_affine[2 * i + 1] = torch.ops.aten.native_layer_norm_backward(
+            grads = torch.ops.aten.native_layer_norm_backward(
                 g, inputs[i], ctx.shape, stats[i][0], stats[i][1], w, b,
                 [True, w is not None, b is not None],
             )
+            g, grad_affine[2 * i], grad_affine[2 * i + 1] = grads
             if i > 0:  # x_{i+1} = residual + y_i: the gradient also reaches the residual
                 # (in place: the earlier terms were consumed by the LN backward calls)
                 grad_residual = g if grad_residual is None else grad_residual.add_(g)

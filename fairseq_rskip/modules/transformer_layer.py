@@ -8,7 +8,7 @@ writes ``residual + x`` followed or preceded by a LayerNorm are replaced by
 (``self_attn_layer_norm``, ``encoder_attn_layer_norm``, ``final_layer_norm``).
 """
 
-from typing import Dict, List, Optional
+from typing import Dict, List, Optional, Tuple
 
 import torch
 from torch import Tensor
@@ -42,7 +42,21 @@ def _saved_state(prev_state: List[Tensor]) -> Dict[str, Optional[Tensor]]:
     return saved
 
 
-class RSkipTransformerEncoderLayer(TransformerEncoderLayerBase):
+class _FeedForwardSublayer:
+    """The feed-forward sublayer, the same in encoder and decoder layers."""
+
+    def feed_forward(self, x: Tensor, keep_fc_output: bool) -> Tuple[Tensor, Optional[Tensor]]:
+        """``(y, fc2 output or None)`` with ``y`` the sublayer through
+        ``final_layer_norm``; the fc2 output is a copy (the skip adds into it)."""
+        residual = x
+        x = self.final_layer_norm.branch_input(x)
+        x = self.activation_dropout_module(self.activation_fn(self.fc1(x)))
+        x = self.fc2(x)
+        fc_result = x.clone() if keep_fc_output else None
+        return self.final_layer_norm(self.dropout_module(x), residual), fc_result
+
+
+class RSkipTransformerEncoderLayer(_FeedForwardSublayer, TransformerEncoderLayerBase):
     """Encoder layer: self-attention and feed-forward, each through a ResidualNorm."""
 
     def __init__(self, cfg, return_fc: bool = False):
@@ -82,20 +96,13 @@ class RSkipTransformerEncoderLayer(TransformerEncoderLayerBase):
         )
         x = self.self_attn_layer_norm(self.dropout_module(x), residual)
 
-        residual = x
-        x = self.final_layer_norm.branch_input(x)
-        x = self.activation_dropout_module(self.activation_fn(self.fc1(x)))
-        x = self.fc2(x)
-        # without dropout x itself reaches the in-place skip below
-        fc_result = x.clone() if self.return_fc else x
-        x = self.final_layer_norm(self.dropout_module(x), residual)
-
+        x, fc_result = self.feed_forward(x, self.return_fc)
         if self.return_fc and not torch.jit.is_scripting():
             return x, fc_result
         return x
 
 
-class RSkipTransformerDecoderLayer(TransformerDecoderLayerBase):
+class RSkipTransformerDecoderLayer(_FeedForwardSublayer, TransformerDecoderLayerBase):
     """Decoder layer: self-attention, cross-attention and feed-forward, each
     through a ResidualNorm."""
 
@@ -200,11 +207,7 @@ class RSkipTransformerDecoderLayer(TransformerDecoderLayerBase):
             )
             x = self.encoder_attn_layer_norm(self.dropout_module(x), residual)
 
-        residual = x
-        x = self.final_layer_norm.branch_input(x)
-        x = self.activation_dropout_module(self.activation_fn(self.fc1(x)))
-        x = self.fc2(x)
-        x = self.final_layer_norm(self.dropout_module(x), residual)
+        x, _ = self.feed_forward(x, False)
 
         if self.onnx_trace and incremental_state is not None:
             saved_state = self.self_attn._get_input_buffer(incremental_state)
