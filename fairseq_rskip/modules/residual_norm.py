@@ -288,7 +288,7 @@ class _RecomputedNorms(torch.autograd.Function):
     parameters are inputs, so their gradients flow as usual. The normalisations
     draw no random numbers, so no RNG state is kept; the autocast state of the
     forward pass is. ``torch.utils.checkpoint`` does the same in general, with
-    more bookkeeping (and more overhead, see docs/reproduction.md section 4).
+    more bookkeeping.
     """
 
     @staticmethod
