@@ -15,11 +15,19 @@ REFUSED = [
     (("--skip-recursions", "1", "--skip-scale", "inf"), r"--skip-scale must be a finite number > 0; got inf"),
     (("--skip-scale", "2"), r"--skip-scale must be 1 with --skip-recursions > 1"),
     (("--norm-type", "none"), r"--skip-recursions > 1 needs a normalisation"),
-    (("--norm-type", "batchnorm"), r"--norm-type must be one of layernorm, simple, adanorm, none; got 'batchnorm'"),
     (("--skip-recursions", "1", "--skip-shared-norm"), r"--skip-shared-norm needs --skip-recursions > 1"),
-    (("--adanorm-k", "0.1"), r"--adanorm-scale and --adanorm-k apply only with --norm-type adanorm"),
-    (("--encoder-normalize-before",), r"defined for Post-LN only; drop --encoder-normalize-before"),
-    (("--decoder-normalize-before",), r"defined for Post-LN only; drop --decoder-normalize-before"),
+    (("--adanorm-k", "0.2"), r"--adanorm-scale and --adanorm-k apply only with --norm-type adanorm"),
+    (("--adanorm-scale", "2"), r"--adanorm-scale and --adanorm-k apply only with --norm-type adanorm"),
+    (
+        ("--encoder-normalize-before",),
+        r"defined for Post-LN only, and the encoder of --arch transformer_rskip_tiny is Pre-LN "
+        r"\(--encoder-normalize-before\)",
+    ),
+    (
+        ("--decoder-normalize-before",),
+        r"defined for Post-LN only, and the decoder of --arch transformer_rskip_tiny is Pre-LN "
+        r"\(--decoder-normalize-before\)",
+    ),
 ]
 
 ADANORM_REFUSED = [
@@ -44,9 +52,32 @@ def test_adanorm_refuses(flags, message):
         build_model("transformer_adanorm_tiny", *flags)
 
 
-def test_prenorm_refuses_recursions():
-    with pytest.raises(ValueError, match=r"--skip-recursions > 1 and --skip-scale != 1 are defined for Post-LN only"):
+def test_prenorm_refuses_recursions_naming_its_architecture():
+    """The user typed no --*-normalize-before: the message says the architecture is Pre-LN."""
+    with pytest.raises(
+        ValueError,
+        match=r"--skip-recursions > 1 and --skip-scale != 1 are defined for Post-LN only, and the "
+        r"encoder of --arch transformer_prenorm_nowarmup_tiny is Pre-LN",
+    ):
         build_model("transformer_prenorm_nowarmup_tiny", "--skip-recursions", "2")
+
+
+def test_unknown_norm_type_is_refused_by_the_parser(capsys):
+    with pytest.raises(SystemExit):
+        build_model("transformer_rskip_tiny", "--norm-type", "batchnorm")
+    assert "argument --norm-type: invalid choice: 'batchnorm'" in capsys.readouterr().err
+
+
+def test_each_flag_is_validated_once_per_model(monkeypatch):
+    from fairseq_rskip.models.skip_norm_config import SkipNormConfig
+
+    calls = []
+    original = SkipNormConfig.validate
+    monkeypatch.setattr(
+        SkipNormConfig, "validate", lambda self, *a: calls.append(1) or original(self, *a)
+    )
+    build_model("transformer_rskip_tiny", "--encoder-layers", "4", "--decoder-layers", "4")
+    assert len(calls) == 1
 
 
 def test_accepted_edges_build():
