@@ -35,6 +35,10 @@ VARIANTS = {
         "--adanorm-scale", "2", "--adanorm-k", "0.2",
     ),
     "prenorm": ("transformer_prenorm_nowarmup_tiny",),
+    "vanilla": ("transformer_vanilla_tiny",),
+    "espa": ("transformer_espa_tiny",),
+    "uspa-zero-out-proj": ("transformer_uspa_tiny", "--cross-attention-shortcut", "zero-out-proj"),
+    "value-skipinit": ("transformer_vanilla_tiny", "--value-skipinit"),
 }
 
 

@@ -74,7 +74,7 @@ def test_each_flag_is_validated_once_per_model(monkeypatch):
     calls = []
     original = SkipNormConfig.validate
     monkeypatch.setattr(
-        SkipNormConfig, "validate", lambda self, *a: calls.append(1) or original(self, *a)
+        SkipNormConfig, "validate", lambda self, *a, **k: calls.append(1) or original(self, *a, **k)
     )
     build_model("transformer_rskip_tiny", "--encoder-layers", "4", "--decoder-layers", "4")
     assert len(calls) == 1

@@ -14,12 +14,18 @@ is plain data: the modules build themselves from it
 import math
 from dataclasses import dataclass, field, fields
 from numbers import Integral, Real
-from typing import Any
+from typing import Any, Optional
 
 from fairseq.dataclass import ChoiceEnum, FairseqDataclass
 
 NORM_TYPES = ("layernorm", "simple", "adanorm", "none")
 NORM_TYPE_CHOICES = ChoiceEnum(list(NORM_TYPES))
+SPA_KERNELS = ("exponential", "uniform")
+SPA_KERNEL_CHOICES = ChoiceEnum(list(SPA_KERNELS))
+CROSS_ATTENTION_SHORTCUTS = ("skipinit", "zero-out-proj")
+CROSS_ATTENTION_SHORTCUT_CHOICES = ChoiceEnum(list(CROSS_ATTENTION_SHORTCUTS))
+TAT_DEPTHS = ("whole-network", "per-stack")
+TAT_DEPTH_CHOICES = ChoiceEnum(list(TAT_DEPTHS))
 
 
 def _finite_number(value: Any) -> bool:
@@ -66,6 +72,54 @@ class SkipNormConfig(FairseqDataclass):
     adanorm_k: float = field(
         default=0.1, metadata={"help": "AdaNorm's k in [0, 1) (AdaNorm only)"}
     )
+    # Shortcut-free models (He et al. 2023): vanilla, E-SPA, U-SPA, Value-SkipInit
+    no_skip: bool = field(
+        default=False,
+        metadata={"help": "no skip connection around any sublayer: y = N(F(x)); with "
+                  "--norm-type none the vanilla y = F(x)"},
+    )
+    spa_kernel: Optional[SPA_KERNEL_CHOICES] = field(
+        default=None,
+        metadata={"help": "signal-preserving self-attention D_l softmax(Q K^T / sqrt(d) + B_l) V "
+                  "shaped to the target kernel exponential (E-SPA) or uniform (U-SPA); needs "
+                  "--no-skip --norm-type none"},
+    )
+    spa_gamma_final: float = field(
+        default=0.005,
+        metadata={"help": "E-SPA's final gamma_L > 0: Sigma_L[i, j] = exp(-gamma_L |i - j|)"},
+    )
+    spa_rho_final: float = field(
+        default=0.8,
+        metadata={"help": "U-SPA's final rho_L in [0, 1): Sigma_L = (1 - rho_L) I + rho_L 11^T"},
+    )
+    value_skipinit: bool = field(
+        default=False,
+        metadata={"help": "Value-SkipInit: self-attention matrix alpha I + beta A(X), trainable "
+                  "alpha = 1, beta = 0 at start; needs --no-skip"},
+    )
+    tat_eta: Optional[float] = field(
+        default=None,
+        metadata={"help": "TAT: the leaky ReLU slope makes the composed C map of the network's "
+                  "feed-forward nonlinearities send 0 to ETA, in (0, 1); default 0.9, or ReLU "
+                  "where too few nonlinearities reach 0.9 (E-SPA, U-SPA, Value-SkipInit)"},
+    )
+    tat_depth: TAT_DEPTH_CHOICES = field(
+        default="whole-network",
+        metadata={"help": "nonlinearities TAT composes: whole-network = encoder plus decoder "
+                  "layers (the deepest path, one slope), per-stack = each stack its own layers"},
+    )
+    cross_attention_shortcut: CROSS_ATTENTION_SHORTCUT_CHOICES = field(
+        default="skipinit",
+        metadata={"help": "cross-attention of E-SPA, U-SPA and Value-SkipInit keeps a shortcut: "
+                  "skipinit = x + g F(x), trainable g = 0 at start; zero-out-proj = x + F(x), "
+                  "F's output projection zero at start"},
+    )
+
+    @property
+    def shaped(self) -> bool:
+        """E-SPA, U-SPA or Value-SkipInit: orthogonal attention values, TAT
+        feed-forward, a shortcut around cross-attention only."""
+        return self.spa_kernel is not None or bool(self.value_skipinit)
 
     @classmethod
     def flag_names(cls):
@@ -95,10 +149,15 @@ class SkipNormConfig(FairseqDataclass):
         return {f.name: f.default for f in fields(cls) if not f.name.startswith("_")}
 
     def validate(
-        self, encoder_normalize_before: bool, decoder_normalize_before: bool, arch: str = ""
+        self,
+        encoder_normalize_before: bool,
+        decoder_normalize_before: bool,
+        arch: str = "",
+        model_args=None,
     ) -> None:
         """Refuse values out of range and combinations without a defined meaning,
-        with a message naming the flags; never clamps."""
+        with a message naming the flags; never clamps. ``model_args`` (fairseq's
+        model arguments) gives the other flags some checks read."""
         if self.norm_type not in NORM_TYPES:
             raise ValueError(
                 f"--norm-type must be one of {', '.join(NORM_TYPES)}; got {self.norm_type!r}"
@@ -142,4 +201,96 @@ class SkipNormConfig(FairseqDataclass):
                     f"only, and the {side} of {arch_description(arch)} is Pre-LN "
                     f"(--{side}-normalize-before): use a Post-LN architecture such as "
                     "transformer_rskip, or --skip-recursions 1 --skip-scale 1"
+                )
+        self._validate_shortcut_free(
+            encoder_normalize_before or decoder_normalize_before, arch, model_args
+        )
+
+    def _validate_shortcut_free(self, normalize_before: bool, arch: str, model_args) -> None:
+        """The checks of --no-skip, --spa-*, --value-skipinit, --tat-* and
+        --cross-attention-shortcut."""
+        defaults = self.defaults()
+        recursions = self.skip_recursions
+        if self.no_skip and (recursions > 1 or self.skip_scale != 1):
+            raise ValueError(
+                "--no-skip leaves no skip for --skip-recursions > 1 or --skip-scale != 1 "
+                f"(got --skip-recursions {recursions} --skip-scale {self.skip_scale})"
+            )
+        if self.no_skip and normalize_before:
+            raise ValueError(
+                f"--no-skip is defined for post-norm sublayers, and {arch_description(arch)} is "
+                "Pre-LN (--encoder/decoder-normalize-before), whose skip path is what defines it"
+            )
+        if self.spa_kernel is not None and self.spa_kernel not in SPA_KERNELS:
+            raise ValueError(
+                f"--spa-kernel must be one of {', '.join(SPA_KERNELS)}; got {self.spa_kernel!r}"
+            )
+        if not _finite_number(self.spa_gamma_final) or self.spa_gamma_final <= 0:
+            raise ValueError(
+                f"--spa-gamma-final must be a finite number > 0; got {self.spa_gamma_final!r}"
+            )
+        if not _finite_number(self.spa_rho_final) or not 0 <= self.spa_rho_final < 1:
+            raise ValueError(f"--spa-rho-final must be a number in [0, 1); got {self.spa_rho_final!r}")
+        if self.tat_eta is not None and (not _finite_number(self.tat_eta) or not 0 < self.tat_eta < 1):
+            raise ValueError(f"--tat-eta must be a number in (0, 1); got {self.tat_eta!r}")
+        if self.spa_kernel != "exponential" and self.spa_gamma_final != defaults["spa_gamma_final"]:
+            raise ValueError(
+                f"--spa-gamma-final applies only with --spa-kernel exponential (E-SPA); got "
+                f"--spa-kernel {self.spa_kernel}"
+            )
+        if self.spa_kernel != "uniform" and self.spa_rho_final != defaults["spa_rho_final"]:
+            raise ValueError(
+                f"--spa-rho-final applies only with --spa-kernel uniform (U-SPA); got "
+                f"--spa-kernel {self.spa_kernel}"
+            )
+        if self.spa_kernel is not None and (not self.no_skip or self.norm_type != "none"):
+            raise ValueError(
+                "--spa-kernel shapes vanilla layers and needs --no-skip --norm-type none "
+                f"(got {'--no-skip' if self.no_skip else 'a skip'} and --norm-type "
+                f"{self.norm_type}); use --arch transformer_espa or transformer_uspa"
+            )
+        if self.value_skipinit and not self.no_skip:
+            raise ValueError(
+                "--value-skipinit replaces the skip connection and needs --no-skip "
+                "(e.g. --arch transformer_vanilla --value-skipinit)"
+            )
+        if self.value_skipinit and self.spa_kernel is not None:
+            raise ValueError(
+                "--value-skipinit and --spa-kernel are two alternatives: at initialisation "
+                "Value-SkipInit's attention is the identity, and the SPA kernel would be unused"
+            )
+        if not self.shaped and (
+            self.tat_eta is not None
+            or self.tat_depth != defaults["tat_depth"]
+            or self.cross_attention_shortcut != defaults["cross_attention_shortcut"]
+        ):
+            raise ValueError(
+                "--tat-eta, --tat-depth and --cross-attention-shortcut apply only with "
+                "--spa-kernel or --value-skipinit"
+            )
+        if not self.shaped:
+            return
+        activation_fn = getattr(model_args, "activation_fn", "relu")
+        if activation_fn != "relu":
+            raise ValueError(
+                "E-SPA, U-SPA and Value-SkipInit use TAT's leaky ReLU in place of "
+                f"--activation-fn, which must stay relu; got --activation-fn {activation_fn}"
+            )
+        if getattr(model_args, "cross_self_attention", False):
+            raise ValueError(
+                "--cross-self-attention is not defined with --spa-kernel or --value-skipinit: "
+                "the decoder's self-attention would also attend to the encoder's output"
+            )
+        if self.tat_eta is not None and model_args is not None:
+            from fairseq_rskip.modules.tat import composed_cmap_at_zero, tat_nonlinearities
+
+            nonlinearities = min(
+                tat_nonlinearities(self.tat_depth, model_args.encoder_layers, model_args.decoder_layers)
+            )
+            reachable = composed_cmap_at_zero(0.0, nonlinearities)
+            if reachable < self.tat_eta:
+                raise ValueError(
+                    f"--tat-eta {self.tat_eta} is out of reach of {nonlinearities} feed-forward "
+                    f"nonlinearities (--tat-depth {self.tat_depth}): even ReLU gives C_f(0) = "
+                    f"{reachable:.4f}; use --tat-eta <= {math.floor(reachable * 1e4) / 1e4} or more layers"
                 )

@@ -1,13 +1,17 @@
 """``transformer_rskip``: fairseq's Transformer with configurable skip connections
 and normalisation (see :mod:`fairseq_rskip.modules.residual_norm`).
 
-One model, three families of architectures, each in fairseq's usual sizes:
+One model, six families of architectures, each in fairseq's usual sizes:
 
 ==============================  ==============================================
 ``transformer_rskip*``          rSkip+LN, ``--skip-recursions 2``
 ``transformer_adanorm*``        AdaNorm in place of every LayerNorm
 ``transformer_prenorm_nowarmup*``  Pre-LN (meant for ``--lr-scheduler
                                 inverse_sqrt_nowarmup``)
+``transformer_vanilla*``        no skip, no normalisation: ``y = F(x)``
+``transformer_espa*``           vanilla with E-SPA self-attention (He et al.
+                                2023; :mod:`fairseq_rskip.modules.spa`)
+``transformer_uspa*``           vanilla with U-SPA self-attention
 ==============================  ==============================================
 
 Every architecture accepts every flag below, so e.g. ``--arch
@@ -63,6 +67,13 @@ class _SkipNormStack:
     skip_norm: SkipNormConfig
     __jit_ignored_attributes__ = ["skip_norm"]  # plain data, not scripted
 
+    def _next_layer_index(self) -> int:
+        """0, 1, 2, ... on successive calls: fairseq builds a stack's layers in
+        order, without telling ``build_*_layer`` the index."""
+        index = self.__dict__.get("_layers_built", 0)
+        self.__dict__["_layers_built"] = index + 1
+        return index
+
     def _replace_stack_norms(self) -> None:
         for name in ("layernorm_embedding", "layer_norm"):
             old = getattr(self, name)
@@ -77,7 +88,9 @@ class RSkipTransformerEncoder(_SkipNormStack, TransformerEncoderBase):
         self._replace_stack_norms()
 
     def build_encoder_layer(self, cfg):
-        layer = RSkipTransformerEncoderLayer(cfg, self.skip_norm, return_fc=self.return_fc)
+        layer = RSkipTransformerEncoderLayer(
+            cfg, self.skip_norm, return_fc=self.return_fc, layer_index=self._next_layer_index()
+        )
         return _wrap_layer(layer, cfg)
 
 
@@ -102,7 +115,9 @@ class RSkipTransformerDecoder(_SkipNormStack, TransformerDecoderBase):
         self._replace_stack_norms()
 
     def build_decoder_layer(self, cfg, no_encoder_attn=False):
-        layer = RSkipTransformerDecoderLayer(cfg, self.skip_norm, no_encoder_attn)
+        layer = RSkipTransformerDecoderLayer(
+            cfg, self.skip_norm, no_encoder_attn, layer_index=self._next_layer_index()
+        )
         return _wrap_layer(layer, cfg)
 
 
@@ -130,6 +145,7 @@ class RSkipTransformerModel(TransformerModel):
             getattr(args, "encoder_normalize_before", False),
             getattr(args, "decoder_normalize_before", False),
             args.arch,
+            model_args=args,
         )
         # handed to build_encoder/build_decoder through fairseq's build_model,
         # which passes only the TransformerConfig it makes of ``args``
@@ -161,6 +177,9 @@ FAMILIES = {
         "encoder_normalize_before": True,
         "decoder_normalize_before": True,
     },
+    "transformer_vanilla": {"no_skip": True, "norm_type": "none"},
+    "transformer_espa": {"no_skip": True, "norm_type": "none", "spa_kernel": "exponential"},
+    "transformer_uspa": {"no_skip": True, "norm_type": "none", "spa_kernel": "uniform"},
 }
 SIZES = {
     "": base_architecture,

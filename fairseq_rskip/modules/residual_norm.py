@@ -12,6 +12,12 @@ Post-norm, n = 1    ``y = N(lam * x + F(x))``: Post-LN (lam = 1), xSkip+LN;
 Post-norm, n > 1    rSkip+LN: ``y_1 = N_1(x + F(x))``,
                     ``y_i = N_i(x + y_{i-1})`` for i = 2..n, output ``y_n``
 Pre-norm            ``y = x + F(N(x))`` (``--*-normalize-before``)
+No skip             ``y = N(F(x))`` (``--no-skip``); vanilla with ``--norm-type
+                    none``: ``y = F(x)``
+Cross-attention of  ``y = x + g * F(x)``, trainable ``g = 0`` at start
+E-SPA, U-SPA,       (``--cross-attention-shortcut skipinit``, SkipInit), or
+Value-SkipInit      ``y = x + F(x)`` (``zero-out-proj``; the layer zeroes F's
+                    output projection): the one shortcut these models keep
 ==================  ===========================================================
 """
 
@@ -47,9 +53,22 @@ class ResidualNorm(Normalization):
     """
 
     def __init__(
-        self, dim: int, config: SkipNormConfig, normalize_before: bool, inplace: bool = False
+        self,
+        dim: int,
+        config: SkipNormConfig,
+        normalize_before: bool,
+        inplace: bool = False,
+        cross_attention: bool = False,
     ):
         super().__init__(dim, config)
+        # cross-attention has no identity-like attention matrix: the shortcut-free
+        # models that shape their attention keep a shortcut around it alone
+        keeps_shortcut = cross_attention and config.shaped
+        self.skip = not config.no_skip or keeps_shortcut
+        if keeps_shortcut and config.cross_attention_shortcut == "skipinit":
+            self.branch_gain = nn.Parameter(torch.zeros(()))
+        else:
+            self.register_parameter("branch_gain", None)
         self.normalize_before = normalize_before
         self.inplace = inplace
         self.skip_scale = float(config.skip_scale)
@@ -70,10 +89,14 @@ class ResidualNorm(Normalization):
 
     def forward(self, x: Tensor, residual: Tensor) -> Tensor:
         """Combine the sublayer output ``x = F(.)`` with its input ``residual``."""
+        if self.branch_gain is not None:
+            x = x * self.branch_gain
         # s = lam * residual + x; the same rounding in place or not. Under
         # autocast x can be half precision and residual float32: then the sum
         # is float32, as out of place, and x cannot hold it.
-        if self.inplace and x.dtype == residual.dtype:
+        if not self.skip:
+            s = x
+        elif self.inplace and x.dtype == residual.dtype:
             s = x.add_(residual, alpha=self.skip_scale)
         else:
             s = torch.add(x, residual, alpha=self.skip_scale)
@@ -115,5 +138,5 @@ class ResidualNorm(Normalization):
         return (
             super().extra_repr()
             + f", normalize_before={self.normalize_before}, skip_scale={self.skip_scale}"
-            + f", recursions={self.recursions}, inplace={self.inplace}"
+            + f", recursions={self.recursions}, inplace={self.inplace}, skip={self.skip}"
         )

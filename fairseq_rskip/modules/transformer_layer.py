@@ -6,12 +6,16 @@ incremental state are fairseq's own. Only the three places where fairseq
 writes ``residual + x`` followed or preceded by a LayerNorm are replaced by
 ``ResidualNorm``, kept under fairseq's attribute names
 (``self_attn_layer_norm``, ``encoder_attn_layer_norm``, ``final_layer_norm``).
+
+The shortcut-free models (``--spa-kernel``, ``--value-skipinit``) also build
+their self-attention as a :class:`ShapedMultiheadAttention` and their
+feed-forward sublayer with TAT's leaky ReLU and orthogonal weights.
 """
 
 from typing import Dict, List, Optional, Tuple
 
 import torch
-from torch import Tensor
+from torch import Tensor, nn
 
 from fairseq.modules.transformer_layer import (
     TransformerDecoderLayerBase,
@@ -20,6 +24,8 @@ from fairseq.modules.transformer_layer import (
 
 from fairseq_rskip.models.skip_norm_config import SkipNormConfig
 from fairseq_rskip.modules.residual_norm import ResidualNorm
+from fairseq_rskip.modules.shaped_attention import ShapedMultiheadAttention
+from fairseq_rskip.modules.tat import TATLeakyReLU, scaled_orthogonal_, tat_nonlinearities, tat_slope
 
 # NormFormer options fairseq reads from the config with safe_getattr; their
 # extra norms and residual weights are not wired through ResidualNorm.
@@ -44,7 +50,39 @@ def _saved_state(prev_state: List[Tensor]) -> Dict[str, Optional[Tensor]]:
 
 
 class _FeedForwardSublayer:
-    """The feed-forward sublayer, the same in encoder and decoder layers."""
+    """The feed-forward sublayer, the same in encoder and decoder layers, and
+    what the shortcut-free models change in a layer."""
+
+    skip_norm: SkipNormConfig
+    layer_index: int
+    __jit_ignored_attributes__ = ["skip_norm"]  # plain data, not scripted
+
+    def _shaped_self_attention(self, cfg, side, causal: bool) -> ShapedMultiheadAttention:
+        skip_norm = self.skip_norm
+        kernel = skip_norm.spa_kernel or ""
+        return ShapedMultiheadAttention(
+            side.embed_dim,
+            side.attention_heads,
+            cfg.attention_dropout,
+            kernel=kernel,
+            final=skip_norm.spa_gamma_final if kernel == "exponential" else skip_norm.spa_rho_final,
+            layer=self.layer_index + 1,
+            num_layers=side.layers,
+            causal=causal,
+            value_skipinit=bool(skip_norm.value_skipinit),
+            q_noise=self.quant_noise,
+            qn_block_size=self.quant_noise_block_size,
+        )
+
+    def _shape_feed_forward(self, cfg, decoder: bool) -> None:
+        """TAT: orthogonal ``fc1``/``fc2`` with zero biases, and the leaky ReLU
+        whose slope sends the network's composed C map from 0 to ``--tat-eta``."""
+        scaled_orthogonal_(self.fc1)
+        scaled_orthogonal_(self.fc2)
+        nonlinearities = tat_nonlinearities(
+            self.skip_norm.tat_depth, cfg.encoder.layers, cfg.decoder.layers
+        )[int(decoder)]
+        self.activation_fn = TATLeakyReLU(tat_slope(self.skip_norm.tat_eta, nonlinearities))
 
     def feed_forward(self, x: Tensor, keep_fc_output: bool) -> Tuple[Tensor, Optional[Tensor]]:
         """``(y, fc2 output or None)`` with ``y`` the sublayer through
@@ -60,13 +98,25 @@ class _FeedForwardSublayer:
 class RSkipTransformerEncoderLayer(_FeedForwardSublayer, TransformerEncoderLayerBase):
     """Encoder layer: self-attention and feed-forward, each through a ResidualNorm."""
 
-    def __init__(self, cfg, skip_norm: SkipNormConfig, return_fc: bool = False):
+    def __init__(
+        self, cfg, skip_norm: SkipNormConfig, return_fc: bool = False, layer_index: int = 0
+    ):
         _check_unsupported(cfg)
+        # plain attributes, read by build_self_attention during fairseq's __init__
+        self.skip_norm = skip_norm
+        self.layer_index = layer_index
         super().__init__(cfg, return_fc=return_fc)
         pre = cfg.encoder.normalize_before
         # inplace: each sublayer output is fresh and used once, so the skip adds into it
         self.self_attn_layer_norm = ResidualNorm(self.embed_dim, skip_norm, pre, inplace=True)
         self.final_layer_norm = ResidualNorm(self.embed_dim, skip_norm, pre, inplace=True)
+        if skip_norm.shaped:
+            self._shape_feed_forward(cfg, decoder=False)
+
+    def build_self_attention(self, embed_dim, cfg):
+        if not self.skip_norm.shaped:
+            return super().build_self_attention(embed_dim, cfg)
+        return self._shaped_self_attention(cfg, cfg.encoder, causal=False)
 
     def forward(
         self,
@@ -108,8 +158,11 @@ class RSkipTransformerDecoderLayer(_FeedForwardSublayer, TransformerDecoderLayer
         no_encoder_attn=False,
         add_bias_kv=False,
         add_zero_attn=False,
+        layer_index: int = 0,
     ):
         _check_unsupported(cfg)
+        self.skip_norm = skip_norm
+        self.layer_index = layer_index
         super().__init__(
             cfg,
             no_encoder_attn=no_encoder_attn,
@@ -119,8 +172,20 @@ class RSkipTransformerDecoderLayer(_FeedForwardSublayer, TransformerDecoderLayer
         pre = cfg.decoder.normalize_before
         self.self_attn_layer_norm = ResidualNorm(self.embed_dim, skip_norm, pre, inplace=True)
         if self.encoder_attn_layer_norm is not None:
-            self.encoder_attn_layer_norm = ResidualNorm(self.embed_dim, skip_norm, pre, inplace=True)
+            self.encoder_attn_layer_norm = ResidualNorm(
+                self.embed_dim, skip_norm, pre, inplace=True, cross_attention=True
+            )
         self.final_layer_norm = ResidualNorm(self.embed_dim, skip_norm, pre, inplace=True)
+        if skip_norm.shaped:
+            self._shape_feed_forward(cfg, decoder=True)
+            if self.encoder_attn is not None and skip_norm.cross_attention_shortcut == "zero-out-proj":
+                nn.init.zeros_(self.encoder_attn.out_proj.weight)
+                nn.init.zeros_(self.encoder_attn.out_proj.bias)
+
+    def build_self_attention(self, embed_dim, cfg, add_bias_kv=False, add_zero_attn=False):
+        if not self.skip_norm.shaped:
+            return super().build_self_attention(embed_dim, cfg, add_bias_kv, add_zero_attn)
+        return self._shaped_self_attention(cfg, cfg.decoder, causal=True)
 
     def forward(
         self,

@@ -1,0 +1,269 @@
+"""Self-attention of the shortcut-free models: E-SPA, U-SPA and Value-SkipInit.
+
+He et al., "Deep Transformers without Shortcuts", ICLR 2023 (arXiv 2302.10322).
+Per head, with ``X`` the layer input, ``Q, K, V`` its projections and
+``d_k`` the head size:
+
+================  ==============================================================
+E-SPA, U-SPA      ``D_l softmax(Q K^T / sqrt(d_k) + B_l) V`` with the fixed bias
+                  ``B_l`` and row scaling ``D_l`` of :mod:`fairseq_rskip.modules.spa`
+                  for layer ``l`` of ``L``; ``W_Q = 0`` at start, so that the
+                  attention is ``A_l`` whatever the input
+Value-SkipInit    ``(alpha I + beta softmax(Q K^T / sqrt(d_k))) V``, trainable
+                  scalars ``alpha = 1``, ``beta = 0`` at start
+================  ==============================================================
+
+followed by the output projection. Values and output projection start
+random orthogonal and all biases zero, so that at start the sublayer keeps
+the kernel of its input up to the attention's mixing.
+
+Positions are those of the real tokens: a sequence's first non-padding token
+is position 0, whatever fairseq's (left) padding. Decoder (causal)
+self-attention uses row ``t`` of ``B_l`` and ``D_l`` for the token at
+position ``t``, so incremental decoding gives full decoding's outputs.
+Encoder (bidirectional) self-attention uses the matrices of each sequence's
+own length. Matrices are built in float64 once per length (causal: once per
+doubling of the longest length seen, of which shorter ones are the leading
+block) and kept on the module, outside its state dict; under TorchScript
+they are rebuilt on every call.
+"""
+
+from typing import Dict, List, Optional, Tuple
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+
+from fairseq.modules.multihead_attention import MultiheadAttention
+
+from fairseq_rskip.modules.spa import bias_and_log_scale, correlation_schedule, log_attention_matrix
+
+# bidirectional matrices kept per layer (one per sequence length, the oldest dropped first)
+MAX_CACHED_LENGTHS = 256
+# causal matrices are built for at least this many positions
+MIN_CAUSAL_CAPACITY = 64
+
+
+class ShapedMultiheadAttention(MultiheadAttention):
+    """fairseq's ``MultiheadAttention`` (self-attention, same parameters and
+    incremental state) with E-SPA/U-SPA's shaping or Value-SkipInit.
+
+    ``kernel`` is ``"exponential"``, ``"uniform"`` or ``""`` (no shaping);
+    ``final`` its ``gamma_L`` or ``rho_L``; ``layer`` is ``l`` in ``1 .. num_layers``.
+    """
+
+    __jit_ignored_attributes__ = ["_matrices"]
+
+    def __init__(
+        self,
+        embed_dim: int,
+        num_heads: int,
+        dropout: float,
+        kernel: str,
+        final: float,
+        layer: int,
+        num_layers: int,
+        causal: bool,
+        value_skipinit: bool,
+        q_noise: float = 0.0,
+        qn_block_size: int = 8,
+    ):
+        super().__init__(
+            embed_dim,
+            num_heads,
+            dropout=dropout,
+            self_attention=True,
+            q_noise=q_noise,
+            qn_block_size=qn_block_size,
+        )
+        self.kernel = kernel
+        self.causal = causal
+        self.layer = layer
+        self.num_layers = num_layers
+        self.rho = 0.0
+        self.rho_prev = 0.0
+        if kernel:
+            rhos = correlation_schedule(kernel, final, num_layers)
+            self.rho, self.rho_prev = rhos[layer], rhos[layer - 1]
+        if value_skipinit:
+            self.value_skipinit_alpha = nn.Parameter(torch.ones(()))
+            self.value_skipinit_beta = nn.Parameter(torch.zeros(()))
+        else:
+            self.register_parameter("value_skipinit_alpha", None)
+            self.register_parameter("value_skipinit_beta", None)
+        self._matrices: Dict[Tuple[int, str], Tuple[Tensor, Tensor]] = {}
+        self.reset_shaped_parameters()
+
+    def reset_shaped_parameters(self) -> None:
+        """Orthogonal ``W_V``, ``W_O``; ``W_Q = 0`` with SPA; zero biases."""
+        nn.init.orthogonal_(self.v_proj.weight)
+        nn.init.orthogonal_(self.out_proj.weight)
+        if self.kernel:
+            nn.init.zeros_(self.q_proj.weight)
+        for proj in (self.q_proj, self.k_proj, self.v_proj, self.out_proj):
+            if proj.bias is not None:
+                nn.init.zeros_(proj.bias)
+
+    # -- the fixed matrices -------------------------------------------------------
+
+    def _build(self, n: int, device: torch.device) -> Tuple[Tensor, Tensor]:
+        """``(B_l, diag of D_l)`` for ``n`` positions, float32 on ``device``."""
+        log_a = log_attention_matrix(self.kernel, self.rho, self.rho_prev, n, self.causal)
+        bias, log_scale = bias_and_log_scale(log_a)
+        return bias.float().to(device), log_scale.exp().float().to(device)
+
+    @torch.jit.unused
+    def _cached(self, n: int, device: torch.device) -> Tuple[Tensor, Tensor]:
+        if self.causal:
+            capacity = max(MIN_CAUSAL_CAPACITY, 1 << (n - 1).bit_length())
+            key = (-1, str(device))
+            held = self._matrices.get(key)
+            if held is None or held[1].size(0) < n:
+                held = self._build(capacity, device)
+                self._matrices[key] = held
+            return held[0][:n, :n], held[1][:n]
+        key = (n, str(device))
+        held = self._matrices.pop(key, None)
+        if held is None:
+            held = self._build(n, device)
+            while len(self._matrices) >= MAX_CACHED_LENGTHS:
+                self._matrices.pop(next(iter(self._matrices)))
+        self._matrices[key] = held  # most recently used last
+        return held
+
+    def _matrices_for(self, n: int, device: torch.device) -> Tuple[Tensor, Tensor]:
+        if torch.jit.is_scripting():
+            return self._build(n, device)
+        return self._cached(n, device)
+
+    def shaping(
+        self, key_padding_mask: Optional[Tensor], tgt_len: int, src_len: int, device: torch.device
+    ) -> Tuple[Tensor, Tensor]:
+        """``(B, d)`` for queries ``src_len - tgt_len .. src_len - 1`` over
+        ``src_len`` keys: ``B`` of shape ``(bsz or 1, 1, tgt_len, src_len)``,
+        ``d`` of shape ``(bsz or 1, 1, tgt_len, 1)``, float32."""
+        first = src_len - tgt_len
+        if key_padding_mask is None or (self.causal and not bool(key_padding_mask[:, 0].any())):
+            # every sequence starts at position 0 (causal: right padding is never seen)
+            bias, scale = self._matrices_for(src_len, device)
+            return bias[first:].unsqueeze(0).unsqueeze(0), scale[first:].view(1, 1, tgt_len, 1)
+        real = ~key_padding_mask.to(torch.bool)
+        positions = (real.long().cumsum(1) - 1).clamp(min=0)  # padding before a sequence: 0
+        lengths = real.long().sum(1)
+        bsz = key_padding_mask.size(0)
+        if self.causal:
+            bias, scale = self._matrices_for(int(lengths.max()), device)
+            query = positions[:, first:]
+            return (
+                bias[query.unsqueeze(2), positions.unsqueeze(1)].unsqueeze(1),
+                scale[query].view(bsz, 1, tgt_len, 1),
+            )
+        batch_bias = torch.zeros(bsz, tgt_len, src_len, device=device)
+        batch_scale = torch.ones(bsz, tgt_len, device=device)
+        distinct: List[int] = torch.unique(lengths).tolist()
+        for n in distinct:
+            if n == 0:
+                continue
+            rows = (lengths == n).nonzero().squeeze(1)
+            at = positions.index_select(0, rows).clamp(max=n - 1)
+            bias, scale = self._matrices_for(n, device)
+            query = at[:, first:]
+            batch_bias[rows] = bias[query.unsqueeze(2), at.unsqueeze(1)]
+            batch_scale[rows] = scale[query]
+        return batch_bias.unsqueeze(1), batch_scale.view(bsz, 1, tgt_len, 1)
+
+    # -- forward ----------------------------------------------------------------------
+
+    def forward(
+        self,
+        query: Tensor,
+        key: Optional[Tensor],
+        value: Optional[Tensor],
+        key_padding_mask: Optional[Tensor] = None,
+        incremental_state: Optional[Dict[str, Dict[str, Optional[Tensor]]]] = None,
+        need_weights: bool = True,
+        static_kv: bool = False,
+        attn_mask: Optional[Tensor] = None,
+        before_softmax: bool = False,
+        need_head_weights: bool = False,
+    ) -> Tuple[Tensor, Optional[Tensor]]:
+        """Self-attention of ``query`` (Time x Batch x Channel), as fairseq's
+        ``MultiheadAttention.forward`` (0.12.3.1) takes and returns it; ``key``
+        and ``value`` must be ``query`` (or None), and ``before_softmax`` is not
+        supported. Returned weights (``need_weights``) are the mixing matrix
+        ``D_l softmax(.)`` (SPA) or ``softmax(.)`` (Value-SkipInit's ``A(X)``)."""
+        assert not static_kv and not before_softmax, "shaped attention is self-attention only"
+        if need_head_weights:
+            need_weights = True
+        tgt_len, bsz, embed_dim = query.size()
+        heads, head_dim = self.num_heads, self.head_dim
+
+        # (T, B, C) -> (B, H, T, C / H)
+        q = self.q_proj(query).view(tgt_len, bsz, heads, head_dim).permute(1, 2, 0, 3)
+        k = self.k_proj(query).view(tgt_len, bsz, heads, head_dim).permute(1, 2, 0, 3)
+        v = self.v_proj(query).view(tgt_len, bsz, heads, head_dim).permute(1, 2, 0, 3)
+        if incremental_state is not None:
+            saved_state = self._get_input_buffer(incremental_state)
+            if "prev_key" in saved_state:
+                prev_key = saved_state["prev_key"]
+                prev_value = saved_state["prev_value"]
+                assert prev_key is not None and prev_value is not None
+                k = torch.cat([prev_key.view(bsz, heads, -1, head_dim), k], dim=2)
+                v = torch.cat([prev_value.view(bsz, heads, -1, head_dim), v], dim=2)
+            prev_key_padding_mask: Optional[Tensor] = None
+            if "prev_key_padding_mask" in saved_state:
+                prev_key_padding_mask = saved_state["prev_key_padding_mask"]
+            key_padding_mask = MultiheadAttention._append_prev_key_padding_mask(
+                key_padding_mask=key_padding_mask,
+                prev_key_padding_mask=prev_key_padding_mask,
+                batch_size=bsz,
+                src_len=k.size(2),
+                static_kv=False,
+            )
+            saved_state["prev_key"] = k
+            saved_state["prev_value"] = v
+            saved_state["prev_key_padding_mask"] = key_padding_mask
+            self._set_input_buffer(incremental_state, saved_state)
+        src_len = k.size(2)
+
+        mask: Optional[Tensor] = None  # added to the attention logits
+        scale: Optional[Tensor] = None  # D_l
+        if self.kernel != "":
+            mask, scale = self.shaping(key_padding_mask, tgt_len, src_len, q.device)
+        if attn_mask is not None:
+            mask = attn_mask if mask is None else mask + attn_mask
+        if key_padding_mask is not None:
+            padding = key_padding_mask.to(torch.bool).view(bsz, 1, 1, src_len)
+            base = mask if mask is not None else torch.zeros(1, 1, 1, 1, device=q.device)
+            mask = base.masked_fill(padding, float("-inf"))
+        if mask is not None:
+            mask = mask.to(q.dtype)
+
+        dropout_p = self.dropout_module.p if self.training or self.dropout_module.apply_during_inference else 0.0
+        weights: Optional[Tensor] = None
+        if need_weights:
+            logits = torch.matmul(q * self.scaling, k.transpose(-1, -2))
+            if mask is not None:
+                logits = logits + mask
+            probs = F.softmax(logits.float(), dim=-1)
+            if scale is not None:
+                probs = probs * scale
+            weights = probs.transpose(0, 1)  # (H, B, T, S), as fairseq returns them
+            if not need_head_weights:
+                weights = weights.mean(dim=0)
+            attn = torch.matmul(F.dropout(probs.type_as(q), dropout_p, training=dropout_p > 0), v)
+        else:
+            attn = F.scaled_dot_product_attention(q, k, v, attn_mask=mask, dropout_p=dropout_p)
+            if scale is not None:
+                attn = attn * scale.to(attn.dtype)
+        if self.value_skipinit_alpha is not None and self.value_skipinit_beta is not None:
+            attn = self.value_skipinit_alpha * v[:, :, src_len - tgt_len :] + self.value_skipinit_beta * attn
+        attn = attn.permute(2, 0, 1, 3).reshape(tgt_len, bsz, embed_dim)
+        return self.out_proj(attn), weights
+
+    def extra_repr(self) -> str:
+        shaping = f"kernel={self.kernel}, rho={self.rho:.6g}, rho_prev={self.rho_prev:.6g}, " if self.kernel else ""
+        return (
+            f"{shaping}layer={self.layer}/{self.num_layers}, causal={self.causal}, "
+            f"value_skipinit={self.value_skipinit_alpha is not None}"
+        )
