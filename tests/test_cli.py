@@ -16,6 +16,7 @@ ARCHS = {
     "transformer_rskip_tiny": ["--eval-bleu", "--best-checkpoint-metric", "bleu", "--maximize-best-checkpoint-metric"],
     "transformer_adanorm_tiny": ["--lr-scheduler", "inverse_sqrt", "--warmup-updates", "4"],
     "transformer_prenorm_nowarmup_tiny": ["--lr-scheduler", "inverse_sqrt_nowarmup", "--decay-timescale", "50"],
+    "transformer_espa_tiny": ["--lr-scheduler", "inverse_sqrt", "--warmup-updates", "4"],
 }
 WORDS = "the a cat dog house tree runs sees big small red blue eats old new".split()
 
@@ -137,10 +138,11 @@ def test_average_checkpoints_then_generate(trained, data_bin, tmp_path):
     assert "Translated 20 sentences" in proc.stdout + proc.stderr
 
 
-def test_hub_loading(trained, data_bin):
+@pytest.mark.parametrize("arch", ["transformer_prenorm_nowarmup_tiny", "transformer_espa_tiny"])
+def test_hub_loading(trained, data_bin, arch):
     from fairseq_rskip.models import RSkipTransformerModel
 
-    save_dir = trained["transformer_prenorm_nowarmup_tiny"][0]
+    save_dir = trained[arch][0]
     hub = RSkipTransformerModel.from_pretrained(
         str(save_dir), checkpoint_file="checkpoint_last.pt", data_name_or_path=str(data_bin),
         source_lang="src", target_lang="tgt",

@@ -111,6 +111,9 @@ def test_arguments_saved_before_the_config_dataclass_build_the_same_model():
         today = ARCH_MODEL_REGISTRY[args.arch].build_model(args, task)
         args.adanorm_scale = args.adanorm_k = None
         del args.skip_shared_norm
+        for later in ("no_skip", "spa_kernel", "spa_gamma_final", "spa_rho_final", "value_skipinit",
+                      "tat_eta", "tat_depth", "cross_attention_shortcut"):
+            delattr(args, later)
         torch.manual_seed(1)
         old = ARCH_MODEL_REGISTRY[args.arch].build_model(args, task)
         assert str(old) == str(today)
@@ -118,3 +121,63 @@ def test_arguments_saved_before_the_config_dataclass_build_the_same_model():
             assert torch.equal(a, b), name
         assert args.skip_shared_norm is False and args.adanorm_scale == 1.0
         assert not hasattr(args, "_skip_norm")  # the saved arguments stay plain data
+
+
+SHORTCUT_FREE_REFUSED = [
+    ("transformer_espa_tiny", ("--spa-gamma-final", "0"), r"--spa-gamma-final must be a finite number > 0; got 0.0"),
+    ("transformer_espa_tiny", ("--spa-gamma-final", "-1"), r"--spa-gamma-final must be a finite number > 0; got -1.0"),
+    ("transformer_espa_tiny", ("--spa-gamma-final", "inf"), r"--spa-gamma-final must be a finite number > 0; got inf"),
+    ("transformer_uspa_tiny", ("--spa-rho-final", "1"), r"--spa-rho-final must be a number in \[0, 1\); got 1.0"),
+    ("transformer_uspa_tiny", ("--spa-rho-final", "-0.1"), r"--spa-rho-final must be a number in \[0, 1\); got -0.1"),
+    ("transformer_uspa_tiny", ("--spa-rho-final", "nan"), r"--spa-rho-final must be a number in \[0, 1\); got nan"),
+    ("transformer_espa_tiny", ("--tat-eta", "0"), r"--tat-eta must be a number in \(0, 1\); got 0.0"),
+    ("transformer_espa_tiny", ("--tat-eta", "1"), r"--tat-eta must be a number in \(0, 1\); got 1.0"),
+    ("transformer_espa_tiny", ("--tat-eta", "nan"), r"--tat-eta must be a number in \(0, 1\); got nan"),
+    ("transformer_espa_tiny", ("--tat-eta", "0.9"),
+     r"--tat-eta 0.9 is out of reach of 4 feed-forward nonlinearities \(--tat-depth whole-network\): even "
+     r"ReLU gives C_f\(0\) = 0.6810; use --tat-eta <= 0.6809 or more layers"),
+    ("transformer_espa_tiny", ("--tat-eta", "0.6", "--tat-depth", "per-stack"), r"out of reach of 2 feed-forward"),
+    ("transformer_espa_tiny", ("--spa-rho-final", "0.5"), r"--spa-rho-final applies only with --spa-kernel uniform"),
+    ("transformer_uspa_tiny", ("--spa-gamma-final", "0.1"), r"--spa-gamma-final applies only with --spa-kernel exponential"),
+    ("transformer_vanilla_tiny", ("--spa-gamma-final", "0.1"), r"--spa-gamma-final applies only with"),
+    ("transformer_espa_tiny", ("--encoder-normalize-before",), r"--no-skip is defined for post-norm sublayers"),
+    ("transformer_uspa_tiny", ("--decoder-normalize-before",), r"--no-skip is defined for post-norm sublayers"),
+    ("transformer_vanilla_tiny", ("--encoder-normalize-before",), r"--no-skip is defined for post-norm"),
+    ("transformer_espa_tiny", ("--skip-recursions", "2", "--norm-type", "layernorm"),
+     r"--no-skip leaves no skip for --skip-recursions > 1 or --skip-scale != 1"),
+    ("transformer_vanilla_tiny", ("--skip-scale", "2"), r"--no-skip leaves no skip"),
+    ("transformer_espa_tiny", ("--norm-type", "layernorm"), r"--spa-kernel shapes vanilla layers and needs --no-skip --norm-type none"),
+    ("transformer_rskip_tiny", ("--skip-recursions", "1", "--spa-kernel", "exponential"), r"--spa-kernel shapes vanilla layers"),
+    ("transformer_rskip_tiny", ("--skip-recursions", "1", "--value-skipinit"), r"--value-skipinit replaces the skip connection and needs --no-skip"),
+    ("transformer_espa_tiny", ("--value-skipinit",), r"--value-skipinit and --spa-kernel are two alternatives"),
+    ("transformer_vanilla_tiny", ("--tat-eta", "0.5"), r"--tat-eta, --tat-depth and --cross-attention-shortcut apply only with"),
+    ("transformer_vanilla_tiny", ("--tat-depth", "per-stack"), r"apply only with --spa-kernel or --value-skipinit"),
+    ("transformer_rskip_tiny", ("--cross-attention-shortcut", "zero-out-proj"), r"apply only with --spa-kernel"),
+    ("transformer_espa_tiny", ("--activation-fn", "gelu"), r"use TAT's leaky ReLU in place of --activation-fn, which must stay relu; got --activation-fn gelu"),
+    ("transformer_uspa_tiny", ("--cross-self-attention",), r"--cross-self-attention is not defined with --spa-kernel or --value-skipinit"),
+]
+
+
+@pytest.mark.parametrize("arch,flags,message", SHORTCUT_FREE_REFUSED,
+                         ids=[f"{a} {' '.join(f)}" for a, f, _ in SHORTCUT_FREE_REFUSED])
+def test_shortcut_free_refuses(arch, flags, message):
+    with pytest.raises(ValueError, match=message):
+        build_model(arch, *flags)
+
+
+def test_unknown_spa_kernel_is_refused_by_the_parser(capsys):
+    with pytest.raises(SystemExit):
+        build_model("transformer_vanilla_tiny", "--spa-kernel", "gaussian")
+    assert "argument --spa-kernel: invalid choice: 'gaussian'" in capsys.readouterr().err
+
+
+def test_shortcut_free_accepted_edges_build():
+    build_model("transformer_uspa_tiny", "--spa-rho-final", "0")
+    build_model("transformer_uspa_tiny", "--spa-rho-final", "0.999")
+    build_model("transformer_espa_tiny", "--spa-gamma-final", "1e-4", "--tat-eta", "0.6809")
+    build_model("transformer_espa_tiny", "--tat-eta", "1e-3", "--tat-depth", "per-stack")
+    build_model("transformer_vanilla_tiny", "--no-token-positional-embeddings", "--value-skipinit",
+                "--cross-attention-shortcut", "zero-out-proj", "--tat-eta", "0.5")
+    # --no-skip with a normalisation: y = N(F(x)), defined
+    model = build_model("transformer_rskip_tiny", "--skip-recursions", "1", "--no-skip")
+    assert not model.encoder.layers[0].final_layer_norm.skip
