@@ -1,6 +1,8 @@
 from fairseq_rskip.models.skip_norm_config import NORM_TYPES, SkipNormConfig
 from fairseq_rskip.modules.normalization import Normalization, adanorm
 from fairseq_rskip.modules.residual_norm import ResidualNorm
+from fairseq_rskip.modules.shaped_attention import ShapedMultiheadAttention
+from fairseq_rskip.modules.tat import TATLeakyReLU
 from fairseq_rskip.modules.transformer_layer import (
     RSkipTransformerDecoderLayer,
     RSkipTransformerEncoderLayer,
@@ -12,6 +14,8 @@ __all__ = [
     "ResidualNorm",
     "RSkipTransformerDecoderLayer",
     "RSkipTransformerEncoderLayer",
+    "ShapedMultiheadAttention",
     "SkipNormConfig",
+    "TATLeakyReLU",
     "adanorm",
 ]
