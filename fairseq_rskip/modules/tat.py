@@ -98,7 +98,8 @@ class TATLeakyReLU(nn.Module):
         self.output_scale = tat_output_scale(self.negative_slope)
 
     def forward(self, x: Tensor) -> Tensor:
-        return F.leaky_relu(x, self.negative_slope) * self.output_scale
+        # leaky_relu keeps its input for backward, so its output can be scaled in place
+        return F.leaky_relu(x, self.negative_slope).mul_(self.output_scale)
 
     def extra_repr(self) -> str:
         return f"negative_slope={self.negative_slope:.6g}, output_scale={self.output_scale:.6g}"
