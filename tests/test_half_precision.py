@@ -71,6 +71,16 @@ def round_to(module, dtype):
 OUTPUT_UNITS = 4
 GRAD_COSINE_GAP = {torch.float16: 1e-3, torch.bfloat16: 3e-3}
 GRAD_NORM_REL = {torch.float16: 0.08, torch.bfloat16: 0.15}
+# A scalar gain's gradient (the cross-attention SkipInit gain g, Value-SkipInit's
+# alpha and beta) is one sum over every element of the batch whose terms cancel
+# (g = 0 at start): worst relative error over 8 seeds, cast and autocast, 0.05
+# in float16 and 0.21 in bfloat16 (the gain of Value-SkipInit's cross-attention).
+SCALAR_GRAD_REL = {torch.float16: 0.1, torch.bfloat16: 0.35}
+# A gradient below this fraction of the whole gradient's norm is zero up to
+# rounding: the vanilla model's decoder embeddings (1e-19 in float32), whose
+# only path to the output is the cross-attention queries, which the collapsed
+# encoder's identical keys ignore.
+NUMERICALLY_ZERO = 1e-9
 
 
 def _exactly_zero_gradient(name):
@@ -105,9 +115,10 @@ def assert_close_to_float32(half_run, float_run, dtype):
     flat32 = torch.cat([g.double().flatten() for g in grads32.values()])
     assert 1 - torch.nn.functional.cosine_similarity(flat, flat32, dim=0) <= GRAD_COSINE_GAP[dtype]
     for name, g32 in grads32.items():
-        if not _exactly_zero_gradient(name):
-            norm, norm32 = grads[name].double().norm(), g32.double().norm()
-            assert abs(norm - norm32) <= GRAD_NORM_REL[dtype] * norm32, name
+        norm, norm32 = grads[name].double().norm(), g32.double().norm()
+        if not _exactly_zero_gradient(name) and norm32 > NUMERICALLY_ZERO * flat32.norm():
+            bound = SCALAR_GRAD_REL[dtype] if g32.dim() == 0 else GRAD_NORM_REL[dtype]
+            assert abs(norm - norm32) <= bound * norm32, name
 
 
 def float32_model_and_batch(flags, dtype):
