@@ -10,7 +10,9 @@ of real tokens of ``cos(h_i, h_j)`` (the off-diagonal of the kernel ``Sigma
 = H H^T / d`` normalised to unit diagonal), then the mean over sentences.
 Layer 0 is the input of the first layer (embeddings plus positions). A deep
 stack whose tokens all become the same vector (rank collapse, He et al. 2023
-Section 2) goes to 1.
+Section 2) goes to 1. Also recorded: ``q``, the mean over real tokens of
+``||h||^2 / d`` (the kernel's diagonal), which the models without
+normalisation do not hold at 1.
 
 For the shaped models two references are reported as well:
 
@@ -75,6 +77,7 @@ class LayerRecord:
     stack: str
     layer: int
     cosine: float
+    q: float  # mean over real tokens of ||h||^2 / d
     target: Optional[float] = None
     mean_field: Optional[float] = None
 
@@ -180,9 +183,11 @@ def analyse_model(variant: Variant, depth: int, model, samples, pad: int) -> Lis
         for stack, tokens in (("encoder", net["src_tokens"]), ("decoder", net["prev_output_tokens"])):
             real = tokens.ne(pad)
             matrices = [correlation_matrices(h, real) for h in reps[stack]]
-            for layer, m in enumerate(matrices):
-                entry = per_layer.setdefault((stack, layer), {"measured": [], "target": [], "mean_field": []})
+            for layer, (m, h) in enumerate(zip(matrices, reps[stack])):
+                entry = per_layer.setdefault(
+                    (stack, layer), {"measured": [], "q": [], "target": [], "mean_field": []})
                 entry["measured"] += m
+                entry["q"] += h.double().pow(2).mean(-1).t()[real].tolist()
             if not shaped:
                 continue
             slope = getattr(model, stack).layers[0].activation_fn.negative_slope
@@ -198,6 +203,7 @@ def analyse_model(variant: Variant, depth: int, model, samples, pad: int) -> Lis
     for (stack, layer), entry in sorted(per_layer.items()):
         records.append(LayerRecord(
             variant.name, depth, stack, layer, mean_off_diagonal(entry["measured"]),
+            sum(entry["q"]) / len(entry["q"]),
             mean_off_diagonal(entry["target"]) if entry["target"] else None,
             mean_off_diagonal(entry["mean_field"]) if entry["mean_field"] else None,
         ))
@@ -273,7 +279,21 @@ def markdown(records: Sequence[LayerRecord], depths: Sequence[int], variants: Se
                     cells.append("" if r is None else " / ".join(
                         _fmt(v) or "-" for v in (r.cosine, r.target, r.mean_field)))
                 lines.append("| " + " | ".join([name, stack] + cells) + " |")
+    lines += ["", "q = ||h||^2 / d at the last layer (1 where a normalisation holds it; layer 0: "
+              "the embeddings):", ""]
+    head = ["variant", "layer 0 (enc / dec)"] + [f"enc L={d}" for d in depths] + [f"dec L={d}" for d in depths]
+    lines += ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
+    for name in variants:
+        zero = [first.get((name, depths[0], s)) for s in ("encoder", "decoder")]
+        row = [name, " / ".join(_fmt_q(z.q if z else None) for z in zero)]
+        for stack in ("encoder", "decoder"):
+            row += [_fmt_q(last[(name, d, stack)].q) if (name, d, stack) in last else "" for d in depths]
+        lines.append("| " + " | ".join(row) + " |")
     return "\n".join(lines) + "\n"
+
+
+def _fmt_q(value: Optional[float]) -> str:
+    return "" if value is None else f"{value:.3g}"
 
 
 def plot(records: Sequence[LayerRecord], depths: Sequence[int], variants: Sequence[str], path: Path) -> Path:
