@@ -2,7 +2,8 @@
 
 For each variant and depth a model is built at initialisation (fairseq's
 argument parsing and ``build_model``, ``--user-dir fairseq_rskip``), real
-batches of a data-bin split (the bundled corpus) go through it in eval mode,
+batches of a data-bin split (the bundled corpus) go through it in eval mode
+(``--train-mode``: with dropout on),
 and for every layer of the encoder and of the decoder (teacher-forced on the
 reference) the **mean pairwise cosine similarity** of the token
 representations is recorded: per sentence, the mean over pairs ``i != j``
@@ -216,8 +217,9 @@ def size_suffix(size: str) -> str:
 
 def run(data: str, variants: Sequence[str], depths: Sequence[int], size: str = "iwslt_de_en",
         extra: Sequence[str] = (), split: str = "valid", max_tokens: int = 1024, batches: int = 1,
-        seed: int = 1, progress: bool = False) -> List[LayerRecord]:
-    """Every variant x depth; returns the per-layer records."""
+        seed: int = 1, progress: bool = False, train_mode: bool = False) -> List[LayerRecord]:
+    """Every variant x depth; returns the per-layer records. ``train_mode``:
+    measure with dropout on, as the first training update sees the model."""
     from tqdm import tqdm
 
     task, samples = data_bin_batches(data, "transformer_rskip" + size_suffix(size), split=split,
@@ -230,7 +232,8 @@ def run(data: str, variants: Sequence[str], depths: Sequence[int], size: str = "
                                        *extra]
         model, _ = build_model(variant.arch + size_suffix(size), flags, dictionary=task.source_dictionary,
                                tgt_dictionary=task.target_dictionary, seed=seed)
-        model.eval()
+        model.train(train_mode)
+        torch.manual_seed(seed)  # the dropout masks of train_mode
         records += analyse_model(variant, depth, model, samples, pad)
         del model
     return records
@@ -364,6 +367,8 @@ def main(argv=None) -> int:
     p.add_argument("--max-tokens", type=int, default=1024, help="tokens per batch")
     p.add_argument("--batches", type=int, default=2)
     p.add_argument("--seed", type=int, default=1)
+    p.add_argument("--train-mode", action="store_true",
+                   help="measure in training mode (dropout on, as the first update sees the model)")
     p.add_argument("--threads", type=int, default=1, help="torch CPU threads")
     args, extra = p.parse_known_args(argv)
     if not Path(args.data).is_dir():
@@ -376,7 +381,7 @@ def main(argv=None) -> int:
         logging.getLogger(name).setLevel(logging.WARNING)
     records = run(args.data, args.variants, args.depths, size=args.size, extra=extra, split=args.split,
                   max_tokens=args.max_tokens, batches=args.batches, seed=args.seed,
-                  progress=sys.stderr.isatty())
+                  progress=sys.stderr.isatty(), train_mode=args.train_mode)
     for path in write_outputs(records, Path(args.out), args.depths, args.variants):
         log.info(f"wrote {path}")
     print(markdown(records, args.depths, args.variants))
