@@ -12,6 +12,8 @@ stays light); each module is used by a thin command in ``scripts/`` or
                                    gradient norms (Liu et al. 2020)
 ``warmup``                         ``scripts/warmup_demo.py``: Post-LN vs Pre-LN
                                    without warm-up (Xiong et al. 2020)
+``signal_propagation``             ``scripts/signal_propagation.py``: rank
+                                   collapse at initialisation (He et al. 2023)
 ``modelbuild``                     building models and batches in-process
 ``synthetic``                      a tiny synthetic data-bin for tests
 =================================  ==============================================
