@@ -16,11 +16,21 @@ setup(
     license="MIT",
     python_requires=">=3.11",
     packages=find_packages(include=["fairseq_rskip", "fairseq_rskip.*"]),
+    # the bundled corpus ships with the package, so rskip-prepare bundled works installed
+    package_data={"fairseq_rskip": ["corpus/ding-de-en/*"]},
     install_requires=[
         "torch==2.13.0",
         "fairseq-fixed==0.12.3.1",
         "sacrebleu==2.6.0",
         "sentencepiece==0.2.3",
         "subword-nmt==0.3.8",
+        "tqdm",
     ],
+    entry_points={
+        "console_scripts": [
+            "rskip-prepare = fairseq_rskip.cli.prepare:cli_main",
+            "rskip-evaluate = fairseq_rskip.cli.evaluate:cli_main",
+            "rskip-average-checkpoints = fairseq_rskip.cli.average_checkpoints:cli_main",
+        ],
+    },
 )

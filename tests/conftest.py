@@ -17,6 +17,9 @@ from fairseq.models import ARCH_MODEL_REGISTRY
 REPO = Path(__file__).resolve().parents[1]
 USER_DIR = REPO / "fairseq_rskip"
 BIN = Path(sys.executable).parent
+# the scripts/*.sh wrappers the tests run use this interpreter (see scripts/_env.sh)
+if (Path(sys.prefix) / "bin" / "python").exists():
+    os.environ["RSKIP_VENV"] = sys.prefix
 
 # Every architecture family here, and the variants the flags make of it.
 VARIANTS = {
