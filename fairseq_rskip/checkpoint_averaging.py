@@ -1,8 +1,8 @@
 """Average the parameters of fairseq checkpoints (``rskip-average-checkpoints``).
 
-fairseq's own ``scripts/average_checkpoints.py`` is not installed with
-fairseq, and its bare ``torch.load`` fails on fairseq checkpoints under torch
->= 2.6. This is that script's ``average_checkpoints`` and
+fairseq's own ``average_checkpoints.py`` (a script in fairseq's repository)
+is not installed with fairseq, and its bare ``torch.load`` fails on fairseq
+checkpoints under torch >= 2.6. This is that script's ``average_checkpoints`` and
 ``last_n_checkpoints`` (fairseq 0.12.3.1), loading with ``weights_only=True``
 and the allow-list of :mod:`fairseq_rskip.checkpoint_compat`. What differs:
 sums are kept in float64 and cast back to each parameter's dtype (fairseq:

@@ -16,5 +16,5 @@ is the entry point, which reports a :class:`~fairseq_rskip.errors.UserError` as 
 =============================  ==============================================
 
 Every command also runs as ``python -m fairseq_rskip.cli.NAME`` (what the
-wrappers in ``scripts/`` do).
+repository's shell wrappers do).
 """

@@ -1,5 +1,5 @@
 """``rskip-average-checkpoints``: average the parameters of fairseq checkpoints
-(fairseq's scripts/average_checkpoints.py command line; see
+(the command line of fairseq's average_checkpoints.py; see
 :mod:`fairseq_rskip.checkpoint_averaging`).
 
     rskip-average-checkpoints --inputs CKPT_DIR --num-epoch-checkpoints 5 \
@@ -48,4 +48,4 @@ def cli_main():
 
 
 if __name__ == "__main__":
-    sys.exit(cli_main())
+    cli_main()

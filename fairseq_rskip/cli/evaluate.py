@@ -1,7 +1,6 @@
 """``rskip-evaluate``: translate a test set with fairseq-generate and score it both ways
 (see :mod:`fairseq_rskip.scoring.evaluate`)."""
 
-import sys
 
 from fairseq_rskip.data_prep.common import setup_logging
 from fairseq_rskip.errors import run_main
@@ -23,4 +22,4 @@ def cli_main():
 
 
 if __name__ == "__main__":
-    sys.exit(cli_main())
+    cli_main()

@@ -129,4 +129,4 @@ def cli_main():
 
 
 if __name__ == "__main__":
-    sys.exit(cli_main())
+    cli_main()
