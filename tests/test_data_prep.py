@@ -575,18 +575,4 @@ def test_bundled_extraction_rules():
     assert [len(splits[k]) for k in ("test", "valid", "train")] == [2, 3, 5]
 
 
-def test_prepare_bundled_script(tmp_path):
-    dest = tmp_path / "bundled"
-    proc = run_script("prepare-bundled.sh", dest)
-    assert proc.stdout.strip() == str(dest / "data-bin")
-    meta = json.loads((dest / "data-bin" / "prep.json").read_text())
-    assert (meta["src_lang"], meta["tgt_lang"]) == ("de", "en")
-    manifest = json.loads((CORPUS / "manifest.json").read_text())
-    assert meta["sentences"]["test"] == manifest["sentences"]["test"]
-    assert meta["sentences"]["valid"] == manifest["sentences"]["valid"]
-    assert 0.9 * manifest["sentences"]["train"] < meta["sentences"]["train"] <= manifest["sentences"]["train"]
-    assert (dest / "data-bin" / "dict.de.txt").read_text() == (dest / "data-bin" / "dict.en.txt").read_text()
-    # idempotent
-    before = mtimes(dest / "data-bin")
-    run_script("prepare-bundled.sh", dest)
-    assert mtimes(dest / "data-bin") == before
+# rskip-prepare bundled and scripts/prepare-bundled.sh: tests/test_entry_points.py

@@ -112,12 +112,13 @@ COMMANDS = {
 def main(argv=None):
     """Run the sub-command ``argv[0]``; returns (and prints) what it made."""
     argv = list(sys.argv[1:] if argv is None else argv)
+    usage = f"usage: {PROG} {{{','.join(COMMANDS)}}} [options]"
     if argv[:1] in (["-h"], ["--help"]):
-        print(__doc__)
+        print(f"{usage}\n\n{__doc__}")
         return None
     if not argv or argv[0] not in COMMANDS:
         got = f"unknown command {argv[0]!r}; " if argv else ""
-        raise UserError(f"{got}usage: {PROG} {{{','.join(COMMANDS)}}} [options] ({PROG} --help)")
+        raise UserError(f"{got}{usage} ({PROG} --help)")
     name = argv.pop(0)
     made = COMMANDS[name](argv, prog=f"{PROG} {name}")
     print(made)

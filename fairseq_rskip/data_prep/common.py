@@ -30,11 +30,12 @@ def setup_logging(verbose=False):
 
 
 def fingerprint(paths):
-    """Cheap identity of input files: name, size and modification time."""
+    """Cheap identity of input files: absolute name, size and modification time (so a
+    re-run that names the same folder by another path, relative or absolute, reuses it)."""
     out = []
     for p in paths:
         st = Path(p).stat()
-        out.append([str(p), st.st_size, st.st_mtime_ns])
+        out.append([str(Path(p).resolve()), st.st_size, st.st_mtime_ns])
     return out
 
 
