@@ -26,6 +26,7 @@ setup(
         "sentencepiece==0.2.3",
         "subword-nmt==0.3.8",
         "tqdm==4.70.1",
+        "filelock==4.3.1",
         # the commands: rskip-prepare (Moses tokenisation), rskip-reproduce (plots)
         "sacremoses==0.2.0",
         "matplotlib==3.11.2",

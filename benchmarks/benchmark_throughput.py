@@ -53,6 +53,7 @@ import sys
 import time
 from pathlib import Path
 
+from fairseq_rskip.errors import UserError, run_main
 from fairseq_rskip.fairseq_tools import child_env
 from fairseq_rskip.progress import progress_bar, write
 from fairseq_rskip.variants import VARIANTS
@@ -91,7 +92,7 @@ def load_batches(opts, n: int):
             opts.data, VARIANTS[BASELINE].fairseq_arch(opts.size), split=opts.split,
             max_tokens=opts.max_tokens, n_batches=n)
         if not batches:
-            raise SystemExit(f"no batches in {opts.data} {opts.split}")
+            raise UserError(f"no batches in {opts.data} {opts.split}: check --data and --split")
         return task.source_dictionary, task.target_dictionary, batches
     d = modelbuild.random_dictionary(opts.vocab)
     per = max(1, opts.max_tokens // opts.random_len)
@@ -434,4 +435,4 @@ def main(argv=None) -> int:
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    sys.exit(run_main(main))

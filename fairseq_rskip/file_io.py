@@ -3,7 +3,8 @@
 Every file or folder is written under a temporary name (``.partial-PID-NAME``)
 in its destination folder and renamed into place only when complete
 (:func:`atomic_output`); a later run deletes what an interrupted one left
-(:func:`remove_partials`).
+(:func:`remove_partials`). :func:`locked` keeps a second process out of a
+folder a tool is writing into.
 """
 
 import contextlib
@@ -12,6 +13,8 @@ import logging
 import os
 import shutil
 from pathlib import Path
+
+from fairseq_rskip.errors import UserError
 
 logger = logging.getLogger(__name__)
 
@@ -68,3 +71,26 @@ def remove_partials(folder):
     for p in list(folder.rglob(f"{PARTIAL}*")):
         logger.info("removing leftover of an interrupted run: %s", p)
         remove(p)
+
+
+@contextlib.contextmanager
+def locked(folder, what="folder"):
+    """Hold an exclusive lock on ``folder`` (the file ``folder/.lock``, with ``filelock``)
+    while the block runs. If another process holds it, raise :class:`UserError` at once
+    rather than wait: two writers in one folder would mix their outputs."""
+    from filelock import FileLock, Timeout
+
+    folder = Path(folder)
+    folder.mkdir(parents=True, exist_ok=True)
+    lock = FileLock(folder / ".lock")
+    try:
+        lock.acquire(timeout=0)
+    except Timeout:
+        raise UserError(
+            f"{what} {folder} is in use by another process (it holds {folder / '.lock'}); "
+            "wait for it to finish, or use another folder"
+        ) from None
+    try:
+        yield folder
+    finally:
+        lock.release()
