@@ -6,6 +6,7 @@ drawn, and the tools' one-line summaries (printed with :func:`write`, which
 keeps a live bar intact) are all that appears.
 """
 
+import os
 import sys
 
 from tqdm import tqdm
@@ -18,11 +19,21 @@ def is_terminal(stream) -> bool:
         return False
 
 
+def _width(stream) -> int:
+    try:
+        return os.get_terminal_size(stream.fileno()).columns
+    except (AttributeError, ValueError, OSError):  # no file descriptor, or not a terminal
+        return 0
+
+
 def progress_bar(total=None, desc=None, unit="it", file=None, **kwargs) -> tqdm:
     """A tqdm bar on ``file`` (default: the current stderr), disabled unless it is a terminal."""
     file = sys.stderr if file is None else file
+    # follow the terminal's size; one that reports none (0 x 0, where tqdm would draw
+    # nothing at all) gets 80 x 24
+    width = {"dynamic_ncols": True} if _width(file) > 0 else {"ncols": 80, "nrows": 24}
     return tqdm(total=total, desc=desc, unit=unit, file=file, disable=not is_terminal(file),
-                leave=False, dynamic_ncols=True, **kwargs)
+                leave=False, **width, **kwargs)
 
 
 def write(message: str, file=None) -> None:
