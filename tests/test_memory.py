@@ -15,7 +15,7 @@ import torch.nn.functional as F
 from conftest import build_model, sample_batch
 from fairseq_rskip.analysis.memory import saved_activation_bytes
 from fairseq_rskip.modules import Normalization, ResidualNorm, SkipNormConfig
-from fairseq_rskip.modules.residual_norm import _RecomputedNorms
+from fairseq_rskip.modules.norm_functions import RecomputedNormsFunction
 
 FLAGS = ("--dropout", "0.1")
 
@@ -62,7 +62,7 @@ def test_adanorm_saves_what_layernorm_saves():
     x = torch.randn(7, 5, 64).transpose(0, 1).requires_grad_()  # fairseq's T x B x C view
     sizes = {}
     for norm_type in ("layernorm", "adanorm"):
-        norm = Normalization(64, norm_type)
+        norm = Normalization(64, SkipNormConfig(norm_type=norm_type))
         sizes[norm_type], out = saved_activation_bytes(lambda: norm(x * 1.0), norm.parameters())
         assert out.is_contiguous()  # the next linear layer reads it without a copy
     assert sizes["adanorm"] <= sizes["layernorm"]
@@ -80,8 +80,8 @@ def test_rskip_recomputed_norms_give_the_formula_gradients(recursions, shared, n
     fx = torch.randn(5, 3, 16, generator=g, dtype=torch.float64, requires_grad=True)
     upstream = torch.randn(5, 3, 16, generator=g, dtype=torch.float64)
     m = ResidualNorm(
-        SkipNormConfig(norm_type=norm_type, recursions=recursions, shared_norm=shared),
         16,
+        SkipNormConfig(norm_type=norm_type, skip_recursions=recursions, skip_shared_norm=shared),
         normalize_before=False,
     ).double()
     with torch.no_grad():
@@ -107,7 +107,7 @@ def test_rskip_recomputed_norms_give_the_formula_gradients(recursions, shared, n
 
 
 def test_rskip_without_gradients_runs_the_norms_directly():
-    m = ResidualNorm(SkipNormConfig(recursions=2), 16, normalize_before=False)
+    m = ResidualNorm(16, SkipNormConfig(skip_recursions=2), normalize_before=False)
     x, fx = torch.randn(4, 16), torch.randn(4, 16)
     with torch.no_grad():
         assert torch.equal(m(fx, x), m.norms(x + fx, x))
@@ -124,7 +124,7 @@ def test_recomputation_runs_under_the_forward_autocast_state():
 
     def grads(recompute):
         with torch.autocast("cpu", dtype=torch.bfloat16):
-            y = _RecomputedNorms.apply(fn, s, residual, w) if recompute else fn(s, residual)
+            y = RecomputedNormsFunction.apply(fn, s, residual, w) if recompute else fn(s, residual)
         assert y.dtype == torch.bfloat16
         return torch.autograd.grad(y.float().pow(2).sum(), [s, residual, w])
 
@@ -135,7 +135,7 @@ def test_recomputation_runs_under_the_forward_autocast_state():
 def test_rskip_adanorm_recomputation_gives_the_autograd_gradients(monkeypatch):
     g = torch.Generator().manual_seed(7)
     x, fx = (torch.randn(5, 3, 16, generator=g, dtype=torch.float64, requires_grad=True) for _ in range(2))
-    m = ResidualNorm(SkipNormConfig(norm_type="adanorm", recursions=3), 16, normalize_before=False)
+    m = ResidualNorm(16, SkipNormConfig(norm_type="adanorm", skip_recursions=3), normalize_before=False)
 
     def grads():
         return torch.autograd.grad(m(fx, x).pow(2).sum(), [x, fx])

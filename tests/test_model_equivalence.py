@@ -98,7 +98,7 @@ def reference_layer_norm(v, norm):
 @pytest.mark.parametrize("recursions", [1, 2, 4])
 def test_rskip_formula(recursions):
     x, fx = sublayer_io()
-    m = randomised(ResidualNorm(SkipNormConfig(recursions=recursions), 16, normalize_before=False))
+    m = randomised(ResidualNorm(16, SkipNormConfig(skip_recursions=recursions), normalize_before=False))
     norms = [m] + list(m.recursion_norms)
     assert len(norms) == recursions
     y = reference_layer_norm(x + fx, m)  # y_1 = LN_1(x + F(x))
@@ -110,7 +110,7 @@ def test_rskip_formula(recursions):
 def test_rskip_shared_norm_reuses_the_first_norm():
     x, fx = sublayer_io()
     m = randomised(
-        ResidualNorm(SkipNormConfig(recursions=3, shared_norm=True), 16, normalize_before=False)
+        ResidualNorm(16, SkipNormConfig(skip_recursions=3, skip_shared_norm=True), normalize_before=False)
     )
     assert len(list(m.parameters())) == 2
     y = reference_layer_norm(x + fx, m)
@@ -122,19 +122,19 @@ def test_rskip_shared_norm_reuses_the_first_norm():
 @pytest.mark.parametrize("scale", [0.25, 0.5, 2.0, 4.0])
 def test_xskip_formula_with_and_without_norm(scale):
     x, fx = sublayer_io()
-    with_ln = randomised(ResidualNorm(SkipNormConfig(skip_scale=scale), 16, normalize_before=False))
+    with_ln = randomised(ResidualNorm(16, SkipNormConfig(skip_scale=scale), normalize_before=False))
     torch.testing.assert_close(with_ln(fx, x), reference_layer_norm(scale * x + fx, with_ln))
-    plain = ResidualNorm(SkipNormConfig(skip_scale=scale, norm_type="none"), 16, normalize_before=False)
+    plain = ResidualNorm(16, SkipNormConfig(skip_scale=scale, norm_type="none"), normalize_before=False)
     assert list(plain.parameters()) == []
     torch.testing.assert_close(plain(fx, x), scale * x + fx)
 
 
 def test_prenorm_formula():
     x, fx = sublayer_io()
-    m = randomised(ResidualNorm(SkipNormConfig(), 16, normalize_before=True))
+    m = randomised(ResidualNorm(16, SkipNormConfig(), normalize_before=True))
     torch.testing.assert_close(m.branch_input(x), reference_layer_norm(x, m))
     assert torch.equal(m(fx, x), x + fx)
-    post = ResidualNorm(SkipNormConfig(), 16, normalize_before=False)
+    post = ResidualNorm(16, SkipNormConfig(), normalize_before=False)
     assert torch.equal(post.branch_input(x), x)
 
 
@@ -150,10 +150,10 @@ def test_adanorm_architecture_has_no_norm_parameters():
     "config, pre",
     [
         (SkipNormConfig(), False),
-        (SkipNormConfig(recursions=3), False),
+        (SkipNormConfig(skip_recursions=3), False),
         (SkipNormConfig(skip_scale=0.5), False),
         (SkipNormConfig(skip_scale=2.0, norm_type="none"), False),
-        (SkipNormConfig(norm_type="adanorm", recursions=2), False),
+        (SkipNormConfig(norm_type="adanorm", skip_recursions=2), False),
         (SkipNormConfig(), True),
     ],
 )
@@ -162,7 +162,7 @@ def test_inplace_skip_gives_the_same_values_and_gradients(config, pre):
     results = []
     for inplace in (False, True):
         torch.manual_seed(3)
-        m = ResidualNorm(config, 16, normalize_before=pre, inplace=inplace)
+        m = ResidualNorm(16, config, normalize_before=pre, inplace=inplace)
         for p in m.parameters():
             torch.nn.init.normal_(p)
         residual = x.clone().requires_grad_()
@@ -207,7 +207,7 @@ def test_inplace_skip_keeps_a_float32_residual_stream_under_autocast():
     branch = fx.to(torch.bfloat16)
     out = {}
     for inplace in (False, True):
-        m = ResidualNorm(SkipNormConfig(), 16, normalize_before=True, inplace=inplace)
+        m = ResidualNorm(16, SkipNormConfig(), normalize_before=True, inplace=inplace)
         out[inplace] = m(branch.clone(), x)
     assert out[True].dtype == torch.float32
     assert torch.equal(out[True], out[False])

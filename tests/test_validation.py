@@ -15,11 +15,19 @@ REFUSED = [
     (("--skip-recursions", "1", "--skip-scale", "inf"), r"--skip-scale must be a finite number > 0; got inf"),
     (("--skip-scale", "2"), r"--skip-scale must be 1 with --skip-recursions > 1"),
     (("--norm-type", "none"), r"--skip-recursions > 1 needs a normalisation"),
-    (("--norm-type", "batchnorm"), r"--norm-type must be one of layernorm, simple, adanorm, none; got 'batchnorm'"),
     (("--skip-recursions", "1", "--skip-shared-norm"), r"--skip-shared-norm needs --skip-recursions > 1"),
-    (("--adanorm-k", "0.1"), r"--adanorm-scale and --adanorm-k apply only with --norm-type adanorm"),
-    (("--encoder-normalize-before",), r"defined for Post-LN only; drop --encoder-normalize-before"),
-    (("--decoder-normalize-before",), r"defined for Post-LN only; drop --decoder-normalize-before"),
+    (("--adanorm-k", "0.2"), r"--adanorm-scale and --adanorm-k apply only with --norm-type adanorm"),
+    (("--adanorm-scale", "2"), r"--adanorm-scale and --adanorm-k apply only with --norm-type adanorm"),
+    (
+        ("--encoder-normalize-before",),
+        r"defined for Post-LN only, and the encoder of --arch transformer_rskip_tiny is Pre-LN "
+        r"\(--encoder-normalize-before\)",
+    ),
+    (
+        ("--decoder-normalize-before",),
+        r"defined for Post-LN only, and the decoder of --arch transformer_rskip_tiny is Pre-LN "
+        r"\(--decoder-normalize-before\)",
+    ),
 ]
 
 ADANORM_REFUSED = [
@@ -44,9 +52,32 @@ def test_adanorm_refuses(flags, message):
         build_model("transformer_adanorm_tiny", *flags)
 
 
-def test_prenorm_refuses_recursions():
-    with pytest.raises(ValueError, match=r"--skip-recursions > 1 and --skip-scale != 1 are defined for Post-LN only"):
+def test_prenorm_refuses_recursions_naming_its_architecture():
+    """The user typed no --*-normalize-before: the message says the architecture is Pre-LN."""
+    with pytest.raises(
+        ValueError,
+        match=r"--skip-recursions > 1 and --skip-scale != 1 are defined for Post-LN only, and the "
+        r"encoder of --arch transformer_prenorm_nowarmup_tiny is Pre-LN",
+    ):
         build_model("transformer_prenorm_nowarmup_tiny", "--skip-recursions", "2")
+
+
+def test_unknown_norm_type_is_refused_by_the_parser(capsys):
+    with pytest.raises(SystemExit):
+        build_model("transformer_rskip_tiny", "--norm-type", "batchnorm")
+    assert "argument --norm-type: invalid choice: 'batchnorm'" in capsys.readouterr().err
+
+
+def test_each_flag_is_validated_once_per_model(monkeypatch):
+    from fairseq_rskip.models.skip_norm_config import SkipNormConfig
+
+    calls = []
+    original = SkipNormConfig.validate
+    monkeypatch.setattr(
+        SkipNormConfig, "validate", lambda self, *a: calls.append(1) or original(self, *a)
+    )
+    build_model("transformer_rskip_tiny", "--encoder-layers", "4", "--decoder-layers", "4")
+    assert len(calls) == 1
 
 
 def test_accepted_edges_build():
@@ -61,3 +92,29 @@ def test_accepted_edges_build():
 def test_values_are_not_clamped():
     model = build_model("transformer_rskip_tiny", "--skip-recursions", "1", "--skip-scale", "4")
     assert math.isclose(model.encoder.layers[0].self_attn_layer_norm.skip_scale, 4.0)
+
+
+def test_arguments_saved_before_the_config_dataclass_build_the_same_model():
+    """Checkpoints of earlier versions saved adanorm_scale/adanorm_k as None, and
+    the oldest lack skip_shared_norm: they mean the flags' defaults."""
+    import torch
+    from types import SimpleNamespace
+
+    from conftest import make_dictionary, parse_args
+    from fairseq.models import ARCH_MODEL_REGISTRY
+
+    d = make_dictionary()
+    task = SimpleNamespace(source_dictionary=d, target_dictionary=d)
+    for arch in ("transformer_adanorm_tiny", "transformer_rskip_tiny"):
+        args = parse_args(arch)
+        torch.manual_seed(1)
+        today = ARCH_MODEL_REGISTRY[args.arch].build_model(args, task)
+        args.adanorm_scale = args.adanorm_k = None
+        del args.skip_shared_norm
+        torch.manual_seed(1)
+        old = ARCH_MODEL_REGISTRY[args.arch].build_model(args, task)
+        assert str(old) == str(today)
+        for (name, a), (_, b) in zip(today.state_dict().items(), old.state_dict().items()):
+            assert torch.equal(a, b), name
+        assert args.skip_shared_norm is False and args.adanorm_scale == 1.0
+        assert not hasattr(args, "_skip_norm")  # the saved arguments stay plain data

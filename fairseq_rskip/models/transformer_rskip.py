@@ -16,8 +16,13 @@ transformer_rskip --skip-recursions 1`` is fairseq's Post-LN ``transformer``
 --skip-recursions 1 --skip-scale 2`` is the paper's xSkip+LN.
 """
 
+from fairseq.dataclass.utils import gen_parser_from_dataclass
 from fairseq.distributed import fsdp_wrap
-from fairseq.models import register_model, register_model_architecture
+from fairseq.models import (
+    ARCH_CONFIG_REGISTRY,
+    register_model,
+    register_model_architecture,
+)
 from fairseq.models.transformer import (
     TransformerConfig,
     TransformerDecoderBase,
@@ -34,11 +39,11 @@ from fairseq.models.transformer.transformer_legacy import (
 )
 from fairseq.modules.checkpoint_activations import checkpoint_wrapper
 
+from fairseq_rskip.models.skip_norm_config import SkipNormConfig
 from fairseq_rskip.modules import (
-    NORM_TYPES,
+    Normalization,
     RSkipTransformerDecoderLayer,
     RSkipTransformerEncoderLayer,
-    SkipNormConfig,
 )
 
 
@@ -51,26 +56,42 @@ def _wrap_layer(layer, cfg):
     return fsdp_wrap(layer, min_num_params=min_params_to_wrap)
 
 
-def _replace_stack_norms(module, cfg) -> None:
-    """Give the embedding norm and the final (Pre-LN) norm the configured type."""
-    skip = SkipNormConfig.from_args(cfg)
-    for name in ("layernorm_embedding", "layer_norm"):
-        old = getattr(module, name)
-        if old is not None:
-            setattr(module, name, skip.build_norm(old.normalized_shape[0]))
+class _SkipNormStack:
+    """What the encoder and decoder stacks share: the config they hand to their
+    layers, and the embedding and final (Pre-LN) norms of its type."""
+
+    skip_norm: SkipNormConfig
+    __jit_ignored_attributes__ = ["skip_norm"]  # plain data, not scripted
+
+    def _replace_stack_norms(self) -> None:
+        for name in ("layernorm_embedding", "layer_norm"):
+            old = getattr(self, name)
+            if old is not None:
+                setattr(self, name, Normalization(old.normalized_shape[0], self.skip_norm))
 
 
-class RSkipTransformerEncoder(TransformerEncoderBase):
-    def __init__(self, cfg, dictionary, embed_tokens, return_fc=False):
+class RSkipTransformerEncoder(_SkipNormStack, TransformerEncoderBase):
+    def __init__(self, cfg, dictionary, embed_tokens, skip_norm: SkipNormConfig, return_fc=False):
+        self.skip_norm = skip_norm  # a plain attribute, read by build_encoder_layer below
         super().__init__(cfg, dictionary, embed_tokens, return_fc=return_fc)
-        _replace_stack_norms(self, cfg)
+        self._replace_stack_norms()
 
     def build_encoder_layer(self, cfg):
-        return _wrap_layer(RSkipTransformerEncoderLayer(cfg, return_fc=self.return_fc), cfg)
+        layer = RSkipTransformerEncoderLayer(cfg, self.skip_norm, return_fc=self.return_fc)
+        return _wrap_layer(layer, cfg)
 
 
-class RSkipTransformerDecoder(TransformerDecoderBase):
-    def __init__(self, cfg, dictionary, embed_tokens, no_encoder_attn=False, output_projection=None):
+class RSkipTransformerDecoder(_SkipNormStack, TransformerDecoderBase):
+    def __init__(
+        self,
+        cfg,
+        dictionary,
+        embed_tokens,
+        skip_norm: SkipNormConfig,
+        no_encoder_attn=False,
+        output_projection=None,
+    ):
+        self.skip_norm = skip_norm
         super().__init__(
             cfg,
             dictionary,
@@ -78,10 +99,11 @@ class RSkipTransformerDecoder(TransformerDecoderBase):
             no_encoder_attn=no_encoder_attn,
             output_projection=output_projection,
         )
-        _replace_stack_norms(self, cfg)
+        self._replace_stack_norms()
 
     def build_decoder_layer(self, cfg, no_encoder_attn=False):
-        return _wrap_layer(RSkipTransformerDecoderLayer(cfg, no_encoder_attn), cfg)
+        layer = RSkipTransformerDecoderLayer(cfg, self.skip_norm, no_encoder_attn)
+        return _wrap_layer(layer, cfg)
 
 
 @register_model("transformer_rskip")
@@ -97,77 +119,41 @@ class RSkipTransformerModel(TransformerModel):
         super().add_args(parser)
         # fairseq hands us its model group, whose default is argparse.SUPPRESS:
         # flags left unset stay absent, and the architecture fills them in.
-
-        parser.add_argument(
-            "--norm-type",
-            metavar="TYPE",
-            help=f"normalisation of every sublayer and stack: one of {', '.join(NORM_TYPES)} "
-            "(simple = LayerNorm-simple, no gain or bias; none = plain skip)",
-        )
-        parser.add_argument(
-            "--skip-recursions",
-            type=int,
-            metavar="N",
-            help="rSkip+LN recursions n >= 1: y_1 = N_1(x + F(x)), y_i = N_i(x + y_(i-1)); "
-            "1 = Post-LN",
-        )
-        parser.add_argument(
-            "--skip-scale",
-            type=float,
-            metavar="LAMBDA",
-            help="fixed input scale of the skip, y = N(LAMBDA * x + F(x)) (xSkip); > 0, "
-            "needs --skip-recursions 1",
-        )
-        parser.add_argument(
-            "--skip-shared-norm",
-            action="store_true",
-            help="ablation: the rSkip recursions share one normalisation",
-        )
-        parser.add_argument(
-            "--adanorm-scale",
-            type=float,
-            metavar="C",
-            help="AdaNorm scale C > 0 (default 1; --norm-type adanorm only)",
-        )
-        parser.add_argument(
-            "--adanorm-k",
-            type=float,
-            metavar="K",
-            help="AdaNorm k in [0, 1) (default 0.1; --norm-type adanorm only)",
-        )
+        gen_parser_from_dataclass(parser, SkipNormConfig(), delete_default=True)
 
     @classmethod
     def build_model(cls, args, task):
-        skip_norm_defaults(args)  # checkpoints written before a flag existed
-        skip = SkipNormConfig.from_args(args)  # refuses bad values before building
-        skip.check_placement(getattr(args, "encoder_normalize_before", False), "encoder")
-        skip.check_placement(getattr(args, "decoder_normalize_before", False), "decoder")
-        return super().build_model(args, task)
+        # checkpoints written before a flag existed: the architecture's defaults
+        ARCH_CONFIG_REGISTRY[args.arch](args)
+        skip_norm = SkipNormConfig.from_namespace(args)
+        skip_norm.validate(
+            getattr(args, "encoder_normalize_before", False),
+            getattr(args, "decoder_normalize_before", False),
+            args.arch,
+        )
+        # handed to build_encoder/build_decoder through fairseq's build_model,
+        # which passes only the TransformerConfig it makes of ``args``
+        args._skip_norm = skip_norm
+        try:
+            return super().build_model(args, task)
+        finally:
+            del args._skip_norm  # the saved arguments stay plain data
 
     @classmethod
     def build_encoder(cls, args, src_dict, embed_tokens):
-        return RSkipTransformerEncoder(TransformerConfig.from_namespace(args), src_dict, embed_tokens)
+        cfg = TransformerConfig.from_namespace(args)
+        return RSkipTransformerEncoder(cfg, src_dict, embed_tokens, cfg._skip_norm)
 
     @classmethod
     def build_decoder(cls, args, tgt_dict, embed_tokens):
         cfg = TransformerConfig.from_namespace(args)
         return RSkipTransformerDecoder(
-            cfg, tgt_dict, embed_tokens, no_encoder_attn=cfg.no_cross_attention
+            cfg, tgt_dict, embed_tokens, cfg._skip_norm, no_encoder_attn=cfg.no_cross_attention
         )
 
 
-def skip_norm_defaults(args):
-    """Defaults of the flags above; the AdaNorm ones stay unset unless given."""
-    args.norm_type = getattr(args, "norm_type", "layernorm")
-    args.skip_recursions = getattr(args, "skip_recursions", 1)
-    args.skip_scale = getattr(args, "skip_scale", 1.0)
-    args.skip_shared_norm = getattr(args, "skip_shared_norm", False)
-    args.adanorm_scale = getattr(args, "adanorm_scale", None)
-    args.adanorm_k = getattr(args, "adanorm_k", None)
-
-
-# Architectures: a family's defaults, then fairseq's defaults of a size. Both
-# only fill what the command line left unset.
+# Architectures: a family's defaults, then fairseq's defaults of a size, then
+# the flags' own defaults. Each only fills what the command line left unset.
 FAMILIES = {
     "transformer_rskip": {"skip_recursions": 2},
     "transformer_adanorm": {"norm_type": "adanorm"},
@@ -192,8 +178,8 @@ def _register_architecture(family: str, suffix: str):
     def architecture(args):
         for key, value in family_defaults.items():
             setattr(args, key, getattr(args, key, value))
-        skip_norm_defaults(args)
         size_defaults(args)
+        SkipNormConfig.fill_defaults(args)
 
     architecture.__name__ = family + suffix
     architecture.__doc__ = f"{family} defaults {family_defaults} on fairseq's {size_defaults.__name__}"

@@ -18,7 +18,8 @@ from fairseq.modules.transformer_layer import (
     TransformerEncoderLayerBase,
 )
 
-from fairseq_rskip.modules.residual_norm import ResidualNorm, SkipNormConfig
+from fairseq_rskip.models.skip_norm_config import SkipNormConfig
+from fairseq_rskip.modules.residual_norm import ResidualNorm
 
 # NormFormer options fairseq reads from the config with safe_getattr; their
 # extra norms and residual weights are not wired through ResidualNorm.
@@ -59,19 +60,13 @@ class _FeedForwardSublayer:
 class RSkipTransformerEncoderLayer(_FeedForwardSublayer, TransformerEncoderLayerBase):
     """Encoder layer: self-attention and feed-forward, each through a ResidualNorm."""
 
-    def __init__(self, cfg, return_fc: bool = False):
+    def __init__(self, cfg, skip_norm: SkipNormConfig, return_fc: bool = False):
         _check_unsupported(cfg)
         super().__init__(cfg, return_fc=return_fc)
-        skip = SkipNormConfig.from_args(cfg)
-        skip.check_placement(cfg.encoder.normalize_before, "encoder")
         pre = cfg.encoder.normalize_before
         # inplace: each sublayer output is fresh and used once, so the skip adds into it
-        self.self_attn_layer_norm: ResidualNorm = skip.build_residual_norm(
-            self.embed_dim, pre, inplace=True
-        )
-        self.final_layer_norm: ResidualNorm = skip.build_residual_norm(
-            self.embed_dim, pre, inplace=True
-        )
+        self.self_attn_layer_norm = ResidualNorm(self.embed_dim, skip_norm, pre, inplace=True)
+        self.final_layer_norm = ResidualNorm(self.embed_dim, skip_norm, pre, inplace=True)
 
     def forward(
         self,
@@ -107,7 +102,12 @@ class RSkipTransformerDecoderLayer(_FeedForwardSublayer, TransformerDecoderLayer
     through a ResidualNorm."""
 
     def __init__(
-        self, cfg, no_encoder_attn=False, add_bias_kv=False, add_zero_attn=False
+        self,
+        cfg,
+        skip_norm: SkipNormConfig,
+        no_encoder_attn=False,
+        add_bias_kv=False,
+        add_zero_attn=False,
     ):
         _check_unsupported(cfg)
         super().__init__(
@@ -116,19 +116,11 @@ class RSkipTransformerDecoderLayer(_FeedForwardSublayer, TransformerDecoderLayer
             add_bias_kv=add_bias_kv,
             add_zero_attn=add_zero_attn,
         )
-        skip = SkipNormConfig.from_args(cfg)
-        skip.check_placement(cfg.decoder.normalize_before, "decoder")
         pre = cfg.decoder.normalize_before
-        self.self_attn_layer_norm: ResidualNorm = skip.build_residual_norm(
-            self.embed_dim, pre, inplace=True
-        )
+        self.self_attn_layer_norm = ResidualNorm(self.embed_dim, skip_norm, pre, inplace=True)
         if self.encoder_attn_layer_norm is not None:
-            self.encoder_attn_layer_norm = skip.build_residual_norm(
-                self.embed_dim, pre, inplace=True
-            )
-        self.final_layer_norm: ResidualNorm = skip.build_residual_norm(
-            self.embed_dim, pre, inplace=True
-        )
+            self.encoder_attn_layer_norm = ResidualNorm(self.embed_dim, skip_norm, pre, inplace=True)
+        self.final_layer_norm = ResidualNorm(self.embed_dim, skip_norm, pre, inplace=True)
 
     def forward(
         self,
@@ -143,6 +135,21 @@ class RSkipTransformerDecoderLayer(_FeedForwardSublayer, TransformerDecoderLayer
         need_attn: bool = False,
         need_head_weights: bool = False,
     ):
+        """fairseq 0.12.3.1's ``TransformerDecoderLayerBase.forward``
+        (``fairseq/modules/transformer_layer.py``, lines 384-529), line for line,
+        except:
+
+        - each sublayer's ``if self.normalize_before: x = LN(x)`` is
+          ``x = LN.branch_input(x)``, and its ``x = self.residual_connection(x,
+          residual)`` plus ``if not self.normalize_before: x = LN(x)`` is
+          ``x = LN(dropout(x), residual)`` (a :class:`ResidualNorm`);
+        - the NormFormer branches (``c_attn``, ``attn_ln``, ``ffn_layernorm``,
+          ``w_resid``, lines 460-466, 508-509, 512-513) are gone: those options
+          are refused when the layer is built;
+        - the two copies of the saved-state construction (lines 417-425 and
+          477-485) are :func:`_saved_state`, and the feed-forward sublayer
+          (lines 502-516) is :meth:`_FeedForwardSublayer.feed_forward`.
+        """
         if need_head_weights:
             need_attn = True
 

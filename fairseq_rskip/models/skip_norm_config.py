@@ -1,0 +1,145 @@
+"""The flags of ``transformer_rskip``: one dataclass field each, one check each.
+
+Each field is a command-line flag (``norm_type`` is ``--norm-type``), declared
+here once with its default, help text and allowed values, and turned into
+argparse flags by fairseq's ``gen_parser_from_dataclass`` (as fairseq declares
+``TransformerConfig``). The architectures fill unset fields with their
+family's defaults, then with the defaults below; :meth:`SkipNormConfig.validate`
+runs once, when the model is built, and the validated config is handed to the
+encoder and decoder stacks, their layers and their normalisations. The config
+is plain data: the modules build themselves from it
+(:mod:`fairseq_rskip.modules.residual_norm`).
+"""
+
+import math
+from dataclasses import dataclass, field, fields
+from numbers import Integral, Real
+from typing import Any
+
+from fairseq.dataclass import ChoiceEnum, FairseqDataclass
+
+NORM_TYPES = ("layernorm", "simple", "adanorm", "none")
+NORM_TYPE_CHOICES = ChoiceEnum(list(NORM_TYPES))
+
+
+def _finite_number(value: Any) -> bool:
+    return isinstance(value, Real) and not isinstance(value, bool) and math.isfinite(value)
+
+
+def arch_description(arch: str) -> str:
+    return f"--arch {arch}" if arch else "this model"
+
+
+@dataclass
+class SkipNormConfig(FairseqDataclass):
+    """Skip connection and normalisation of every sublayer (see ``ResidualNorm``)."""
+
+    norm_type: NORM_TYPE_CHOICES = field(
+        default="layernorm",
+        metadata={
+            "help": "normalisation of every sublayer, of the final Pre-LN norms and of "
+            "--layernorm-embedding (simple = LayerNorm-simple, no gain or bias; adanorm = "
+            "AdaNorm; none = plain skip)"
+        },
+    )
+    skip_recursions: int = field(
+        default=1,
+        metadata={
+            "help": "rSkip+LN recursions n >= 1: y_1 = N_1(x + F(x)), y_i = N_i(x + y_(i-1)); "
+            "1 = Post-LN"
+        },
+    )
+    skip_scale: float = field(
+        default=1.0,
+        metadata={
+            "help": "fixed input scale of the skip, y = N(LAMBDA * x + F(x)) (xSkip); finite, "
+            "> 0, needs --skip-recursions 1"
+        },
+    )
+    skip_shared_norm: bool = field(
+        default=False,
+        metadata={"help": "ablation: the rSkip recursions share one normalisation"},
+    )
+    adanorm_scale: float = field(
+        default=1.0, metadata={"help": "AdaNorm's scale C, finite and > 0 (AdaNorm only)"}
+    )
+    adanorm_k: float = field(
+        default=0.1, metadata={"help": "AdaNorm's k in [0, 1) (AdaNorm only)"}
+    )
+
+    @classmethod
+    def flag_names(cls):
+        return [f.name for f in fields(cls) if not f.name.startswith("_")]
+
+    @classmethod
+    def from_namespace(cls, args) -> "SkipNormConfig":
+        """The fields of an argparse namespace or fairseq config; unset ones take
+        their default (checkpoints written before a flag existed)."""
+        return cls(
+            **{
+                name: getattr(args, name)
+                for name in cls.flag_names()
+                if getattr(args, name, None) is not None
+            }
+        )
+
+    @classmethod
+    def fill_defaults(cls, args) -> None:
+        """Set every unset field of ``args`` to its default."""
+        for f in fields(cls):
+            if not f.name.startswith("_") and getattr(args, f.name, None) is None:
+                setattr(args, f.name, f.default)
+
+    @classmethod
+    def defaults(cls) -> dict:
+        return {f.name: f.default for f in fields(cls) if not f.name.startswith("_")}
+
+    def validate(
+        self, encoder_normalize_before: bool, decoder_normalize_before: bool, arch: str = ""
+    ) -> None:
+        """Refuse values out of range and combinations without a defined meaning,
+        with a message naming the flags; never clamps."""
+        if self.norm_type not in NORM_TYPES:
+            raise ValueError(
+                f"--norm-type must be one of {', '.join(NORM_TYPES)}; got {self.norm_type!r}"
+            )
+        recursions = self.skip_recursions
+        if not isinstance(recursions, Integral) or isinstance(recursions, bool) or recursions < 1:
+            raise ValueError(f"--skip-recursions must be an integer >= 1; got {recursions!r}")
+        if not _finite_number(self.skip_scale) or self.skip_scale <= 0:
+            raise ValueError(f"--skip-scale must be a finite number > 0; got {self.skip_scale!r}")
+        if recursions > 1 and self.skip_scale != 1:
+            raise ValueError(
+                "--skip-scale must be 1 with --skip-recursions > 1: the recursive "
+                f"skip fixes the input scale at 1 (got --skip-scale {self.skip_scale} "
+                f"with --skip-recursions {recursions})"
+            )
+        if recursions > 1 and self.norm_type == "none":
+            raise ValueError(
+                "--skip-recursions > 1 needs a normalisation: with --norm-type none "
+                "the recursion is only n*x + F(x); use --skip-scale instead"
+            )
+        if self.skip_shared_norm and recursions == 1:
+            raise ValueError("--skip-shared-norm needs --skip-recursions > 1")
+        if not _finite_number(self.adanorm_scale) or self.adanorm_scale <= 0:
+            raise ValueError(
+                f"--adanorm-scale must be a finite number > 0; got {self.adanorm_scale!r}"
+            )
+        if not _finite_number(self.adanorm_k) or not 0 <= self.adanorm_k < 1:
+            raise ValueError(f"--adanorm-k must be a number in [0, 1); got {self.adanorm_k!r}")
+        defaults = self.defaults()
+        if self.norm_type != "adanorm" and (
+            self.adanorm_scale != defaults["adanorm_scale"] or self.adanorm_k != defaults["adanorm_k"]
+        ):
+            raise ValueError(
+                "--adanorm-scale and --adanorm-k apply only with --norm-type adanorm "
+                f"(got --norm-type {self.norm_type})"
+            )
+        for side, pre in (("encoder", encoder_normalize_before), ("decoder", decoder_normalize_before)):
+            if pre and (recursions > 1 or self.skip_scale != 1):
+                raise ValueError(
+                    f"--skip-recursions > 1 and --skip-scale != 1 are defined for Post-LN "
+                    f"only, and the {side} of {arch_description(arch)} is Pre-LN "
+                    f"(--{side}-normalize-before): use a Post-LN architecture such as "
+                    "transformer_rskip, or --skip-recursions 1 --skip-scale 1"
+                )
