@@ -3,6 +3,7 @@ checkout, the console scripts of this environment prepare the bundled corpus (sh
 inside the package), stock fairseq-train trains with --user-dir the installed package's
 folder, rskip-evaluate scores it, and rskip-reproduce runs a comparison with BLEU."""
 
+import importlib.metadata
 import json
 import os
 import sys
@@ -40,11 +41,13 @@ def elsewhere(tmp_path_factory):
     return cwd
 
 
-def test_every_command_is_installed(tmp_path):
-    for name in COMMANDS:
+def test_every_command_is_installed():
+    installed = {ep.name: ep for ep in importlib.metadata.distribution("fairseq_rskip").entry_points
+                 if ep.group == "console_scripts"}
+    assert sorted(installed) == sorted(COMMANDS), "commands not installed here: run scripts/setup_env.sh"
+    for name, ep in installed.items():
         assert (BIN / name).is_file(), f"{BIN / name} is not installed: run scripts/setup_env.sh"
-    for name in ("rskip-average-checkpoints", "rskip-gradient-analysis", "rskip-warmup-demo"):
-        assert "usage" in command(name, "--help", cwd=tmp_path).stdout  # the others run below
+        assert callable(ep.load())  # the ones not run below: their module and function exist
 
 
 def test_prepare_the_bundled_corpus(elsewhere):

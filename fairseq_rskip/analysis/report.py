@@ -20,6 +20,8 @@ import statistics
 from pathlib import Path
 from typing import Dict, List, Sequence
 
+from fairseq_rskip.file_io import atomic_output
+
 
 def fmt(value, digits=2) -> str:
     if value is None or (isinstance(value, float) and not math.isfinite(value)):
@@ -99,12 +101,12 @@ RUN_COLUMNS = [
 
 def write_tables(out: Path, config, records: List[dict], arch_order) -> List[dict]:
     rows = summarise(records, arch_order)
-    with open(out / "results.csv", "w", newline="", encoding="utf-8") as f:
+    with atomic_output(out / "results.csv") as tmp, open(tmp, "w", newline="", encoding="utf-8") as f:
         w = csv.writer(f)
         w.writerow([key for key, _ in SUMMARY_COLUMNS])
         for row in rows:
             w.writerow([row[key] for key, _ in SUMMARY_COLUMNS])
-    with open(out / "runs.csv", "w", newline="", encoding="utf-8") as f:
+    with atomic_output(out / "runs.csv") as tmp, open(tmp, "w", newline="", encoding="utf-8") as f:
         w = csv.DictWriter(f, RUN_COLUMNS, extrasaction="ignore")
         w.writeheader()
         for r in sorted(records, key=lambda r: (r["depth"] or 0, r["arch"], r["seed"])):
@@ -144,7 +146,8 @@ def write_tables(out: Path, config, records: List[dict], arch_order) -> List[dic
     plots = sorted(p.name for p in out.glob("valid_loss_*.png"))
     if plots:
         md += ["", "## Validation loss", ""] + [f"![{p}]({p})" for p in plots]
-    (out / "results.md").write_text("\n".join(md) + "\n", encoding="utf-8")
+    with atomic_output(out / "results.md") as tmp:
+        tmp.write_text("\n".join(md) + "\n", encoding="utf-8")
     return rows
 
 

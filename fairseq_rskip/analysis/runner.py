@@ -494,7 +494,7 @@ def reproduce(config: Config, out, data=None, archs=None, extra_args: Sequence[s
         record["target_valid_loss"] = config.target_valid_loss
         record["updates_to_target"] = updates_to_target(record.get("valid_curve", []),
                                                         config.target_valid_loss)
-    (out / "config.json").write_text(json.dumps(config.__dict__, indent=1) + "\n", encoding="utf-8")
+    write_json(out / "config.json", config.__dict__)
     if records:
         plot_curves(out, records, list(variants))
     rows = write_tables(out, config, records, list(variants))
