@@ -53,7 +53,7 @@ from fairseq_rskip.errors import UserError
 from fairseq_rskip.fairseq_tools import PLUGIN_DIR, child_env, fairseq_executable
 from fairseq_rskip.file_io import write_json
 from fairseq_rskip.progress import progress_bar, write
-from fairseq_rskip.variants import VARIANTS, Variant, size_suffix
+from fairseq_rskip.variants import VARIANTS, Variant
 
 # rskip-evaluate, run by the interpreter running the runner
 DEFAULT_EVALUATE = (sys.executable, "-m", "fairseq_rskip.cli.evaluate")
