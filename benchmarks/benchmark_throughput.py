@@ -4,15 +4,16 @@
     python benchmarks/benchmark_throughput.py                 # iwslt_de_en size, CPU
     python benchmarks/benchmark_throughput.py --quick         # smoke test, seconds
 
-Prints figures (not a test). Every model is built by fairseq itself (argument
-parsing with ``--user-dir fairseq_rskip`` and the registered model's
-``build_model``) at the same size (``--size``): the candidates
-``transformer_rskip`` (2 recursions), ``transformer_adanorm``,
-``transformer_prenorm_nowarmup``, ``transformer_vanilla``, ``transformer_espa``
-and ``transformer_uspa``, and the baselines, fairseq's stock
-``transformer`` (Post-LN) and the same with ``--encoder-normalize-before
---decoder-normalize-before`` (Pre-LN, the like-for-like reference of
-prenorm).
+Prints figures (not a test). Needs fairseq_rskip installed (scripts/setup_env.sh).
+Every model is built by fairseq itself (argument parsing with ``--user-dir``
+the plugin's folder and the registered model's ``build_model``) at the same
+size (``--size``): the candidates, every variant of fairseq_rskip/variants.py
+that is not fairseq's own (``rskip``: ``transformer_rskip``, 2 recursions;
+``adanorm``; ``prenorm_nowarmup``; ``vanilla``, ``espa``, ``uspa``,
+``value_skipinit``), and the baselines, fairseq's stock
+``transformer`` (Post-LN, ``postln``) and each candidate's like-for-like
+reference (``preln``, the same with ``--encoder-normalize-before
+--decoder-normalize-before``, for ``prenorm_nowarmup``).
 
 Training throughput
     target tokens per second of full training updates (fairseq's
@@ -53,32 +54,29 @@ import sys
 import time
 from pathlib import Path
 
-REPO = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(REPO))
+from fairseq_rskip.errors import UserError, run_main
+from fairseq_rskip.fairseq_tools import child_env
+from fairseq_rskip.progress import progress_bar, write
+from fairseq_rskip.variants import VARIANTS
 
-CANDIDATES = {
-    "rskip": ("transformer_rskip", []),
-    "adanorm": ("transformer_adanorm", []),
-    "prenorm": ("transformer_prenorm_nowarmup", []),
-    "vanilla": ("transformer_vanilla", []),
-    "espa": ("transformer_espa", []),
-    "uspa": ("transformer_uspa", []),
-}
-BASELINES = {
-    "postln": ("transformer", []),
-    "preln": ("transformer", ["--encoder-normalize-before", "--decoder-normalize-before"]),
-}
+BASELINE = "postln"
 TARGETS = {  # name: (train throughput >=, generation >=, peak memory <=) vs postln
     "rskip": (0.95, 0.95, 1.10),
     "adanorm": (0.90, 0.95, 1.10),
-    "prenorm": (0.98, 0.95, 1.10),
+    "prenorm_nowarmup": (0.98, 0.95, 1.10),
     "espa": (0.95, 0.95, 1.10),
     "uspa": (0.95, 0.95, 1.10),
 }
 
 
-def arch_name(base: str, size: str) -> str:
-    return base if size in ("", "base") else f"{base}_{size}"
+def candidates() -> list:
+    """Every variant of the table that is not fairseq's own transformer."""
+    return [v.name for v in VARIANTS.values() if not v.stock]
+
+
+def measured_names(archs) -> list:
+    """The baseline, the candidates' like-for-like references, then the candidates."""
+    return list(dict.fromkeys([BASELINE] + [VARIANTS[a].reference for a in archs] + list(archs)))
 
 
 def model_flags(opts) -> list:
@@ -94,10 +92,10 @@ def load_batches(opts, n: int):
 
     if opts.data:
         task, batches = modelbuild.data_bin_batches(
-            opts.data, arch_name("transformer", opts.size), split=opts.split,
+            opts.data, VARIANTS[BASELINE].fairseq_arch(opts.size), split=opts.split,
             max_tokens=opts.max_tokens, n_batches=n)
         if not batches:
-            raise SystemExit(f"no batches in {opts.data} {opts.split}")
+            raise UserError(f"no batches in {opts.data} {opts.split}: check --data and --split")
         return task.source_dictionary, task.target_dictionary, batches
     d = modelbuild.random_dictionary(opts.vocab)
     per = max(1, opts.max_tokens // opts.random_len)
@@ -111,9 +109,8 @@ def build(name: str, opts, src_dict, tgt_dict, seed: int = 1):
 
     from fairseq_rskip.analysis import modelbuild
 
-    base, extra = {**CANDIDATES, **BASELINES}[name]
-    model, _ = modelbuild.build_model(arch_name(base, opts.size), extra + model_flags(opts),
-                                      dictionary=src_dict, tgt_dictionary=tgt_dict, seed=seed)
+    model, _ = modelbuild.build_variant(VARIANTS[name], opts.size, model_flags(opts),
+                                        dictionary=src_dict, tgt_dictionary=tgt_dict, seed=seed)
     model.to(opts.device)
     crit = LabelSmoothedCrossEntropyCriterion(
         modelbuild.DummyTask(src_dict, tgt_dict), sentence_avg=False, label_smoothing=0.1)
@@ -217,19 +214,22 @@ def _memory_child(name: str, opts) -> dict:
 
 
 def measure_memory_cpu(names, opts) -> dict:
-    """Each model in its own child process (this script, ``--memory-child``), alternated."""
+    """Each model in its own child process (this script, ``--memory-child``, importing the same
+    fairseq_rskip), alternated."""
     out = {n: [] for n in names}
-    for rep in range(opts.mem_reps):
-        order = names[rep % len(names):] + names[:rep % len(names)]
-        for name in order:
-            proc = subprocess.run(
-                [sys.executable, str(Path(__file__).resolve()), "--memory-child", name,
-                 "--child-opts", json.dumps(vars(opts))],
-                capture_output=True, text=True, env={**os.environ, "PYTHONWARNINGS": "ignore"})
-            lines = [l for l in proc.stdout.splitlines() if l.startswith("MEMORY ")]
-            if proc.returncode != 0 or not lines:
-                raise RuntimeError(f"memory child for {name} failed:\n{proc.stderr[-3000:]}")
-            out[name].append(json.loads(lines[-1][len("MEMORY "):]))
+    with progress_bar(opts.mem_reps * len(names), desc="memory", unit="model") as bar:
+        for rep in range(opts.mem_reps):
+            order = names[rep % len(names):] + names[:rep % len(names)]
+            for name in order:
+                proc = subprocess.run(
+                    [sys.executable, str(Path(__file__).resolve()), "--memory-child", name,
+                     "--child-opts", json.dumps(vars(opts))],
+                    capture_output=True, text=True, env={**child_env(), "PYTHONWARNINGS": "ignore"})
+                lines = [l for l in proc.stdout.splitlines() if l.startswith("MEMORY ")]
+                if proc.returncode != 0 or not lines:
+                    raise RuntimeError(f"memory child for {name} failed:\n{proc.stderr[-3000:]}")
+                out[name].append(json.loads(lines[-1][len("MEMORY "):]))
+                bar.update(1)
     return {n: {k: statistics.median(r[k] for r in rs) for k in rs[0]} for n, rs in out.items()}
 
 
@@ -242,8 +242,7 @@ def run(opts) -> dict:
     torch.set_num_threads(opts.threads)
     from fairseq.sequence_generator import SequenceGenerator
 
-    # Pre-LN stock baseline only where prenorm is measured (its like-for-like reference)
-    names = ["postln"] + (["preln"] if "prenorm" in opts.archs else []) + list(opts.archs)
+    names = measured_names(opts.archs)
     src, tgt, batches = load_batches(opts, max(4, opts.steps + opts.warmup_steps))
     batches = [to_device(b, opts.device) for b in batches]
     models = {n: build(n, opts, src, tgt) for n in names}
@@ -257,34 +256,41 @@ def run(opts) -> dict:
     train = {n: [] for n in names}  # tokens/s of each timed update
     gen = {n: [] for n in names}
     gpu_mem = {n: [] for n in names}
-    for rep in range(opts.reps):
-        order = names[rep % len(names):] + names[:rep % len(names)]
-        for n in order:
-            train_steps(*models[n], batches, opts.warmup_steps)
-        # one update of each model in turn: a slow phase of a shared machine
-        # hits all of them alike, and the ratios are paired per round
-        for i in range(opts.steps):
+    # one step of work: an update or a generation pass of one model
+    per_rep = len(names) * (opts.warmup_steps + opts.steps + 1 + opts.gen_repeats)
+    with progress_bar(opts.reps * per_rep, desc="timing", unit="step") as bar:
+        for rep in range(opts.reps):
+            order = names[rep % len(names):] + names[:rep % len(names)]
             for n in order:
-                sync(opts.device)
-                if opts.device == "cuda":
-                    torch.cuda.reset_peak_memory_stats()
+                train_steps(*models[n], batches, opts.warmup_steps)
+                bar.update(opts.warmup_steps)
+            # one update of each model in turn: a slow phase of a shared machine
+            # hits all of them alike, and the ratios are paired per round
+            for i in range(opts.steps):
+                for n in order:
+                    sync(opts.device)
+                    if opts.device == "cuda":
+                        torch.cuda.reset_peak_memory_stats()
+                    t = time.perf_counter()
+                    ntok = train_steps(*models[n], batches, 1, offset=opts.warmup_steps + i)
+                    sync(opts.device)
+                    train[n].append(ntok / (time.perf_counter() - t))
+                    if opts.device == "cuda":
+                        gpu_mem[n].append(torch.cuda.max_memory_allocated() / 2**20)
+                    bar.update(1)
+            for n in order:
+                generate_once(gens[n], models[n][0], gen_sample, opts.device)  # warm-up
+                bar.update(1)
+            for n in order:
                 t = time.perf_counter()
-                ntok = train_steps(*models[n], batches, 1, offset=opts.warmup_steps + i)
-                sync(opts.device)
-                train[n].append(ntok / (time.perf_counter() - t))
-                if opts.device == "cuda":
-                    gpu_mem[n].append(torch.cuda.max_memory_allocated() / 2**20)
-        for n in order:
-            generate_once(gens[n], models[n][0], gen_sample, opts.device)  # warm-up
-        for n in order:
-            t = time.perf_counter()
-            k = 0
-            for _ in range(opts.gen_repeats):
-                k += generate_once(gens[n], models[n][0], gen_sample, opts.device)
-            gen[n].append(k / (time.perf_counter() - t))
-        print(f"  repetition {rep + 1}/{opts.reps}: " + ", ".join(
-            f"{n} {statistics.median(train[n][-opts.steps:]):.0f} tok/s {gen[n][-1]:.2f} sent/s"
-            for n in names), flush=True)
+                k = 0
+                for _ in range(opts.gen_repeats):
+                    k += generate_once(gens[n], models[n][0], gen_sample, opts.device)
+                    bar.update(1)
+                gen[n].append(k / (time.perf_counter() - t))
+            write(f"  repetition {rep + 1}/{opts.reps}: " + ", ".join(
+                f"{n} {statistics.median(train[n][-opts.steps:]):.0f} tok/s {gen[n][-1]:.2f} sent/s"
+                for n in names))
     del models, gens
 
     def paired(values, base):
@@ -321,7 +327,8 @@ def report(result: dict, opts) -> bool:
           f"{opts.data or f'random (vocab {opts.vocab})'}, max tokens {opts.max_tokens}, "
           f"{opts.reps} repetitions x {opts.steps} timed updates (+{opts.warmup_steps} warm-up), "
           f"generation beam {opts.beam} x {opts.gen_sentences} sentences x {opts.gen_len} tokens")
-    head = (f"{'architecture':<10} {'params':>11} {'train tok/s':>12} {'x postln':>9} {'x preln':>8} "
+    w = max(12, *(len(n) for n in names))
+    head = (f"{'architecture':<{w}} {'params':>11} {'train tok/s':>12} {'x postln':>9} {'x preln':>8} "
             f"{'gen sent/s':>11} {'x postln':>9} {'x preln':>8}")
     head += f" {'saved MiB':>9} {'x postln':>9}"
     mem = result.get("memory")
@@ -331,7 +338,7 @@ def report(result: dict, opts) -> bool:
             head += f" {'above base':>10} {'x postln':>9}"
     print(head)
     for n in names:
-        line = (f"{n:<10} {result['params'][n]:>11,} {result['train_tok_s'][n]:>12.0f} "
+        line = (f"{n:<{w}} {result['params'][n]:>11,} {result['train_tok_s'][n]:>12.0f} "
                 f"{result['train_ratio'][n]:>9.3f} {result['train_ratio_preln'].get(n, float('nan')):>8.3f} "
                 f"{result['gen_sent_s'][n]:>11.2f} {result['gen_ratio'][n]:>9.3f} "
                 f"{result['gen_ratio_preln'].get(n, float('nan')):>8.3f}"
@@ -344,6 +351,7 @@ def report(result: dict, opts) -> bool:
         print(line)
     print()
     ok_all = True
+    w = max(8, *(len(n) for n in names))
     for n in names:
         if n not in TARGETS:
             continue
@@ -358,7 +366,7 @@ def report(result: dict, opts) -> bool:
         for what, value, op, target in checks:
             ok = value >= target if op == ">=" else value <= target
             ok_all &= ok
-            print(f"  {n:<8} {what:<18} {value:6.3f} x postln  target {op} {target:.2f}  "
+            print(f"  {n:<{w}} {what:<18} {value:6.3f} x postln  target {op} {target:.2f}  "
                   f"{'met' if ok else 'MISSED'}")
     print("  saved activations: distinct storages autograd keeps in one training forward of the "
           "first batch (exact, parameters left out)")
@@ -369,10 +377,13 @@ def report(result: dict, opts) -> bool:
 
 def parse(argv=None):
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0], allow_abbrev=False)
-    p.add_argument("--archs", nargs="+", choices=list(CANDIDATES), default=list(CANDIDATES))
+    p.add_argument("--archs", nargs="+", choices=candidates(), default=candidates(),
+                   help="the candidates (default: every variant of fairseq_rskip/variants.py that is "
+                   "not fairseq's own)")
     p.add_argument("--size", default="iwslt_de_en", help="size suffix: iwslt_de_en, tiny, base, ...")
     p.add_argument("--layers", type=int, help="encoder and decoder layers (default: the size's)")
-    p.add_argument("--data", help="data-bin (default work/bundled/data-bin if present)")
+    p.add_argument("--data", help="data-bin (default work/bundled/data-bin of the current directory, "
+                   "if present)")
     p.add_argument("--split", default="valid")
     p.add_argument("--vocab", type=int, default=10000, help="dictionary size without --data")
     p.add_argument("--random-len", type=int, default=25)
@@ -399,8 +410,8 @@ def parse(argv=None):
         opts.size, opts.max_tokens, opts.reps, opts.steps = "tiny", 256, 2, 2
         opts.gen_sentences, opts.gen_len, opts.mem_reps, opts.mem_steps = 4, 5, 1, 1
         opts.vocab = 500
-    if opts.data is None and not opts.quick and (REPO / "work/bundled/data-bin").is_dir():
-        opts.data = str(REPO / "work/bundled/data-bin")
+    if opts.data is None and not opts.quick and Path("work/bundled/data-bin").is_dir():
+        opts.data = "work/bundled/data-bin"
     return opts
 
 
@@ -427,4 +438,4 @@ def main(argv=None) -> int:
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    sys.exit(run_main(main))

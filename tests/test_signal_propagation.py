@@ -7,6 +7,8 @@ import pytest
 import torch
 
 from fairseq_rskip.analysis import signal_propagation as sp
+from fairseq_rskip.cli.signal_propagation import main
+from fairseq_rskip.variants import VARIANTS, distinct_plugin_builds
 from fairseq_rskip.analysis.modelbuild import build_model, collate_pairs, synthetic_dictionary
 from fairseq_rskip.analysis.synthetic import make_synthetic_databin, synthetic_pairs
 
@@ -31,18 +33,21 @@ def sample():
     return d, collate_pairs(synthetic_pairs(12, seed=3, min_len=6, max_len=12), d)
 
 
-def records_of(arch, flags, depth, sample):
+def records_of(name, extra, depth, sample):
+    """The analysis of a row of the variants table, at tiny size, on the synthetic batch."""
     d, batch = sample
-    model, _ = build_model(arch, list(flags) + ["--encoder-layers", str(depth), "--decoder-layers", str(depth)],
+    variant = VARIANTS[name]
+    arch, flags = variant.plugin_build("tiny")
+    model, _ = build_model(arch, list(flags) + list(extra) + ["--encoder-layers", str(depth),
+                                                              "--decoder-layers", str(depth)],
                            dictionary=d, seed=1)
-    records = sp.analyse_model(sp.Variant(arch, arch, tuple(flags)), depth, model.eval(), [batch], d.pad())
+    records = sp.analyse_model(variant, depth, model.eval(), [batch], d.pad())
     return {(r.stack, r.layer): r for r in records}
 
 
 def test_vanilla_collapses_and_the_shaped_models_do_not(sample):
-    vanilla = records_of("transformer_vanilla_tiny", (), 6, sample)
-    espa = records_of("transformer_espa_tiny", ("--encoder-embed-dim", "256", "--decoder-embed-dim", "256"), 6,
-                      sample)
+    vanilla = records_of("vanilla", (), 6, sample)
+    espa = records_of("espa", ("--encoder-embed-dim", "256", "--decoder-embed-dim", "256"), 6, sample)
     for stack in ("encoder", "decoder"):
         assert vanilla[(stack, 0)].cosine < 0.6
         assert vanilla[(stack, 6)].cosine > 0.999  # rank collapse
@@ -59,7 +64,7 @@ def test_vanilla_collapses_and_the_shaped_models_do_not(sample):
 def test_value_skipinit_prediction_is_the_composed_c_map(sample):
     """A_l = I: the mean-field kernel is TAT's C map applied layer after layer."""
     d, batch = sample
-    recs = records_of("transformer_vanilla_tiny", ("--value-skipinit",), 3, sample)
+    recs = records_of("value_skipinit", (), 3, sample)
     model, _ = build_model("transformer_vanilla_tiny", ["--value-skipinit", "--encoder-layers", "3",
                                                        "--decoder-layers", "3"], dictionary=d, seed=1)
     slope = model.encoder.layers[0].activation_fn.negative_slope
@@ -83,11 +88,12 @@ def test_value_skipinit_prediction_is_the_composed_c_map(sample):
 def test_command_writes_table_csv_and_plot(tmp_path, capsys):
     data = make_synthetic_databin(tmp_path / "bin", n_train=20, n_valid=20, n_test=4)
     out = tmp_path / "out"
-    assert sp.main(["--data", str(data), "--out", str(out), "--variants", "vanilla", "E-SPA", "Post-LN",
-                    "--depths", "2", "3", "--size", "tiny", "--batches", "1", "--max-tokens", "200"]) == 0
+    assert main(["--data", str(data), "--out", str(out), "--variants", "vanilla", "espa", "postln",
+                 "--depths", "2", "3", "--size", "tiny", "--batches", "1", "--max-tokens", "200"]) == 0
     rows = list(csv.DictReader(open(out / "signal_propagation.csv")))
-    assert {(r["variant"], r["depth"]) for r in rows} == {
-        (v, d) for v in ("vanilla", "E-SPA", "Post-LN") for d in ("2", "3")}
+    assert {(r["variant"], r["label"], r["depth"]) for r in rows} == {
+        (v, label, d) for v, label in (("vanilla", "vanilla"), ("espa", "E-SPA"), ("postln", "Post-LN"))
+        for d in ("2", "3")}
     assert len(rows) == 2 * (3 + 4) * 3  # two stacks, layers 0..L, three variants
     assert (out / "signal_propagation.png").stat().st_size > 10_000
     table = (out / "signal_propagation.md").read_text()
@@ -95,7 +101,14 @@ def test_command_writes_table_csv_and_plot(tmp_path, capsys):
     assert "| E-SPA | encoder |" in capsys.readouterr().out
 
 
-def test_command_refuses_a_missing_data_bin(tmp_path, capsys):
-    with pytest.raises(SystemExit):
-        sp.main(["--data", str(tmp_path / "nowhere"), "--out", str(tmp_path)])
-    assert "--data" in capsys.readouterr().err
+def test_command_refuses_a_missing_data_bin(tmp_path):
+    from fairseq_rskip.errors import UserError
+
+    with pytest.raises(UserError, match="--data .*nowhere: no such data-bin folder"):
+        main(["--data", str(tmp_path / "nowhere"), "--out", str(tmp_path)])
+
+
+def test_default_variants_are_the_tables_distinct_models():
+    assert sp.default_variants() == [v.name for v in distinct_plugin_builds()]
+    assert {"vanilla", "espa", "uspa", "value_skipinit", "postln", "preln", "rskip", "adanorm"} <= set(
+        sp.default_variants())

@@ -30,9 +30,7 @@ For the shaped models two references are reported as well:
 """
 
 import csv
-import logging
 import math
-import sys
 from dataclasses import asdict, dataclass
 from functools import lru_cache
 from pathlib import Path
@@ -41,39 +39,19 @@ from typing import Dict, List, Optional, Sequence, Tuple
 import torch
 
 from fairseq_rskip.analysis.modelbuild import build_model, data_bin_batches
-
-log = logging.getLogger("signal_propagation")
-
-
-@dataclass(frozen=True)
-class Variant:
-    """One architecture of the analysis: ``--arch ARCH{size}`` plus ``flags``."""
-
-    name: str
-    arch: str
-    flags: Tuple[str, ...] = ()
+from fairseq_rskip.progress import progress_bar
+from fairseq_rskip.variants import VARIANTS, Variant, distinct_plugin_builds, size_suffix
 
 
-# The compared variants (the table of variants, fairseq_rskip/variants.py, is
-# to replace this list once it exists).
-VARIANTS: Dict[str, Variant] = {
-    v.name: v
-    for v in (
-        Variant("vanilla", "transformer_vanilla"),
-        Variant("E-SPA", "transformer_espa"),
-        Variant("U-SPA", "transformer_uspa"),
-        Variant("Value-SkipInit", "transformer_vanilla", ("--value-skipinit",)),
-        Variant("Post-LN", "transformer_rskip", ("--skip-recursions", "1")),
-        Variant("Pre-LN", "transformer_prenorm_nowarmup"),
-        Variant("rSkip", "transformer_rskip"),
-        Variant("AdaNorm", "transformer_adanorm"),
-    )
-}
+def default_variants() -> List[str]:
+    """Every distinct model of the variants table."""
+    return [v.name for v in distinct_plugin_builds()]
 
 
 @dataclass
 class LayerRecord:
-    variant: str
+    variant: str  # the row of the variants table
+    label: str
     depth: int
     stack: str
     layer: int
@@ -203,7 +181,7 @@ def analyse_model(variant: Variant, depth: int, model, samples, pad: int) -> Lis
     records = []
     for (stack, layer), entry in sorted(per_layer.items()):
         records.append(LayerRecord(
-            variant.name, depth, stack, layer, mean_off_diagonal(entry["measured"]),
+            variant.name, variant.label, depth, stack, layer, mean_off_diagonal(entry["measured"]),
             sum(entry["q"]) / len(entry["q"]),
             mean_off_diagonal(entry["target"]) if entry["target"] else None,
             mean_off_diagonal(entry["mean_field"]) if entry["mean_field"] else None,
@@ -211,31 +189,28 @@ def analyse_model(variant: Variant, depth: int, model, samples, pad: int) -> Lis
     return records
 
 
-def size_suffix(size: str) -> str:
-    return "" if size in ("", "base") else "_" + size.lstrip("_")
-
-
 def run(data: str, variants: Sequence[str], depths: Sequence[int], size: str = "iwslt_de_en",
         extra: Sequence[str] = (), split: str = "valid", max_tokens: int = 1024, batches: int = 1,
-        seed: int = 1, progress: bool = False, train_mode: bool = False) -> List[LayerRecord]:
-    """Every variant x depth; returns the per-layer records. ``train_mode``:
-    measure with dropout on, as the first training update sees the model."""
-    from tqdm import tqdm
-
+        seed: int = 1, train_mode: bool = False) -> List[LayerRecord]:
+    """Every variant (a row of the variants table, as the plugin builds it) x depth;
+    returns the per-layer records. ``train_mode``: measure with dropout on, as the
+    first training update sees the model."""
     task, samples = data_bin_batches(data, "transformer_rskip" + size_suffix(size), split=split,
                                      max_tokens=max_tokens, n_batches=batches)
     pad = task.source_dictionary.pad()
     records: List[LayerRecord] = []
     jobs = [(VARIANTS[name], depth) for depth in depths for name in variants]
-    for variant, depth in tqdm(jobs, desc="signal propagation", disable=not progress):
-        flags = list(variant.flags) + ["--encoder-layers", str(depth), "--decoder-layers", str(depth),
-                                       *extra]
-        model, _ = build_model(variant.arch + size_suffix(size), flags, dictionary=task.source_dictionary,
-                               tgt_dictionary=task.target_dictionary, seed=seed)
-        model.train(train_mode)
-        torch.manual_seed(seed)  # the dropout masks of train_mode
-        records += analyse_model(variant, depth, model, samples, pad)
-        del model
+    with progress_bar(total=len(jobs), desc="signal propagation", unit="model") as bar:
+        for variant, depth in jobs:
+            arch, flags = variant.plugin_build(size)
+            flags = list(flags) + ["--encoder-layers", str(depth), "--decoder-layers", str(depth), *extra]
+            model, _ = build_model(arch, flags, dictionary=task.source_dictionary,
+                                   tgt_dictionary=task.target_dictionary, seed=seed)
+            model.train(train_mode)
+            torch.manual_seed(seed)  # the dropout masks of train_mode
+            records += analyse_model(variant, depth, model, samples, pad)
+            del model
+            bar.update(1)
     return records
 
 
@@ -256,6 +231,8 @@ def _fmt(value: Optional[float]) -> str:
 
 
 def markdown(records: Sequence[LayerRecord], depths: Sequence[int], variants: Sequence[str]) -> str:
+    """The tables of the docs; ``variants`` are names of the table, shown by their labels."""
+    labels = {r.variant: r.label for r in records}
     last = last_layers(records)
     first = {(r.variant, r.depth, r.stack): r for r in records if r.layer == 0}
     lines = ["Mean pairwise cosine similarity of the token representations at the last layer "
@@ -264,7 +241,7 @@ def markdown(records: Sequence[LayerRecord], depths: Sequence[int], variants: Se
     lines += ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
     for name in variants:
         zero = [first.get((name, depths[0], s)) for s in ("encoder", "decoder")]
-        row = [name, " / ".join(_fmt(z.cosine if z else None) for z in zero)]
+        row = [labels.get(name, name), " / ".join(_fmt(z.cosine if z else None) for z in zero)]
         for stack in ("encoder", "decoder"):
             row += [_fmt(last[(name, d, stack)].cosine) if (name, d, stack) in last else "" for d in depths]
         lines.append("| " + " | ".join(row) + " |")
@@ -281,14 +258,14 @@ def markdown(records: Sequence[LayerRecord], depths: Sequence[int], variants: Se
                     r = last.get((name, d, stack))
                     cells.append("" if r is None else " / ".join(
                         _fmt(v) or "-" for v in (r.cosine, r.target, r.mean_field)))
-                lines.append("| " + " | ".join([name, stack] + cells) + " |")
+                lines.append("| " + " | ".join([labels[name], stack] + cells) + " |")
     lines += ["", "q = ||h||^2 / d at the last layer (1 where a normalisation holds it; layer 0: "
               "the embeddings):", ""]
     head = ["variant", "layer 0 (enc / dec)"] + [f"enc L={d}" for d in depths] + [f"dec L={d}" for d in depths]
     lines += ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
     for name in variants:
         zero = [first.get((name, depths[0], s)) for s in ("encoder", "decoder")]
-        row = [name, " / ".join(_fmt_q(z.q if z else None) for z in zero)]
+        row = [labels.get(name, name), " / ".join(_fmt_q(z.q if z else None) for z in zero)]
         for stack in ("encoder", "decoder"):
             row += [_fmt_q(last[(name, d, stack)].q) if (name, d, stack) in last else "" for d in depths]
         lines.append("| " + " | ".join(row) + " |")
@@ -315,10 +292,11 @@ def plot(records: Sequence[LayerRecord], depths: Sequence[int], variants: Sequen
                 if not rs:
                     continue
                 color = f"C{k % 10}"
-                ax.plot([r.layer for r in rs], [r.cosine for r in rs], "-", marker=".", color=color, label=name)
+                label = rs[0].label
+                ax.plot([r.layer for r in rs], [r.cosine for r in rs], "-", marker=".", color=color, label=label)
                 targets = [(r.layer, r.target) for r in rs if r.target is not None]
                 if targets:
-                    ax.plot(*zip(*targets), ":", color=color, label=f"{name} target")
+                    ax.plot(*zip(*targets), ":", color=color, label=f"{label} target")
             ax.set_title(f"{stack}, {depth} layers")
             ax.set_xlabel("layer (0 = embeddings)")
             ax.set_ylim(-0.05, 1.02)
@@ -347,42 +325,3 @@ def write_outputs(records: Sequence[LayerRecord], out: Path, depths: Sequence[in
     md_path = out / "signal_propagation.md"
     md_path.write_text(markdown(records, depths, variants), encoding="utf-8")
     return [csv_path, md_path, plot(records, depths, variants, out / "signal_propagation.png")]
-
-
-def main(argv=None) -> int:
-    import argparse
-
-    p = argparse.ArgumentParser(
-        prog="scripts/signal_propagation.py", allow_abbrev=False,
-        description="Mean pairwise cosine similarity of token representations per layer, at "
-        "initialisation, on real batches: rank collapse of vanilla Transformers and its cures. "
-        "Other arguments (e.g. --encoder-embed-dim 256) are model flags for every variant.")
-    p.add_argument("--data", required=True, help="a fairseq data-bin (e.g. the bundled corpus)")
-    p.add_argument("--out", default="work/signal-propagation", help="output directory")
-    p.add_argument("--variants", nargs="+", default=list(VARIANTS), choices=list(VARIANTS))
-    p.add_argument("--depths", type=int, nargs="+", default=[6, 12, 24, 48],
-                   help="layers of the encoder and of the decoder")
-    p.add_argument("--size", default="iwslt_de_en", help="fairseq size suffix of the architectures")
-    p.add_argument("--split", default="valid")
-    p.add_argument("--max-tokens", type=int, default=1024, help="tokens per batch")
-    p.add_argument("--batches", type=int, default=2)
-    p.add_argument("--seed", type=int, default=1)
-    p.add_argument("--train-mode", action="store_true",
-                   help="measure in training mode (dropout on, as the first update sees the model)")
-    p.add_argument("--threads", type=int, default=1, help="torch CPU threads")
-    args, extra = p.parse_known_args(argv)
-    if not Path(args.data).is_dir():
-        p.error(f"--data {args.data}: no such data-bin folder")
-    if any(d < 1 for d in args.depths):
-        p.error("--depths must be positive")
-    torch.set_num_threads(args.threads)
-    logging.basicConfig(level=logging.INFO, format="%(message)s", stream=sys.stdout, force=True)
-    for name in ("fairseq", "matplotlib"):
-        logging.getLogger(name).setLevel(logging.WARNING)
-    records = run(args.data, args.variants, args.depths, size=args.size, extra=extra, split=args.split,
-                  max_tokens=args.max_tokens, batches=args.batches, seed=args.seed,
-                  progress=sys.stderr.isatty(), train_mode=args.train_mode)
-    for path in write_outputs(records, Path(args.out), args.depths, args.variants):
-        log.info(f"wrote {path}")
-    print(markdown(records, args.depths, args.variants))
-    return 0
