@@ -233,15 +233,14 @@ class SkipNormConfig(FairseqDataclass):
             raise ValueError(f"--spa-rho-final must be a number in [0, 1); got {self.spa_rho_final!r}")
         if self.tat_eta is not None and (not _finite_number(self.tat_eta) or not 0 < self.tat_eta < 1):
             raise ValueError(f"--tat-eta must be a number in (0, 1); got {self.tat_eta!r}")
+        kernel = f"--spa-kernel {self.spa_kernel}" if self.spa_kernel else "no --spa-kernel"
         if self.spa_kernel != "exponential" and self.spa_gamma_final != defaults["spa_gamma_final"]:
             raise ValueError(
-                f"--spa-gamma-final applies only with --spa-kernel exponential (E-SPA); got "
-                f"--spa-kernel {self.spa_kernel}"
+                f"--spa-gamma-final applies only with --spa-kernel exponential (E-SPA); got {kernel}"
             )
         if self.spa_kernel != "uniform" and self.spa_rho_final != defaults["spa_rho_final"]:
             raise ValueError(
-                f"--spa-rho-final applies only with --spa-kernel uniform (U-SPA); got "
-                f"--spa-kernel {self.spa_kernel}"
+                f"--spa-rho-final applies only with --spa-kernel uniform (U-SPA); got {kernel}"
             )
         if self.spa_kernel is not None and (not self.no_skip or self.norm_type != "none"):
             raise ValueError(
