@@ -111,8 +111,9 @@ def test_generate(trained, data_bin, arch):
     assert re.search(r"BLEU4 = \d", proc.stdout)
 
 
-def test_interactive(trained, data_bin):
-    save_dir = trained["transformer_rskip_tiny"][0]
+@pytest.mark.parametrize("arch", ["transformer_rskip_tiny", "transformer_espa_tiny"])
+def test_interactive(trained, data_bin, arch):
+    save_dir = trained[arch][0]
     proc = subprocess.run(
         [f"{sys.prefix}/bin/fairseq-interactive", str(data_bin), "--user-dir", str(USER_DIR),
          "--path", str(save_dir / "checkpoint_last.pt"), "--beam", "2",
@@ -122,8 +123,9 @@ def test_interactive(trained, data_bin):
     assert len(re.findall(r"^H-\d+\t", proc.stdout, flags=re.M)) == 2
 
 
-def test_average_checkpoints_then_generate(trained, data_bin, tmp_path):
-    save_dir = trained["transformer_adanorm_tiny"][0]
+@pytest.mark.parametrize("arch", ["transformer_adanorm_tiny", "transformer_espa_tiny"])
+def test_average_checkpoints_then_generate(trained, data_bin, tmp_path, arch):
+    save_dir = trained[arch][0]
     epochs = sorted(save_dir.glob("checkpoint[0-9]*.pt"))
     assert len(epochs) >= 2
     out = tmp_path / "avg.pt"
