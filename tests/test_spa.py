@@ -124,6 +124,19 @@ def test_encoder_matrices_follow_each_sequences_own_length_under_left_padding():
     torch.testing.assert_close(bias[1, 0], eight_bias[0, 0])
 
 
+@pytest.mark.parametrize("kernel,final", [("exponential", 0.005), ("uniform", 0.8)])
+def test_a_lengths_matrices_do_not_depend_on_the_lengths_seen_before(kernel, final):
+    """Bit for bit: what data-parallel ranks and single processes, which see other
+    batches, must agree on."""
+    cpu = torch.device("cpu")
+    for causal in (True, False):
+        fresh = shaped(kernel, final, 3, 6, causal, max_positions=128)
+        used = shaped(kernel, final, 3, 6, causal, max_positions=128)
+        used.shaping(None, 70, 70, cpu)
+        for a, b in zip(fresh.shaping(None, 10, 10, cpu), used.shaping(None, 10, 10, cpu)):
+            assert torch.equal(a, b)
+
+
 def test_matrices_are_cached_per_length_and_not_saved(monkeypatch):
     attention = shaped("exponential", 0.005, 2, 6, False)
     built = []
@@ -133,11 +146,14 @@ def test_matrices_are_cached_per_length_and_not_saved(monkeypatch):
     for _ in range(3):
         attention(x, x, x, need_weights=False)
     assert built == [7]
-    decoder = shaped("uniform", 0.8, 2, 6, True)
+    decoder = shaped("uniform", 0.8, 2, 6, True, max_positions=128)
     for n in (3, 10, 64, 65, 20):
         y = torch.randn(n, 2, 32)
         decoder(y, y, y, need_weights=False)
-    assert built == [7, 64, 128]  # causal: one matrix, grown by doubling
+    assert built == [7, 128]  # causal: one matrix for the decoder's maximum positions
+    y = torch.randn(130, 1, 32)
+    decoder(y, y, y, need_weights=False)  # longer than that: built again, for this length
+    assert built == [7, 128, 130]
     assert set(attention.state_dict()) == {f"{p}_proj.{w}" for p in "qkv" for w in ("weight", "bias")} | {
         "out_proj.weight", "out_proj.bias"}
 
@@ -275,9 +291,9 @@ def test_tat_default_eta_falls_back_to_relu_when_out_of_reach():
 
 
 @pytest.mark.parametrize("arch", ["transformer_espa_tiny", "transformer_uspa_tiny", "transformer_vanilla_tiny --value-skipinit"])
-def test_incremental_decoding_past_the_cached_length(arch):
-    """70 steps: the causal matrices grow from 64 to 128 positions on the way;
-    step t uses row t, so every step equals full decoding."""
+def test_incremental_decoding_of_a_long_target(arch):
+    """70 steps: step t uses row t of the causal matrices, so every step equals
+    full decoding."""
     d = make_dictionary()
     model = build_model(*arch.split(), "--max-target-positions", "128", dictionary=d).eval()
     g = torch.Generator().manual_seed(0)

@@ -22,10 +22,10 @@ is position 0, whatever fairseq's (left) padding. Decoder (causal)
 self-attention uses row ``t`` of ``B_l`` and ``D_l`` for the token at
 position ``t``, so incremental decoding gives full decoding's outputs.
 Encoder (bidirectional) self-attention uses the matrices of each sequence's
-own length. Matrices are built in float64 once per length (causal: once per
-doubling of the longest length seen, of which shorter ones are the leading
-block) and kept on the module, outside its state dict; under TorchScript
-they are rebuilt on every call.
+own length. Matrices are built in float64 once per length (causal: once, for
+the decoder's ``--max-target-positions``, of which shorter lengths take the
+leading block) and kept on the module, outside its state dict; under
+TorchScript they are rebuilt on every call.
 """
 
 from typing import Dict, List, Optional, Tuple
@@ -40,8 +40,6 @@ from fairseq_rskip.modules.spa import bias_and_log_scale, correlation_schedule, 
 
 # bidirectional matrices kept per layer (one per sequence length, the oldest dropped first)
 MAX_CACHED_LENGTHS = 256
-# causal matrices are built for at least this many positions
-MIN_CAUSAL_CAPACITY = 64
 
 
 class ShapedMultiheadAttention(MultiheadAttention):
@@ -67,6 +65,7 @@ class ShapedMultiheadAttention(MultiheadAttention):
         value_skipinit: bool,
         q_noise: float = 0.0,
         qn_block_size: int = 8,
+        max_positions: int = 1024,
     ):
         super().__init__(
             embed_dim,
@@ -78,6 +77,7 @@ class ShapedMultiheadAttention(MultiheadAttention):
         )
         self.kernel = kernel
         self.causal = causal
+        self.max_positions = max_positions
         self.layer = layer
         self.num_layers = num_layers
         self.rho = 0.0
@@ -115,11 +115,13 @@ class ShapedMultiheadAttention(MultiheadAttention):
     @torch.jit.unused
     def _cached(self, n: int, device: torch.device) -> Tuple[Tensor, Tensor]:
         if self.causal:
-            capacity = max(MIN_CAUSAL_CAPACITY, 1 << (n - 1).bit_length())
+            # one matrix for every length, built for the most positions the decoder
+            # takes, so that each length's numbers do not depend on the lengths seen
+            # before (ranks and processes agree bit for bit)
             key = (-1, str(device))
             held = self._matrices.get(key)
             if held is None or held[1].size(0) < n:
-                held = self._build(capacity, device)
+                held = self._build(max(n, self.max_positions), device)
                 self._matrices[key] = held
             return held[0][:n, :n], held[1][:n]
         key = (n, str(device))

@@ -93,6 +93,64 @@ def _log_exponential_causal(rho: float, rho_prev: float, n: int) -> Tensor:
     return log_a
 
 
+def _uniform_cholesky_columns(rho: float, n: int) -> Tuple[List[float], List[float]]:
+    """``(d, c)``: the Cholesky factor of the uniform kernel is ``L[j, j] = d_j``,
+    ``L[i, j] = c_j`` for ``i > j``, with ``d_j = sqrt((1 - rho)(1 + j rho) / (1 +
+    (j - 1) rho))`` and ``c_j = rho sqrt(1 - rho) / sqrt((1 + (j - 1) rho)(1 + j rho))``."""
+    d: List[float] = []
+    c: List[float] = []
+    for j in range(n):
+        before, now = 1.0 + (j - 1) * rho, 1.0 + j * rho
+        d.append(math.sqrt((1.0 - rho) * now / before))
+        c.append(rho * math.sqrt(1.0 - rho) / math.sqrt(before * now))
+    return d, c
+
+
+def _log_uniform_causal(rho: float, rho_prev: float, n: int) -> Tensor:
+    """``log A_l`` of causal U-SPA in closed form.
+
+    ``L^{-1}`` of the uniform kernel whitens by innovations: row ``j`` is
+    ``(x_j - b_j sum_{k<j} x_k) / d_j`` with ``b_j = rho / (1 + (j - 1) rho)``
+    (``b_0 = 0``). So, with primes for layer ``l - 1`` and ``P_m = sum_{j=1..m}
+    c_j b'_j / d'_j``::
+
+        A[i, i] = d_i / d'_i
+        A[i, k] = c_k / d'_k - (P_{i-1} - P_k) - d_i b'_i / d'_i      (k < i)
+
+    Built from Python floats and element-wise float64 operations only, so that a
+    length's numbers never depend on anything else (no LAPACK).
+    """
+    d, c = _uniform_cholesky_columns(rho, n)
+    d_prev, _ = _uniform_cholesky_columns(rho_prev, n)
+    b_prev = [0.0] + [rho_prev / (1.0 + (j - 1) * rho_prev) for j in range(1, n)]
+    prefix: List[float] = [0.0]
+    total = 0.0
+    for j in range(1, n):
+        total += c[j] * b_prev[j] / d_prev[j]
+        prefix.append(total)
+    column = torch.tensor([c[k] / d_prev[k] + prefix[k] for k in range(n)], dtype=torch.float64)
+    row = torch.tensor([prefix[i - 1] + d[i] * b_prev[i] / d_prev[i] if i > 0 else 0.0 for i in range(n)],
+                       dtype=torch.float64)
+    a = column.unsqueeze(0) - row.unsqueeze(1)
+    a = torch.where(torch.ones(n, n, dtype=torch.bool).tril(-1), a, torch.zeros_like(a))
+    a = a + torch.diag(torch.tensor([d[i] / d_prev[i] for i in range(n)], dtype=torch.float64))
+    return torch.where(a > 0, a, torch.zeros_like(a)).log()
+
+
+def _log_uniform_bidirectional(rho: float, rho_prev: float, n: int) -> Tensor:
+    """``log A_l`` of bidirectional U-SPA in closed form: uniform kernels share
+    their eigenvectors (``1`` and its complement), so ``A_l = a I + c 11^T`` with
+    ``a = sqrt((1 - rho) / (1 - rho'))`` and ``a + n c = sqrt((1 - rho + n rho) /
+    (1 - rho' + n rho'))``; ``c >= 0`` when ``rho >= rho'``. (An eigendecomposition
+    would pick one of many bases of the repeated eigenvalue, and its round-off
+    with it.)"""
+    a = math.sqrt((1.0 - rho) / (1.0 - rho_prev))
+    c = (math.sqrt((1.0 - rho + n * rho) / (1.0 - rho_prev + n * rho_prev)) - a) / n
+    log_c = math.log(c) if c > 0 else -math.inf
+    log_a = torch.full((n, n), log_c, dtype=torch.float64)
+    return log_a.fill_diagonal_(math.log(a + c))
+
+
 def _symmetric_sqrt(sigma: Tensor, inverse: bool) -> Tensor:
     eigenvalues, vectors = torch.linalg.eigh(sigma)
     scale = eigenvalues.rsqrt() if inverse else eigenvalues.sqrt()
@@ -121,19 +179,20 @@ def round_off_floor(n: int) -> float:
 def log_attention_matrix(kernel: str, rho: float, rho_prev: float, n: int, causal: bool) -> Tensor:
     """``log A_l`` (``n x n``, float64; ``-inf`` above the diagonal when ``causal``).
 
-    Causal E-SPA: the closed form, exact in log space. Causal U-SPA: Cholesky
-    factors, which give exact zeros above the diagonal and non-negative
-    entries below it. Bidirectional: symmetric square roots; their entries
-    below ``round_off_floor(n)`` times the largest one, the tiny negative ones
-    among them, are round-off (the exact ``A_l`` is non-negative for both
-    kernels; the tests check this at depths up to 48) and are raised to that
-    floor, which keeps the bias finite.
+    Causal E-SPA and U-SPA, bidirectional U-SPA: closed forms (E-SPA's exact in
+    log space), which give exact zeros above the diagonal. Bidirectional E-SPA:
+    symmetric square roots (LAPACK's eigendecomposition); their entries below ``round_off_floor(n)`` times the largest
+    one, the tiny negative ones among them, are round-off (the exact ``A_l`` is
+    non-negative; the tests check this at depths up to 48) and are raised to
+    that floor, which keeps the bias finite.
     """
     if causal and kernel == "exponential":
         return _log_exponential_causal(rho, rho_prev, n)
+    if kernel == "uniform":
+        if causal:
+            return _log_uniform_causal(rho, rho_prev, n)
+        return _log_uniform_bidirectional(rho, rho_prev, n)
     a = attention_matrix(kernel, rho, rho_prev, n, causal)
-    if causal:
-        return torch.where(a > 0, a, torch.zeros_like(a)).log()
     floor = round_off_floor(n) * float(a.max())
     return a.clamp(min=floor).log()
 

@@ -72,6 +72,7 @@ class _FeedForwardSublayer:
             value_skipinit=bool(skip_norm.value_skipinit),
             q_noise=self.quant_noise,
             qn_block_size=self.quant_noise_block_size,
+            max_positions=cfg.max_target_positions if causal else cfg.max_source_positions,
         )
 
     def _shape_feed_forward(self, cfg, decoder: bool) -> None:
