@@ -16,8 +16,8 @@ REFUSED = [
     (("--skip-scale", "2"), r"--skip-scale must be 1 with --skip-recursions > 1"),
     (("--norm-type", "none"), r"--skip-recursions > 1 needs a normalisation"),
     (("--skip-recursions", "1", "--skip-shared-norm"), r"--skip-shared-norm needs --skip-recursions > 1"),
-    (("--adanorm-k", "0.2"), r"--adanorm-scale and --adanorm-k apply only with --norm-type adanorm"),
-    (("--adanorm-scale", "2"), r"--adanorm-scale and --adanorm-k apply only with --norm-type adanorm"),
+    (("--adanorm-k", "0.2"), r"--adanorm-scale and --adanorm-k apply only where a norm is AdaNorm"),
+    (("--adanorm-scale", "2"), r"--adanorm-scale and --adanorm-k apply only where a norm is AdaNorm"),
     (
         ("--encoder-normalize-before",),
         r"defined for Post-LN only, and the encoder of --arch transformer_rskip_tiny is Pre-LN "

@@ -5,7 +5,10 @@ One model, three families of architectures, each in fairseq's usual sizes:
 
 ==============================  ==============================================
 ``transformer_rskip*``          rSkip+LN, ``--skip-recursions 2``
-``transformer_adanorm*``        AdaNorm in place of every LayerNorm
+``transformer_adanorm*``        AdaNorm as its authors' translation code runs
+                                it: Pre-LN, LayerNorm in the sublayers, AdaNorm
+                                (C = 2) on the encoder's and decoder's final
+                                norms (``docs/adanorm.md``)
 ``transformer_prenorm_nowarmup*``  Pre-LN (meant for ``--lr-scheduler
                                 inverse_sqrt_nowarmup``)
 ==============================  ==============================================
@@ -64,10 +67,11 @@ class _SkipNormStack:
     __jit_ignored_attributes__ = ["skip_norm"]  # plain data, not scripted
 
     def _replace_stack_norms(self) -> None:
+        norm_type = self.skip_norm.stack_norm
         for name in ("layernorm_embedding", "layer_norm"):
             old = getattr(self, name)
             if old is not None:
-                setattr(self, name, Normalization(old.normalized_shape[0], self.skip_norm))
+                setattr(self, name, Normalization(old.normalized_shape[0], self.skip_norm, norm_type))
 
 
 class RSkipTransformerEncoder(_SkipNormStack, TransformerEncoderBase):
@@ -123,13 +127,23 @@ class RSkipTransformerModel(TransformerModel):
 
     @classmethod
     def build_model(cls, args, task):
+        # Arguments that never went through an architecture function of this
+        # version (checkpoints of earlier versions) lack stack_norm_type: their
+        # missing or None fields mean what they meant when they were saved.
+        if not hasattr(args, "stack_norm_type"):
+            fill_earlier_defaults(args)
         # checkpoints written before a flag existed: the architecture's defaults
         ARCH_CONFIG_REGISTRY[args.arch](args)
         skip_norm = SkipNormConfig.from_namespace(args)
+        encoder_pre = bool(getattr(args, "encoder_normalize_before", False))
+        decoder_pre = bool(getattr(args, "decoder_normalize_before", False))
         skip_norm.validate(
-            getattr(args, "encoder_normalize_before", False),
-            getattr(args, "decoder_normalize_before", False),
+            encoder_pre,
+            decoder_pre,
             args.arch,
+            encoder_pre
+            or (decoder_pre and not getattr(args, "no_decoder_final_norm", False))
+            or bool(getattr(args, "layernorm_embedding", False)),
         )
         # handed to build_encoder/build_decoder through fairseq's build_model,
         # which passes only the TransformerConfig it makes of ``args``
@@ -156,10 +170,31 @@ class RSkipTransformerModel(TransformerModel):
 # the flags' own defaults. Each only fills what the command line left unset.
 FAMILIES = {
     "transformer_rskip": {"skip_recursions": 2},
-    "transformer_adanorm": {"norm_type": "adanorm"},
+    # The AdaNorm authors' translation setting (lancopku/AdaNorm, "machine
+    # translation/"): Pre-LN; the sublayer norms are LayerNorm with gain and
+    # bias, only the final norms of the stacks are AdaNorm; C = 2 (their
+    # IWSLT'14 De-En script). See docs/adanorm.md.
+    "transformer_adanorm": {
+        "encoder_normalize_before": True,
+        "decoder_normalize_before": True,
+        "norm_type": "layernorm",
+        "stack_norm_type": "adanorm",
+        "adanorm_scale": 2.0,
+    },
     "transformer_prenorm_nowarmup": {
         "encoder_normalize_before": True,
         "decoder_normalize_before": True,
+    },
+}
+# The family defaults that changed, as they were before --stack-norm-type
+# existed: a checkpoint of that time fills its missing or None fields with
+# these (transformer_adanorm was Post-LN with AdaNorm on every norm, C = 1).
+EARLIER_FAMILIES = {
+    "transformer_adanorm": {
+        "encoder_normalize_before": False,
+        "decoder_normalize_before": False,
+        "norm_type": "adanorm",
+        "adanorm_scale": 1.0,
     },
 }
 SIZES = {
@@ -172,8 +207,21 @@ SIZES = {
 }
 
 
+ARCH_FAMILY = {}  # architecture name -> family
+
+
+def fill_earlier_defaults(args) -> None:
+    """Set the missing or None fields of ``args`` to their family's defaults of
+    the version before ``--stack-norm-type`` (:data:`EARLIER_FAMILIES`)."""
+    for key, value in EARLIER_FAMILIES.get(ARCH_FAMILY.get(args.arch), {}).items():
+        if getattr(args, key, None) is None:
+            setattr(args, key, value)
+    args.stack_norm_type = None  # then every norm was of --norm-type
+
+
 def _register_architecture(family: str, suffix: str):
     family_defaults, size_defaults = FAMILIES[family], SIZES[suffix]
+    ARCH_FAMILY[family + suffix] = family
 
     def architecture(args):
         for key, value in family_defaults.items():
