@@ -92,3 +92,29 @@ def test_accepted_edges_build():
 def test_values_are_not_clamped():
     model = build_model("transformer_rskip_tiny", "--skip-recursions", "1", "--skip-scale", "4")
     assert math.isclose(model.encoder.layers[0].self_attn_layer_norm.skip_scale, 4.0)
+
+
+def test_arguments_saved_before_the_config_dataclass_build_the_same_model():
+    """Checkpoints of earlier versions saved adanorm_scale/adanorm_k as None, and
+    the oldest lack skip_shared_norm: they mean the flags' defaults."""
+    import torch
+    from types import SimpleNamespace
+
+    from conftest import make_dictionary, parse_args
+    from fairseq.models import ARCH_MODEL_REGISTRY
+
+    d = make_dictionary()
+    task = SimpleNamespace(source_dictionary=d, target_dictionary=d)
+    for arch in ("transformer_adanorm_tiny", "transformer_rskip_tiny"):
+        args = parse_args(arch)
+        torch.manual_seed(1)
+        today = ARCH_MODEL_REGISTRY[args.arch].build_model(args, task)
+        args.adanorm_scale = args.adanorm_k = None
+        del args.skip_shared_norm
+        torch.manual_seed(1)
+        old = ARCH_MODEL_REGISTRY[args.arch].build_model(args, task)
+        assert str(old) == str(today)
+        for (name, a), (_, b) in zip(today.state_dict().items(), old.state_dict().items()):
+            assert torch.equal(a, b), name
+        assert args.skip_shared_norm is False and args.adanorm_scale == 1.0
+        assert not hasattr(args, "_skip_norm")  # the saved arguments stay plain data
