@@ -7,8 +7,11 @@
 Prints figures (not a test). Every model is built by fairseq itself (argument
 parsing with ``--user-dir fairseq_rskip`` and the registered model's
 ``build_model``) at the same size (``--size``): the candidates
-``transformer_rskip`` (2 recursions), ``transformer_adanorm`` and
-``transformer_prenorm_nowarmup``, and the baselines, fairseq's stock
+``transformer_rskip`` (2 recursions), AdaNorm on every norm of a Post-LN
+model (``transformer_rskip --skip-recursions 1 --norm-type adanorm``, where
+AdaNorm's cost shows most; ``transformer_adanorm`` itself is Pre-LN with
+AdaNorm on its two final norms only) and ``transformer_prenorm_nowarmup``,
+and the baselines, fairseq's stock
 ``transformer`` (Post-LN) and the same with ``--encoder-normalize-before
 --decoder-normalize-before`` (Pre-LN, the like-for-like reference of
 prenorm).
@@ -57,7 +60,7 @@ sys.path.insert(0, str(REPO))
 
 CANDIDATES = {
     "rskip": ("transformer_rskip", []),
-    "adanorm": ("transformer_adanorm", []),
+    "adanorm": ("transformer_rskip", ["--skip-recursions", "1", "--norm-type", "adanorm"]),
     "prenorm": ("transformer_prenorm_nowarmup", []),
 }
 BASELINES = {

@@ -29,11 +29,9 @@ VARIANTS = {
         "transformer_rskip_tiny", "--skip-recursions", "1", "--skip-scale", "0.5", "--norm-type", "none",
     ),
     "rskip2-simple": ("transformer_rskip_tiny", "--norm-type", "simple"),
-    "adanorm": ("transformer_adanorm_tiny",),
-    "adanorm-prenorm": (
-        "transformer_adanorm_tiny", "--encoder-normalize-before", "--decoder-normalize-before",
-        "--adanorm-scale", "2", "--adanorm-k", "0.2",
-    ),
+    "adanorm": ("transformer_adanorm_tiny",),  # Pre-LN, AdaNorm on the final norms only
+    "adanorm-every": ("transformer_adanorm_tiny", "--norm-type", "adanorm", "--adanorm-k", "0.2"),
+    "adanorm-postln": ("transformer_rskip_tiny", "--skip-recursions", "1", "--norm-type", "adanorm"),
     "prenorm": ("transformer_prenorm_nowarmup_tiny",),
 }
 

@@ -189,5 +189,8 @@ def test_shipped_configs_load():
         cfg = rp.Config.load(path)
         variants = rp.resolve_archs(cfg, cfg.archs)
         assert "postln" in variants, path  # every comparison has fairseq's baseline
-        if path.name != "bundled-demo.json":  # the demo: Post-LN against rSkip only
+        if path.name == "bundled-adanorm.json":  # AdaNorm's readings (docs/adanorm.md)
+            assert set(variants) >= {"preln", "preln_simple", "preln_adanorm_final",
+                                     "preln_adanorm_every", "postln_adanorm"}, path
+        elif path.name != "bundled-demo.json":  # the demo: Post-LN against rSkip only
             assert set(variants) >= {"postln", "preln", "rskip", "adanorm", "prenorm_nowarmup"}, path

@@ -81,7 +81,9 @@ VARIANTS: Dict[str, Variant] = {
         "fairseq transformer, Pre-LN",
     ),
     "rskip": Variant("transformer_rskip{size}", (), False, "rSkip+LN, 2 recursions"),
-    "adanorm": Variant("transformer_adanorm{size}", (), False, "AdaNorm (Post-norm)"),
+    "adanorm": Variant(
+        "transformer_adanorm{size}", (), False, "AdaNorm, the authors' code: Pre-LN, AdaNorm final norms"
+    ),
     "prenorm_nowarmup": Variant(
         "transformer_prenorm_nowarmup{size}", (), True, "Pre-LN, no warm-up"
     ),

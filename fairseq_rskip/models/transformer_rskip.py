@@ -124,15 +124,16 @@ class RSkipTransformerModel(TransformerModel):
         # fairseq hands us its model group, whose default is argparse.SUPPRESS:
         # flags left unset stay absent, and the architecture fills them in.
         gen_parser_from_dataclass(parser, SkipNormConfig(), delete_default=True)
+        # arguments parsed now carry the version of the family defaults; saved
+        # arguments without it come from an earlier version (a parser default,
+        # not an option: fairseq's legacy upgrade of saved arguments copies
+        # option defaults only)
+        parser.set_defaults(**{DEFAULTS_VERSION_ATTR: DEFAULTS_VERSION})
 
     @classmethod
     def build_model(cls, args, task):
-        # Arguments that never went through an architecture function of this
-        # version (checkpoints of earlier versions) lack stack_norm_type: their
-        # missing or None fields mean what they meant when they were saved.
-        if not hasattr(args, "stack_norm_type"):
-            fill_earlier_defaults(args)
-        # checkpoints written before a flag existed: the architecture's defaults
+        # fairseq has run the architecture already; run it here too for callers
+        # that build the model from arguments directly
         ARCH_CONFIG_REGISTRY[args.arch](args)
         skip_norm = SkipNormConfig.from_namespace(args)
         encoder_pre = bool(getattr(args, "encoder_normalize_before", False))
@@ -144,6 +145,7 @@ class RSkipTransformerModel(TransformerModel):
             encoder_pre
             or (decoder_pre and not getattr(args, "no_decoder_final_norm", False))
             or bool(getattr(args, "layernorm_embedding", False)),
+            FAMILIES.get(ARCH_FAMILY.get(args.arch), {}),
         )
         # handed to build_encoder/build_decoder through fairseq's build_model,
         # which passes only the TransformerConfig it makes of ``args``
@@ -186,9 +188,13 @@ FAMILIES = {
         "decoder_normalize_before": True,
     },
 }
-# The family defaults that changed, as they were before --stack-norm-type
-# existed: a checkpoint of that time fills its missing or None fields with
-# these (transformer_adanorm was Post-LN with AdaNorm on every norm, C = 1).
+# Version of the family defaults. Arguments from this version's parser carry
+# it (``args.skip_norm_defaults_version``); saved arguments without it come
+# from version 1, before --stack-norm-type, and fill their missing or None
+# fields with EARLIER_FAMILIES: transformer_adanorm was then Post-LN with
+# AdaNorm on every norm and C = 1.
+DEFAULTS_VERSION = 2
+DEFAULTS_VERSION_ATTR = "skip_norm_defaults_version"
 EARLIER_FAMILIES = {
     "transformer_adanorm": {
         "encoder_normalize_before": False,
@@ -212,11 +218,13 @@ ARCH_FAMILY = {}  # architecture name -> family
 
 def fill_earlier_defaults(args) -> None:
     """Set the missing or None fields of ``args`` to their family's defaults of
-    the version before ``--stack-norm-type`` (:data:`EARLIER_FAMILIES`)."""
+    version 1 (:data:`EARLIER_FAMILIES`), and mark them as of this version."""
     for key, value in EARLIER_FAMILIES.get(ARCH_FAMILY.get(args.arch), {}).items():
         if getattr(args, key, None) is None:
             setattr(args, key, value)
-    args.stack_norm_type = None  # then every norm was of --norm-type
+    if not hasattr(args, "stack_norm_type"):
+        args.stack_norm_type = None  # then every norm was of --norm-type
+    setattr(args, DEFAULTS_VERSION_ATTR, DEFAULTS_VERSION)
 
 
 def _register_architecture(family: str, suffix: str):
@@ -224,6 +232,8 @@ def _register_architecture(family: str, suffix: str):
     ARCH_FAMILY[family + suffix] = family
 
     def architecture(args):
+        if getattr(args, DEFAULTS_VERSION_ATTR, 1) < DEFAULTS_VERSION:  # saved by version 1
+            fill_earlier_defaults(args)
         for key, value in family_defaults.items():
             setattr(args, key, getattr(args, key, value))
         size_defaults(args)
