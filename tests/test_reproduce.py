@@ -189,8 +189,9 @@ def test_shipped_configs_load():
         cfg = rp.Config.load(path)
         variants = rp.resolve_archs(cfg, cfg.archs)
         assert "postln" in variants, path  # every comparison has fairseq's baseline
-        if path.name == "bundled-adanorm.json":  # AdaNorm's readings (docs/adanorm.md)
-            assert set(variants) >= {"preln", "preln_simple", "preln_adanorm_final",
-                                     "preln_adanorm_every", "postln_adanorm"}, path
+        if "adanorm" in path.name:  # AdaNorm's readings (docs/adanorm.md)
+            assert any("adanorm_final" in v for v in variants), path
+            assert any("adanorm_every" in v for v in variants), path
+            assert any("simple" in v for v in variants), path
         elif path.name != "bundled-demo.json":  # the demo: Post-LN against rSkip only
             assert set(variants) >= {"postln", "preln", "rskip", "adanorm", "prenorm_nowarmup"}, path
