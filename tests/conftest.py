@@ -30,7 +30,7 @@ VARIANTS = {
     ),
     "rskip2-simple": ("transformer_rskip_tiny", "--norm-type", "simple"),
     "adanorm": ("transformer_adanorm_tiny",),  # Pre-LN, AdaNorm on the final norms only
-    "adanorm-every": ("transformer_adanorm_tiny", "--norm-type", "adanorm", "--adanorm-k", "0.2"),
+    "adanorm-prenorm": ("transformer_adanorm_tiny", "--norm-type", "adanorm", "--adanorm-k", "0.2"),  # every norm
     "adanorm-postln": ("transformer_rskip_tiny", "--skip-recursions", "1", "--norm-type", "adanorm"),
     "prenorm": ("transformer_prenorm_nowarmup_tiny",),
 }
