@@ -2,7 +2,7 @@
 size, which norms each reading makes AdaNorm or LayerNorm, and --attention-init.
 
 The readings (docs/adanorm.md): the authors' code (Pre-LN, LayerNorm in the
-sublayers, AdaNorm on the stacks' final norms, C = 2; the default), AdaNorm on
+sublayers, AdaNorm on the stacks' final norms, C = 1; the default), AdaNorm on
 every norm (Pre-LN or Post-LN), and LayerNorm-simple on every norm.
 """
 
@@ -62,7 +62,7 @@ def test_every_size_defaults_to_the_authors_translation_setting(suffix):
     args = parse_args(arch)
     assert args.encoder_normalize_before and args.decoder_normalize_before
     assert (args.norm_type, args.stack_norm_type) == ("layernorm", "adanorm")
-    assert (args.adanorm_scale, args.adanorm_k, args.attention_init) == (2.0, 0.1, "fairseq")
+    assert (args.adanorm_scale, args.adanorm_k, args.attention_init) == (1.0, 0.1, "fairseq")
     model = build_model(arch, "--encoder-layers", "1", "--decoder-layers", "1")
     for name, module in model.named_modules():
         if isinstance(module, ResidualNorm):
@@ -71,19 +71,22 @@ def test_every_size_defaults_to_the_authors_translation_setting(suffix):
     for stack in (model.encoder, model.decoder):
         norm = stack.layer_norm
         assert type(norm) is Normalization and norm.norm_type == "adanorm"
-        assert (norm.adanorm_scale, norm.adanorm_k, norm.eps) == (2.0, 0.1, 1e-5)
+        assert (norm.adanorm_scale, norm.adanorm_k, norm.eps) == (1.0, 0.1, 1e-5)
         assert list(norm.parameters()) == []
 
 
 READINGS = {
     # name: (flags, {norm: type} of the sublayers and of the final norms, C, Pre-LN)
-    "authors-code (default)": (("transformer_adanorm_tiny",), "layernorm", "adanorm", 2.0, True),
+    "authors-code (default)": (("transformer_adanorm_tiny",), "layernorm", "adanorm", 1.0, True),
+    "authors-script C = 2": (
+        ("transformer_adanorm_tiny", "--adanorm-scale", "2"), "layernorm", "adanorm", 2.0, True,
+    ),
     "every-norm, Pre-LN": (
-        ("transformer_adanorm_tiny", "--norm-type", "adanorm"), "adanorm", "adanorm", 2.0, True,
+        ("transformer_adanorm_tiny", "--norm-type", "adanorm"), "adanorm", "adanorm", 1.0, True,
     ),
     "sublayers only, Pre-LN": (
         ("transformer_adanorm_tiny", "--norm-type", "adanorm", "--stack-norm-type", "layernorm"),
-        "adanorm", "layernorm", 2.0, True,
+        "adanorm", "layernorm", 1.0, True,
     ),
     "every-norm, Post-LN (before issue 14)": (
         ("transformer_rskip_tiny", "--skip-recursions", "1", "--norm-type", "adanorm"),
@@ -143,7 +146,7 @@ def test_default_is_fairseq_preln_with_adanorm_final_norms():
 
     class AdaNormByHand(torch.nn.Module):
         def forward(self, x):
-            return adanorm_by_hand(x, 2.0)
+            return adanorm_by_hand(x, 1.0)
 
     ref.encoder.layer_norm = AdaNormByHand()
     ref.decoder.layer_norm = AdaNormByHand()

@@ -223,5 +223,5 @@ def test_saved_arguments_carry_the_defaults_version(trained, data_bin):
     assert torch.load(path)["cfg"]["model"].skip_norm_defaults_version == 2
     [model], _ = checkpoint_utils.load_model_ensemble([str(path)], arg_overrides={"data": str(data_bin)})
     assert model.encoder.layer_norm.norm_type == model.decoder.layer_norm.norm_type == "adanorm"
-    assert model.encoder.layer_norm.adanorm_scale == 2.0
+    assert model.encoder.layer_norm.adanorm_scale == 1.0
     assert model.decoder.layers[0].final_layer_norm.norm_type == "layernorm"

@@ -91,10 +91,11 @@ def test_unknown_choice_is_refused_by_the_parser(capsys, flag):
     assert f"argument {flag}: invalid choice: 'batchnorm'" in capsys.readouterr().err
 
 
-def test_the_architectures_own_adanorm_scale_is_no_refusal():
-    """transformer_adanorm sets C = 2 itself: without AdaNorm it is unused, not refused."""
+def test_adanorm_architecture_with_layernorm_stacks_is_preln_layernorm():
+    """The LayerNorm baseline of the authors' recipe: no AdaNorm left, nothing refused."""
     model = build_model("transformer_adanorm_tiny", "--stack-norm-type", "layernorm")
     assert not any(getattr(m, "norm_type", None) == "adanorm" for m in model.modules())
+    assert model.encoder.layers[0].final_layer_norm.normalize_before
 
 
 def test_each_flag_is_validated_once_per_model(monkeypatch):

@@ -82,7 +82,7 @@ VARIANTS: Dict[str, Variant] = {
     ),
     "rskip": Variant("transformer_rskip{size}", (), False, "rSkip+LN, 2 recursions"),
     "adanorm": Variant(
-        "transformer_adanorm{size}", (), False, "AdaNorm, the authors' code: Pre-LN, AdaNorm final norms"
+        "transformer_adanorm{size}", (), False, "AdaNorm as the authors' code: Pre-LN, AdaNorm final norms"
     ),
     "prenorm_nowarmup": Variant(
         "transformer_prenorm_nowarmup{size}", (), True, "Pre-LN, no warm-up"

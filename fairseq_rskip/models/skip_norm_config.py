@@ -125,14 +125,11 @@ class SkipNormConfig(FairseqDataclass):
         decoder_normalize_before: bool,
         arch: str = "",
         stack_norms: Optional[bool] = None,
-        arch_defaults: Optional[dict] = None,
     ) -> None:
         """Refuse values out of range and combinations without a defined meaning,
         with a message naming the flags; never clamps. ``stack_norms``: whether
         the model has a norm outside its layers (a final Pre-LN norm or
-        ``--layernorm-embedding``); by default, whether a side is Pre-LN.
-        ``arch_defaults``: the values the architecture sets by itself (its
-        family's), which are not refused for having no effect."""
+        ``--layernorm-embedding``); by default, whether a side is Pre-LN."""
         if stack_norms is None:
             stack_norms = encoder_normalize_before or decoder_normalize_before
         if self.norm_type not in NORM_TYPES:
@@ -180,16 +177,11 @@ class SkipNormConfig(FairseqDataclass):
             )
         if not _finite_number(self.adanorm_k) or not 0 <= self.adanorm_k < 1:
             raise ValueError(f"--adanorm-k must be a number in [0, 1); got {self.adanorm_k!r}")
-        # unused AdaNorm constants are refused unless they are a default (the
-        # flag's or the architecture's): then the user did not set them
-        defaults, arch_defaults = self.defaults(), arch_defaults or {}
-        set_by_user = [
-            name
-            for name in ("adanorm_scale", "adanorm_k")
-            if getattr(self, name) not in (defaults[name], arch_defaults.get(name, defaults[name]))
-        ]
+        defaults = self.defaults()
         uses_adanorm = self.norm_type == "adanorm" or (stack_norms and self.stack_norm == "adanorm")
-        if set_by_user and not uses_adanorm:
+        if not uses_adanorm and (
+            self.adanorm_scale != defaults["adanorm_scale"] or self.adanorm_k != defaults["adanorm_k"]
+        ):
             raise ValueError(
                 "--adanorm-scale and --adanorm-k apply only where a norm is AdaNorm (--norm-type "
                 "adanorm, or --stack-norm-type adanorm with a final Pre-LN norm or "
