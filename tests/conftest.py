@@ -35,6 +35,10 @@ VARIANTS = {
         "--adanorm-scale", "2", "--adanorm-k", "0.2",
     ),
     "prenorm": ("transformer_prenorm_nowarmup_tiny",),
+    "deepnorm": ("transformer_deepnorm_tiny",),
+    "deepnorm-torchscale": ("transformer_deepnorm_tiny", "--deepnorm-init", "torchscale"),
+    "admin": ("transformer_admin_tiny",),
+    "admin-logn": ("transformer_admin_tiny", "--admin-init", "logn"),
 }
 
 
