@@ -28,8 +28,8 @@ needs); on GPU also ``torch.cuda.max_memory_allocated`` as fairseq reports it
 (``gb_free`` is the device total minus that peak).
 
 Architectures are names from :data:`VARIANTS` (``postln``, ``preln``: stock
-fairseq ``transformer``; ``rskip``, ``adanorm``, ``prenorm_nowarmup``: this
-plugin), names a configuration file defines under ``"variants"``, or any
+fairseq ``transformer``; ``rskip``, ``adanorm``, ``prenorm_nowarmup``,
+``deepnorm``, ``admin``: this plugin), names a configuration file defines under ``"variants"``, or any
 registered fairseq architecture name.
 """
 
@@ -85,6 +85,8 @@ VARIANTS: Dict[str, Variant] = {
     "prenorm_nowarmup": Variant(
         "transformer_prenorm_nowarmup{size}", (), True, "Pre-LN, no warm-up"
     ),
+    "deepnorm": Variant("transformer_deepnorm{size}", (), False, "DeepNorm (Post-LN, alpha, beta)"),
+    "admin": Variant("transformer_admin{size}", (), False, "Admin (Post-LN, profiled omega)"),
 }
 DEFAULT_ARCHS = list(VARIANTS)
 
