@@ -71,3 +71,19 @@ def test_warmup_demo_runs():
     assert [u for u, _ in r["curve"]] == [0, 3, 6]
     assert not r["diverged"] and math.isfinite(r["final_valid_loss"])
     assert r["final_valid_loss"] < r["curve"][0][1]
+
+
+def test_deepnorm_and_admin_are_in_the_analysis():
+    """Both recipes are measured like every setting (Admin profiles on its first
+    forward, which the measurement hooks skip) and keep the norms in band."""
+    torch.set_num_threads(1)
+    assert {s.label for s in ga.depth_sweep([4])} >= {"DeepNorm (LN)", "Admin (LN)"}
+    settings = [ga.Setting(weight=w, depth=4) for w in ("deepnorm", "admin")]
+    results = ga.analyse(settings, updates=[0, 2], size=ga.ModelSize(32, 64, 4), n_sentences=16,
+                         echo=lambda m: None)
+    assert [(r.setting.weight, r.updates) for r in results] == [
+        ("deepnorm", 0), ("deepnorm", 2), ("admin", 0), ("admin", 2)]
+    for r in results:
+        assert len(r.grads) == 4 * 2 + 4 * 3
+        assert all(math.isfinite(v["output"]) and v["output"] > 0 for v in r.grads.values())
+        assert r.spread["encoder"] < 1.0 and r.spread["decoder"] < 1.5, (r.setting.label, r.spread)

@@ -56,9 +56,14 @@ class Setting:
     recursions: int = 1  # --skip-recursions
     prenorm: bool = False  # --encoder/decoder-normalize-before
     depth: int = 6
+    weight: str = "fixed"  # --skip-weight: fixed (= scale), deepnorm, admin
 
     @property
     def label(self) -> str:
+        if self.weight == "deepnorm":
+            return f"DeepNorm ({_norm_name(self.norm)})"
+        if self.weight == "admin":
+            return f"Admin ({_norm_name(self.norm)})"
         if self.prenorm:
             return f"Pre-{_norm_name(self.norm)}"
         if self.recursions > 1:
@@ -71,7 +76,7 @@ class Setting:
 
     def flags(self) -> List[str]:
         f = ["--norm-type", self.norm, "--skip-scale", str(self.scale),
-             "--skip-recursions", str(self.recursions),
+             "--skip-recursions", str(self.recursions), "--skip-weight", self.weight,
              "--encoder-layers", str(self.depth), "--decoder-layers", str(self.depth)]
         if self.prenorm:
             f += ["--encoder-normalize-before", "--decoder-normalize-before"]
@@ -117,8 +122,9 @@ def measure(model, sample) -> Dict[str, object]:
     handles = []
     for name, norm_module, _ in subs:
         def hook(_module, _inputs, output, name=name):
-            output.retain_grad()
-            outputs[name] = output
+            if output.requires_grad:  # not Admin's profiling pass (no_grad)
+                output.retain_grad()
+                outputs[name] = output
         handles.append(norm_module.register_forward_hook(hook))
     model.zero_grad(set_to_none=True)
     try:
@@ -267,6 +273,8 @@ def depth_sweep(depths: Sequence[int], scale: float = 2.0) -> List[Setting]:
             Setting(norm="layernorm", depth=d),
             Setting(norm="layernorm", prenorm=True, depth=d),
             Setting(norm="layernorm", recursions=2, depth=d),
+            Setting(norm="layernorm", weight="deepnorm", depth=d),
+            Setting(norm="layernorm", weight="admin", depth=d),
         ]
     return out
 
@@ -313,12 +321,12 @@ def write_outputs(out: Path, sweep: str, results: Sequence[Result], metric: str 
     (out / f"{sweep}.json").write_text(
         json.dumps([r.to_json() for r in results], indent=1) + "\n", encoding="utf-8")
     with open(out / f"{sweep}.csv", "w", encoding="utf-8") as f:
-        f.write("label,norm,scale,recursions,prenorm,depth,updates,loss,spread_encoder,"
+        f.write("label,norm,scale,recursions,prenorm,weight,depth,updates,loss,spread_encoder,"
                 "spread_decoder,first_out_of_band_encoder,first_out_of_band_decoder\n")
         for r in results:
             s = r.setting
             oob = [r.out_of_band[k][0] if r.out_of_band[k] else "" for k in ("encoder", "decoder")]
-            f.write(f"{s.label},{s.norm},{s.scale:g},{s.recursions},{s.prenorm},{s.depth},{r.updates},"
+            f.write(f"{s.label},{s.norm},{s.scale:g},{s.recursions},{s.prenorm},{s.weight},{s.depth},{r.updates},"
                     f"{r.loss:.4f},{r.spread['encoder']:.3f},{r.spread['decoder']:.3f},{oob[0]},{oob[1]}\n")
     paths = []
     keys = sorted({(r.setting.depth, r.updates) for r in results})
