@@ -7,8 +7,10 @@
 Prints figures (not a test). Every model is built by fairseq itself (argument
 parsing with ``--user-dir fairseq_rskip`` and the registered model's
 ``build_model``) at the same size (``--size``): the candidates
-``transformer_rskip`` (2 recursions), ``transformer_adanorm`` and
-``transformer_prenorm_nowarmup``, and the baselines, fairseq's stock
+``transformer_rskip`` (2 recursions), ``transformer_adanorm``,
+``transformer_prenorm_nowarmup``, ``transformer_deepnorm`` and
+``transformer_admin`` (its profiling pass falls in the untimed warm-up
+updates), and the baselines, fairseq's stock
 ``transformer`` (Post-LN) and the same with ``--encoder-normalize-before
 --decoder-normalize-before`` (Pre-LN, the like-for-like reference of
 prenorm).
@@ -59,6 +61,8 @@ CANDIDATES = {
     "rskip": ("transformer_rskip", []),
     "adanorm": ("transformer_adanorm", []),
     "prenorm": ("transformer_prenorm_nowarmup", []),
+    "deepnorm": ("transformer_deepnorm", []),
+    "admin": ("transformer_admin", []),
 }
 BASELINES = {
     "postln": ("transformer", []),
@@ -68,6 +72,8 @@ TARGETS = {  # name: (train throughput >=, generation >=, peak memory <=) vs pos
     "rskip": (0.95, 0.95, 1.10),
     "adanorm": (0.90, 0.95, 1.10),
     "prenorm": (0.98, 0.95, 1.10),
+    "deepnorm": (0.98, 0.98, 1.10),
+    "admin": (0.98, 0.98, 1.10),
 }
 
 
