@@ -195,10 +195,11 @@ def profile_admin_(model, run_forward: Callable[[], object]) -> Dict[str, List[f
     for norm, value in zip(norms, values.tolist()):
         norm.omega.fill_(value)
     profiled = {name: [float(n.omega[0]) for n in stacks[name]] for name in STACKS}
+    where = f" (data-parallel rank 0's, sent to all {world_size} ranks)" if world_size > 1 else ""
     for name in STACKS:
         logger.info(
-            "Admin: omega of the %s sublayers profiled on the first training batch: %s",
-            name, " ".join(f"{v:.4f}" for v in profiled[name]),
+            "Admin: omega of the %s sublayers profiled on the first training batch%s: %s",
+            name, where, " ".join(f"{v:.4f}" for v in profiled[name]),
         )
     return profiled
 
