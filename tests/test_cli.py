@@ -46,9 +46,9 @@ def data_bin(tmp_path_factory):
     return folder / "bin"
 
 
-def train(data_bin, arch, save_dir, max_update, *extra):
+def train(data_bin, arch, save_dir, max_update, *extra, program=("fairseq-train",)):
     return run([
-        "fairseq-train", data_bin, "--user-dir", USER_DIR, "--arch", arch,
+        *program, data_bin, "--user-dir", USER_DIR, "--arch", arch,
         "--share-all-embeddings", "--optimizer", "adam", "--adam-betas", "(0.9, 0.98)",
         "--lr", "2e-3", "--max-tokens", "800", "--max-update", max_update,
         "--criterion", "label_smoothed_cross_entropy", "--label-smoothing", "0.1",

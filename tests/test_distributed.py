@@ -1,0 +1,145 @@
+"""Data-parallel training on CPU: 2 gloo ranks train exactly what 1 rank trains
+with --update-freq 2, for every architecture family; a 2-rank checkpoint
+resumes and generates on 1 rank.
+
+The ranks run the CPU recipe of README.md ("Several processes and
+machines"): one process per rank, ``--distributed-no-spawn --distributed-rank
+R --distributed-world-size 2 --distributed-init-method tcp://localhost:PORT
+--distributed-backend gloo --ddp-backend legacy_ddp``. Each rank sees every
+other batch (rank r the batches r, r + 2, ...), so an update of 2 ranks uses
+the same two batches as an update of 1 rank accumulating 2: with dropout off,
+the gradients are the same two terms summed, and the parameters must be equal
+bit for bit.
+"""
+
+import os
+import re
+import socket
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+
+from conftest import USER_DIR, run
+from test_cli import write_corpus
+
+from fairseq_rskip.models import FAMILIES
+
+WORKER = Path(__file__).with_name("distributed_worker.py")
+# every family of the model, at its tiny size; and fairseq's own transformer
+ARCHS = ["transformer_tiny"] + [f"{family}_tiny" for family in FAMILIES]
+UPDATES = 3
+TRAIN = [
+    "--user-dir", str(USER_DIR), "--share-all-embeddings", "--optimizer", "adam",
+    "--lr", "2e-3", "--max-tokens", "400", "--max-update", str(UPDATES), "--dropout", "0",
+    "--criterion", "label_smoothed_cross_entropy", "--label-smoothing", "0.1",
+    "--seed", "3", "--num-workers", "0", "--no-epoch-checkpoints", "--log-format", "json",
+    "--log-interval", "1", "--required-batch-size-multiple", "1",
+]
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("localhost", 0))
+        return s.getsockname()[1]
+
+
+def start(data, out, rank, world, update_freq, port, archs=ARCHS):
+    cmd = [sys.executable, WORKER, "--rank", rank, "--world-size", world, "--port", port,
+           "--data", data, "--out", out, "--update-freq", update_freq, *archs, "--", *TRAIN]
+    env = dict(os.environ, OMP_NUM_THREADS="1")
+    return subprocess.Popen([str(c) for c in cmd], stdout=subprocess.PIPE,
+                            stderr=subprocess.STDOUT, text=True, env=env)
+
+
+def finish(procs, timeout=240):
+    logs = []
+    for proc in procs:
+        try:
+            out, _ = proc.communicate(timeout=timeout)
+        except subprocess.TimeoutExpired:
+            for p in procs:
+                p.kill()
+            raise
+        logs.append(out)
+        assert proc.returncode == 0, out[-5000:]
+    return logs
+
+
+@pytest.fixture(scope="module")
+def runs(tmp_path_factory):
+    """Every architecture: 2 ranks with --update-freq 1, 1 rank with --update-freq 2,
+    and (the control) 1 rank with --update-freq 1, all at once."""
+    folder = tmp_path_factory.mktemp("distributed")
+    write_corpus(folder)
+    run(["fairseq-preprocess", "--source-lang", "src", "--target-lang", "tgt",
+         "--trainpref", folder / "train", "--validpref", folder / "valid",
+         "--testpref", folder / "test", "--destdir", folder / "bin",
+         "--joined-dictionary", "--workers", "1"])
+    data, port = folder / "bin", free_port()
+    procs = [
+        start(data, folder / "two", 0, 2, 1, port),
+        start(data, folder / "two", 1, 2, 1, port),
+        start(data, folder / "one", 0, 1, 2, port),
+        start(data, folder / "control", 0, 1, 1, port, archs=ARCHS[:1]),
+    ]
+    logs = finish(procs)
+    return folder, logs
+
+
+def params(folder, arch, rank=0):
+    return torch.load(folder / arch / f"params.rank{rank}.pt")
+
+
+@pytest.mark.parametrize("arch", ARCHS)
+def test_two_ranks_train_what_one_rank_trains_with_update_freq_2(runs, arch):
+    folder, logs = runs
+    two0, two1 = params(folder / "two", arch, 0), params(folder / "two", arch, 1)
+    one = params(folder / "one", arch)
+    assert two0.keys() == one.keys()
+    for key in one:
+        assert torch.equal(two0[key], two1[key]), f"ranks differ in {key}"
+        assert torch.equal(two0[key], one[key]), f"2 ranks and 1 rank differ in {key}"
+    # the checkpoint rank 0 wrote holds the same parameters, after UPDATES updates
+    state = torch.load(folder / "two" / arch / "checkpoint_last.pt")
+    assert state["optimizer_history"][-1]["num_updates"] == UPDATES
+    for key, value in state["model"].items():
+        assert torch.equal(value, one[key]), key
+    # and the updates were real: the parameters moved from their initial values
+    assert any(not torch.equal(v, one[k]) for k, v in params(folder / "control", ARCHS[0]).items())
+
+
+def test_the_comparison_can_fail(runs):
+    """The control, 1 rank with --update-freq 1, trains on other batches per update:
+    its parameters differ, so equality above is not trivially true."""
+    folder, _ = runs
+    one, control = params(folder / "one", ARCHS[0]), params(folder / "control", ARCHS[0])
+    assert any(not torch.equal(one[k], control[k]) for k in one)
+
+
+def test_the_ranks_trained_as_one_job_of_two(runs):
+    _, logs = runs
+    for rank in (0, 1):
+        assert f"distributed init (rank {rank}): tcp://localhost:" in logs[rank]
+    assert "training on 2 devices" in logs[0]
+    assert "training on 1 devices" in logs[2]
+
+
+def test_two_rank_checkpoint_resumes_and_generates_on_one_rank(runs):
+    folder, _ = runs
+    arch = "transformer_rskip_tiny"
+    save_dir = folder / "two" / arch
+    more = list(TRAIN)
+    more[more.index("--max-update") + 1] = str(UPDATES + 2)
+    resumed = run(["fairseq-train", folder / "bin", "--arch", arch, "--save-dir", save_dir,
+                   "--update-freq", "2", "--cpu", *more])
+    text = resumed.stdout + resumed.stderr
+    assert re.search(rf"Loaded checkpoint .*checkpoint_last\.pt \(epoch \d+ @ {UPDATES} updates\)", text)
+    assert re.search(rf'"num_updates": "{UPDATES + 2}"', text)
+    generated = run(["fairseq-generate", folder / "bin", "--user-dir", USER_DIR,
+                     "--path", save_dir / "checkpoint_last.pt", "--beam", "2",
+                     "--required-batch-size-multiple", "1"])
+    assert "Translated 20 sentences" in generated.stdout + generated.stderr
+
