@@ -87,3 +87,10 @@ def test_deepnorm_and_admin_are_in_the_analysis():
         assert len(r.grads) == 4 * 2 + 4 * 3
         assert all(math.isfinite(v["output"]) and v["output"] > 0 for v in r.grads.values())
         assert r.spread["encoder"] < 1.0 and r.spread["decoder"] < 1.5, (r.setting.label, r.spread)
+
+
+def test_deep_sweep_compares_postln_deepnorm_admin():
+    settings = ga.deep_sweep([6, 12])
+    assert [(s.weight, s.depth) for s in settings] == [
+        ("fixed", 6), ("deepnorm", 6), ("admin", 6), ("fixed", 12), ("deepnorm", 12), ("admin", 12)]
+    assert [s.label for s in settings[:3]] == ["Post-LN", "DeepNorm (LN)", "Admin (LN)"]

@@ -279,6 +279,12 @@ def depth_sweep(depths: Sequence[int], scale: float = 2.0) -> List[Setting]:
     return out
 
 
+def deep_sweep(depths: Sequence[int]) -> List[Setting]:
+    """Post-LN against the two deep Post-LN recipes, DeepNorm and Admin."""
+    return [Setting(norm="layernorm", weight=w, depth=d)
+            for d in depths for w in ("fixed", "deepnorm", "admin")]
+
+
 def plot(results: Sequence[Result], path, title: str, metric: str = "output") -> Path:
     """Gradient norm (log scale) against sublayer index, encoder and decoder side by side."""
     logging.getLogger("matplotlib").setLevel(logging.WARNING)
@@ -346,7 +352,9 @@ def main(argv=None) -> int:
         prog="scripts/gradient_analysis.py", allow_abbrev=False,
         description="Per-sublayer gradient norms against layer index (Liu et al. 2020): "
         "skip scale with and without LN, rSkip recursions, depth.")
-    p.add_argument("--sweep", choices=["scale", "recursion", "depth", "all"], default="all")
+    p.add_argument("--sweep", choices=["scale", "recursion", "depth", "deep", "all"], default="all",
+                   help="all = scale, recursion and depth (whose settings include DeepNorm and "
+                   "Admin); deep = Post-LN, DeepNorm and Admin over --depths")
     p.add_argument("--out", default="work/gradient-analysis", help="output directory")
     p.add_argument("--depth", type=int, default=6, help="depth of the scale and recursion sweeps")
     p.add_argument("--depths", type=int, nargs="+", default=[6, 12, 18, 24], help="depth sweep")
@@ -378,9 +386,10 @@ def main(argv=None) -> int:
         "scale": lambda: scale_sweep(args.depth, args.scales),
         "recursion": lambda: recursion_sweep(args.depth, args.recursions),
         "depth": lambda: depth_sweep(args.depths, args.depth_sweep_scale),
+        "deep": lambda: deep_sweep(args.depths),
     }
     out = Path(args.out)
-    for name in (sweeps if args.sweep == "all" else [args.sweep]):
+    for name in (["scale", "recursion", "depth"] if args.sweep == "all" else [args.sweep]):
         log.info(f"== {name} sweep ==")
         results = analyse(sweeps[name](), args.updates, size, band=args.band, seed=args.seed,
                           lr=args.lr, warmup=args.warmup)
