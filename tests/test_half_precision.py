@@ -234,8 +234,8 @@ def _residual_cases():
         if norm_type == "adanorm":
             config.update(adanorm_scale=2.0, adanorm_k=0.2)
         for n in (1, 2, 3):
-            cases[f"{norm_type}-r{n}"] = (dict(config, recursions=n), False)
-        cases[f"{norm_type}-r3-shared"] = (dict(config, recursions=3, shared_norm=True), False)
+            cases[f"{norm_type}-r{n}"] = (dict(config, skip_recursions=n), False)
+        cases[f"{norm_type}-r3-shared"] = (dict(config, skip_recursions=3, skip_shared_norm=True), False)
         cases[f"{norm_type}-prenorm"] = (config, True)
     return cases
 
@@ -270,7 +270,7 @@ def residual_norm_formula(case, params, x, a, b, upstream, sublayer_dtype=None):
     fairseq_rskip.modules.residual_norm, in float64."""
     config, normalize_before = case
     norm_type = config.get("norm_type", "layernorm")
-    shared = config.get("shared_norm", False)
+    shared = config.get("skip_shared_norm", False)
     adanorm_args = dict(scale=config.get("adanorm_scale", 1.0), k=config.get("adanorm_k", 0.1))
     params = {n: p.detach().double().requires_grad_() for n, p in params.items()}
     x, b = x.double().requires_grad_(), b.double().requires_grad_()
@@ -287,7 +287,7 @@ def residual_norm_formula(case, params, x, a, b, upstream, sublayer_dtype=None):
         y = x + sublayer(norm(0, x))
     else:
         y = norm(0, config.get("skip_scale", 1.0) * x + sublayer(x))
-        for i in range(1, config.get("recursions", 1)):
+        for i in range(1, config.get("skip_recursions", 1)):
             y = norm(i, x + y)
     grads = torch.autograd.grad(y, [x, b, *params.values()], upstream.double())
     return y, dict(zip(["x", "b", *params], grads))
@@ -299,7 +299,7 @@ def test_residual_norm_in_half_precision_matches_the_formula(case, dtype):
     """Every skip/normalisation wiring, its hand-written gradients included,
     run in half precision and in float32 on the same (rounded) inputs."""
     config, normalize_before = RESIDUAL_CASES[case]
-    module = randomize(ResidualNorm(SkipNormConfig(**config), DIM, normalize_before=normalize_before), dtype)
+    module = randomize(ResidualNorm(DIM, SkipNormConfig(**config), normalize_before=normalize_before), dtype)
     inputs = sublayer_inputs(dtype)
     expected, expected_grads = residual_norm_formula(RESIDUAL_CASES[case], dict(module.named_parameters()), *inputs)
 
@@ -328,7 +328,7 @@ def test_residual_norm_under_autocast_matches_the_formula(case, dtype):
     and the recursive norms recompute in backward under the forward's autocast
     state. Only the sublayer output's rounding remains."""
     config, normalize_before = RESIDUAL_CASES[case]
-    module = randomize(ResidualNorm(SkipNormConfig(**config), DIM, normalize_before=normalize_before), dtype)
+    module = randomize(ResidualNorm(DIM, SkipNormConfig(**config), normalize_before=normalize_before), dtype)
     inputs = sublayer_inputs(dtype)
     expected, expected_grads = residual_norm_formula(
         RESIDUAL_CASES[case], dict(module.named_parameters()), *inputs, sublayer_dtype=dtype
@@ -349,7 +349,7 @@ def test_residual_norm_under_autocast_matches_the_formula(case, dtype):
 @pytest.mark.parametrize("dtype", HALF, ids=str)
 def test_normalization_in_half_precision_matches_the_formula(norm_type, dtype):
     """Each normalisation alone, on fairseq's transposed (T x B x C) encoder view."""
-    norm = randomize(Normalization(DIM, norm_type, adanorm_scale=1.5, adanorm_k=0.2), dtype)
+    norm = randomize(Normalization(DIM, SkipNormConfig(norm_type=norm_type, adanorm_scale=1.5, adanorm_k=0.2)), dtype)
     x, _, _, upstream = sublayer_inputs(dtype, seed=30)
     x = x.transpose(0, 1)
     params = dict(norm.named_parameters())
@@ -377,7 +377,7 @@ def test_half_precision_reaches_the_hand_written_gradients(dtype):
     custom = torch.autograd.function.BackwardCFunction
     for case in [c for c in RESIDUAL_CASES if "-r2" in c or "-r3" in c] + ["adanorm-r1"]:
         config, normalize_before = RESIDUAL_CASES[case]
-        module = ResidualNorm(SkipNormConfig(**config), DIM, normalize_before=normalize_before).to(dtype)
+        module = ResidualNorm(DIM, SkipNormConfig(**config), normalize_before=normalize_before).to(dtype)
         x, a, b, _ = (t.to(dtype).requires_grad_() for t in sublayer_inputs(dtype))
         assert isinstance(module(a * x + b, x).grad_fn, custom), case
         with torch.autocast("cpu", dtype=dtype):
@@ -397,7 +397,7 @@ def test_normalization_of_rows_far_from_zero(norm_type, dtype):
     deviations: torch's own CPU LayerNorm backward in half precision, fairseq's
     LayerNorm on CPU, loses accuracy as the ratio grows: input gradients 1.7
     units here, 5 to 9 units at 75.)"""
-    norm = randomize(Normalization(DIM, norm_type), dtype)
+    norm = randomize(Normalization(DIM, SkipNormConfig(norm_type=norm_type)), dtype)
     x = randn(*ROWS, DIM, seed=31, dtype=dtype, mean=100.0, std=4.0).to(dtype).requires_grad_()
     upstream = randn(*ROWS, DIM, seed=32, dtype=dtype)
     x64 = x.detach().double().requires_grad_()
