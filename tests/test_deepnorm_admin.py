@@ -343,8 +343,9 @@ model(*sample_batch(seed=rank, bsz=3 + rank))  # each rank its own first batch
 omegas = torch.stack([p.detach() for n, p in model.named_parameters() if n.endswith("omega")])
 gathered = [torch.zeros_like(omegas) for _ in range(world)]
 torch.distributed.all_gather(gathered, omegas)
+torch.distributed.barrier()  # both ranks leave the group together (gloo aborts otherwise)
+torch.distributed.destroy_process_group()
 if rank == 0:
-    torch.distributed.destroy_process_group()
     alone = build_model("transformer_admin_tiny", "--dropout", "0.1").train()
     alone(*sample_batch(seed=0, bsz=3))  # rank 0's batch, without data parallelism
     reference = torch.stack([p.detach() for n, p in alone.named_parameters() if n.endswith("omega")])
