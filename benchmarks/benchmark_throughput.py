@@ -9,7 +9,8 @@ Every model is built by fairseq itself (argument parsing with ``--user-dir``
 the plugin's folder and the registered model's ``build_model``) at the same
 size (``--size``): the candidates, every variant of fairseq_rskip/variants.py
 that is not fairseq's own (``rskip``: ``transformer_rskip``, 2 recursions;
-``adanorm``; ``prenorm_nowarmup``), and the baselines, fairseq's stock
+``adanorm``; ``prenorm_nowarmup``; ``deepnorm``; ``admin``, whose profiling pass
+falls in the untimed warm-up updates), and the baselines, fairseq's stock
 ``transformer`` (Post-LN, ``postln``) and each candidate's like-for-like
 reference (``preln``, the same with ``--encoder-normalize-before
 --decoder-normalize-before``, for ``prenorm_nowarmup``).
@@ -63,6 +64,8 @@ TARGETS = {  # name: (train throughput >=, generation >=, peak memory <=) vs pos
     "rskip": (0.95, 0.95, 1.10),
     "adanorm": (0.90, 0.95, 1.10),
     "prenorm_nowarmup": (0.98, 0.95, 1.10),
+    "deepnorm": (0.98, 0.98, 1.10),
+    "admin": (0.98, 0.98, 1.10),
 }
 
 

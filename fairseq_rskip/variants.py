@@ -70,6 +70,10 @@ VARIANTS: Dict[str, Variant] = {v.name: v for v in (
             description="AdaNorm (Post-norm)"),
     Variant("prenorm_nowarmup", "transformer_prenorm_nowarmup{size}", (), nowarmup=True,
             label="Pre-LN, no warm-up", description="Pre-LN, no warm-up", reference="preln"),
+    Variant("deepnorm", "transformer_deepnorm{size}", (), label="DeepNorm",
+            description="DeepNorm (Post-LN, alpha, beta)"),
+    Variant("admin", "transformer_admin{size}", (), label="Admin",
+            description="Admin (Post-LN, profiled omega)"),
 )}
 
 

@@ -54,6 +54,8 @@ VARIANTS = _Rows({
         "transformer_adanorm_tiny", "--encoder-normalize-before", "--decoder-normalize-before",
         "--adanorm-scale", "2", "--adanorm-k", "0.2",
     ),
+    "deepnorm-torchscale": ("transformer_deepnorm_tiny", "--deepnorm-init", "torchscale"),
+    "admin-logn": ("transformer_admin_tiny", "--admin-init", "logn"),
 })
 
 

@@ -204,9 +204,17 @@ def test_parse_train_log_marks_nonfinite():
 
 
 def test_shipped_configs_load():
+    compared = {  # the demo: Post-LN against rSkip only; the deep one: all without warm-up
+        "bundled-demo.json": {"postln", "rskip"},
+        "bundled-deep.json": {"postln_nowarmup", "prenorm_nowarmup", "rskip_nowarmup",
+                              "deepnorm_nowarmup", "admin_nowarmup"},
+    }
     for path in (REPO / "examples/translation/configs").glob("*.json"):
         cfg = rp.Config.load(path)
         variants = rp.resolve_archs(cfg, cfg.archs)
-        assert "postln" in variants, path  # every comparison has fairseq's baseline
-        if path.name != "bundled-demo.json":  # the demo: Post-LN against rSkip only
-            assert set(variants) >= {"postln", "preln", "rskip", "adanorm", "prenorm_nowarmup"}, path
+        # every comparison has fairseq's baseline: its Post-LN transformer
+        assert any(v.arch == "transformer{size}" and not v.flags for v in variants.values()), path
+        expected = compared.get(path.name, {"postln", "preln", "rskip", "adanorm", "prenorm_nowarmup"})
+        assert set(variants) >= expected, path
+        if path.name == "bundled-deep.json":
+            assert all(v.nowarmup for v in variants.values()) and cfg.depths == [12]
