@@ -2,7 +2,8 @@
 
 Install with scripts/setup_env.sh (see README.md): fairseq-fixed must be built
 against the installed torch and without its torchaudio requirement, which a
-plain ``pip install`` of this package cannot express.
+plain ``pip install`` of this package cannot express. Installing it also
+installs the commands of fairseq_rskip/cli (rskip-prepare, rskip-evaluate, ...).
 """
 
 from setuptools import find_packages, setup
@@ -16,11 +17,28 @@ setup(
     license="MIT",
     python_requires=">=3.11",
     packages=find_packages(include=["fairseq_rskip", "fairseq_rskip.*"]),
+    # the bundled corpus ships with the package, so rskip-prepare bundled works installed
+    package_data={"fairseq_rskip": ["corpus/ding-de-en/*"]},
     install_requires=[
         "torch==2.13.0",
         "fairseq-fixed==0.12.3.1",
         "sacrebleu==2.6.0",
         "sentencepiece==0.2.3",
         "subword-nmt==0.3.8",
+        "tqdm==4.70.1",
+        "filelock==4.3.1",
+        # the commands: rskip-prepare (Moses tokenisation), rskip-reproduce (plots)
+        "sacremoses==0.2.0",
+        "matplotlib==3.11.2",
     ],
+    entry_points={
+        "console_scripts": [
+            "rskip-prepare = fairseq_rskip.cli.prepare:cli_main",
+            "rskip-evaluate = fairseq_rskip.cli.evaluate:cli_main",
+            "rskip-average-checkpoints = fairseq_rskip.cli.average_checkpoints:cli_main",
+            "rskip-reproduce = fairseq_rskip.cli.reproduce:cli_main",
+            "rskip-gradient-analysis = fairseq_rskip.cli.gradient_analysis:cli_main",
+            "rskip-warmup-demo = fairseq_rskip.cli.warmup_demo:cli_main",
+        ],
+    },
 )

@@ -4,7 +4,7 @@ torch >= 2.6 unpickles checkpoints with ``weights_only=True`` by default,
 which refuses every class not on its allow-list. A fairseq checkpoint holds
 tensors, containers and plain values, plus the objects listed in
 ``FAIRSEQ_CHECKPOINT_GLOBALS``; those, and nothing else, are allowed when the
-plugin is imported. ``tests/test_checkpoints.py`` trains with the stock tools
+plugin is imported. ``tests/test_cli.py`` trains with the stock tools
 and checks that the checkpoints need exactly this list.
 """
 

@@ -1,4 +1,4 @@
-# Sourced by the scripts/*.sh entry points: the repository root, its Python, PYTHONPATH.
+# Sourced by the scripts/*.sh wrappers: the Python to run, and this checkout's package on PYTHONPATH.
 RSKIP_ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
 if [ -n "${RSKIP_VENV:-}" ]; then
     RSKIP_PY="$RSKIP_VENV/bin/python"
@@ -8,5 +8,3 @@ else
     RSKIP_PY=$(command -v python3 || command -v python)
 fi
 export PYTHONPATH="$RSKIP_ROOT${PYTHONPATH:+:$PYTHONPATH}"
-# fairseq-preprocess / fairseq-generate of the same environment
-export PATH="$(dirname "$RSKIP_PY"):$PATH"

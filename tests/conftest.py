@@ -1,39 +1,60 @@
-"""Shared helpers: build fairseq models in-process the way fairseq-train does."""
+"""Shared helpers: build fairseq models in-process the way fairseq-train does
+(fairseq_rskip.analysis.modelbuild, the tools' builder), run its command-line tools."""
 
 import os
 import subprocess
 import sys
 from pathlib import Path
-from types import SimpleNamespace
 
 import pytest
 import torch
 
 import fairseq_rskip  # noqa: F401 (registers the architectures)
-from fairseq import options
 from fairseq.data import Dictionary
-from fairseq.models import ARCH_MODEL_REGISTRY
+from fairseq_rskip.analysis import modelbuild
+from fairseq_rskip.fairseq_tools import PLUGIN_DIR
+from fairseq_rskip.variants import distinct_plugin_builds
 
 REPO = Path(__file__).resolve().parents[1]
-USER_DIR = REPO / "fairseq_rskip"
+USER_DIR = PLUGIN_DIR
 BIN = Path(sys.executable).parent
+# the scripts/*.sh wrappers the tests run use this interpreter (see scripts/_env.sh)
+if (Path(sys.prefix) / "bin" / "python").exists():
+    os.environ["RSKIP_VENV"] = sys.prefix
 
-# Every architecture family here, and the variants the flags make of it.
-VARIANTS = {
-    "rskip2": ("transformer_rskip_tiny",),
+
+def _table_rows(size="_tiny"):
+    """Each row of the variants table as the plugin builds it (once per distinct model)."""
+    return {v.name: (v.plugin_build(size)[0], *v.plugin_build(size)[1]) for v in distinct_plugin_builds(size)}
+
+
+class _Rows(dict):
+    """Variant name -> (arch, *flags); ``VARIANTS[name]`` also takes an earlier name of a row
+    (``ALIASES``), which iterating over the rows does not list."""
+
+    def __missing__(self, name):
+        if name in ALIASES:
+            return self[ALIASES[name]]
+        raise KeyError(name)
+
+
+# earlier names of two rows, used by tests/test_model_features.py
+ALIASES = {"rskip2": "rskip", "prenorm": "preln"}
+# Every variant of the table, and more flag combinations for coverage.
+VARIANTS = _Rows({
+    **_table_rows(),
     "rskip3": ("transformer_rskip_tiny", "--skip-recursions", "3"),
     "rskip3-shared": ("transformer_rskip_tiny", "--skip-recursions", "3", "--skip-shared-norm"),
-    "postln": ("transformer_rskip_tiny", "--skip-recursions", "1"),
     "xskip2-ln": ("transformer_rskip_tiny", "--skip-recursions", "1", "--skip-scale", "2"),
     "xskip0.5-none": (
         "transformer_rskip_tiny", "--skip-recursions", "1", "--skip-scale", "0.5", "--norm-type", "none",
     ),
     "rskip2-simple": ("transformer_rskip_tiny", "--norm-type", "simple"),
-    "adanorm": ("transformer_adanorm_tiny",),  # Pre-LN, AdaNorm on the final norms only
-    "adanorm-prenorm": ("transformer_adanorm_tiny", "--norm-type", "adanorm", "--adanorm-k", "0.2"),  # every norm
-    "adanorm-postln": ("transformer_rskip_tiny", "--skip-recursions", "1", "--norm-type", "adanorm"),
-    "prenorm": ("transformer_prenorm_nowarmup_tiny",),
-}
+    # AdaNorm on every norm of a Pre-LN model, other constants
+    "adanorm-prenorm": ("transformer_adanorm_tiny", "--norm-type", "adanorm", "--adanorm-scale", "2", "--adanorm-k", "0.2"),
+    "deepnorm-torchscale": ("transformer_deepnorm_tiny", "--deepnorm-init", "torchscale"),
+    "admin-logn": ("transformer_admin_tiny", "--admin-init", "logn"),
+})
 
 
 def make_dictionary(num_words=24):
@@ -44,20 +65,12 @@ def make_dictionary(num_words=24):
 
 
 def parse_args(arch, *flags):
-    parser = options.get_training_parser()
-    return options.parse_args_and_arch(
-        parser,
-        ["/nonexistent-data", "--task", "translation", "--arch", arch, "--user-dir", str(USER_DIR), *flags],
-    )
+    return modelbuild.parse_model_args(arch, ["--task", "translation", *flags], data="/nonexistent-data")
 
 
 def build_model(arch, *flags, seed=1, dictionary=None):
     """A model built as fairseq-train builds it, from command-line flags."""
-    args = parse_args(arch, *flags)
-    d = dictionary or make_dictionary()
-    torch.manual_seed(seed)
-    task = SimpleNamespace(source_dictionary=d, target_dictionary=d)
-    return ARCH_MODEL_REGISTRY[args.arch].build_model(args, task)
+    return modelbuild.build_model(arch, flags, dictionary=dictionary or make_dictionary(), seed=seed)[0]
 
 
 def sample_batch(dictionary=None, bsz=3, src_len=7, tgt_len=6, seed=0):

@@ -20,15 +20,16 @@ from pathlib import Path
 
 import pytest
 
+from fairseq_rskip.cli import prepare as prepare_cli
 from fairseq_rskip.data_prep import bundled, datasets, download, pipeline
-from fairseq_rskip.data_prep.common import PrepError, run_cli
+from fairseq_rskip.errors import UserError, run_main
 from fairseq_rskip.data_prep.formats import parse_segments, parse_tagged
 from fairseq_rskip.data_prep.text import Tokenizer, keep_pair
 
 REPO = Path(__file__).resolve().parents[1]
 FIX = REPO / "tests" / "fixtures"
 SCRIPTS = REPO / "scripts"
-CORPUS = REPO / "examples" / "translation" / "corpus" / "ding-de-en"
+CORPUS = bundled.CORPUS_DIR
 
 
 def read(path):
@@ -66,6 +67,11 @@ def prep_args(raw, dest, *extra):
         "--train-prefix", str(raw / "train"), "--valid-prefix", str(raw / "valid"),
         "--test-prefix", str(raw / "test"), "--dest", str(dest), "--workers", "1", *extra,
     ]
+
+
+def prepare_parallel(argv):
+    """``rskip-prepare parallel ARGV``, in this process; returns the data-bin."""
+    return prepare_cli.main(["parallel", *argv])
 
 
 def run_script(name, *args, check=True, env=None):
@@ -114,11 +120,11 @@ def test_parse_wmt_sgml():
 def test_parse_errors(tmp_path):
     bad = tmp_path / "bad.sgm"
     bad.write_text('<srcset>\n<seg id="1">no end\n</srcset>\n', encoding="utf-8")
-    with pytest.raises(PrepError, match="malformed <seg>"):
+    with pytest.raises(UserError, match="malformed <seg>"):
         parse_segments(bad)
     plain = tmp_path / "plain.xml"
     plain.write_text("just text\n", encoding="utf-8")
-    with pytest.raises(PrepError, match="no <seg> elements"):
+    with pytest.raises(UserError, match="no <seg> elements"):
         parse_segments(plain)
 
 
@@ -141,7 +147,7 @@ def test_clean_rule_and_tokenizer():
 # ------------------------------------------------------------------ generic pipeline
 def test_pipeline_subword_nmt(small_corpus, tmp_path):
     dest = tmp_path / "out"
-    databin = pipeline.main(prep_args(small_corpus, dest, "--bpe-size", "200", "--lowercase",
+    databin = prepare_parallel(prep_args(small_corpus, dest, "--bpe-size", "200", "--lowercase",
                                       "--joined-dictionary", "--clean-max-len", "30"))
     assert databin == dest / "data-bin"
     meta = json.loads((databin / "prep.json").read_text())
@@ -175,7 +181,7 @@ def test_pipeline_subword_nmt(small_corpus, tmp_path):
 
 def test_pipeline_sentencepiece_and_bpe_size_errors(small_corpus, tmp_path):
     dest = tmp_path / "spm"
-    pipeline.main(prep_args(small_corpus, dest, "--bpe", "sentencepiece", "--bpe-size", "300"))
+    prepare_parallel(prep_args(small_corpus, dest, "--bpe", "sentencepiece", "--bpe-size", "300"))
     assert (dest / "bpe" / "spm.model").exists()
     seg = read(dest / "bpe" / "train.en")
     assert all("\u2581" in s for s in seg[:10])
@@ -189,7 +195,7 @@ def test_pipeline_sentencepiece_and_bpe_size_errors(small_corpus, tmp_path):
         ("subword_nmt", 100000, r"BPE size 100000 is larger than this training text allows.*--bpe-size \d+"),
     ):
         bad = tmp_path / f"bad-{bpe}-{size}"
-        with pytest.raises(PrepError, match=pattern):
+        with pytest.raises(UserError, match=pattern):
             pipeline.run(pipeline.build_parser().parse_args(prep_args(small_corpus, bad, "--bpe", bpe, "--bpe-size", str(size))))
         assert_no_finished_output(bad)
         assert not list((bad / "bpe").glob("*.codes")) and not list((bad / "bpe").glob("*.model"))
@@ -199,12 +205,12 @@ def test_pipeline_sentencepiece_and_bpe_size_errors(small_corpus, tmp_path):
 def test_rerun_reuses_and_option_change_redoes_only_later_steps(small_corpus, tmp_path):
     dest = tmp_path / "rerun"
     args = prep_args(small_corpus, dest, "--bpe-size", "100")
-    pipeline.main(args)
+    prepare_parallel(args)
     before = mtimes(dest)
-    pipeline.main(args)
+    prepare_parallel(args)
     assert mtimes(dest) == before, "a re-run with the same inputs must not rewrite anything"
     # a different BPE size keeps the tokenised text, redoes BPE and the data-bin
-    pipeline.main(prep_args(small_corpus, dest, "--bpe-size", "150"))
+    prepare_parallel(prep_args(small_corpus, dest, "--bpe-size", "150"))
     after = mtimes(dest)
     assert after[dest / "tok" / "train.de"] == before[dest / "tok" / "train.de"]
     assert after[dest / "text" / "train.de"] == before[dest / "text" / "train.de"]
@@ -220,7 +226,7 @@ def test_rerun_reuses_and_option_change_redoes_only_later_steps(small_corpus, tm
     for f in small_corpus.iterdir():
         (copy / f.name).write_bytes(f.read_bytes())
     (copy / "test.en").write_text(text.replace("\n", " Extra.\n", 1), encoding="utf-8")
-    pipeline.main(prep_args(copy, dest, "--bpe-size", "150"))
+    prepare_parallel(prep_args(copy, dest, "--bpe-size", "150"))
     assert read(dest / "data-bin" / "ref.test.en")[0].endswith("Extra.")
 
 
@@ -239,14 +245,14 @@ def test_interrupted_step_leaves_nothing_finished(small_corpus, tmp_path, monkey
 
     monkeypatch.setattr(pipeline.bpe_mod, "apply", failing_apply)
     with pytest.raises(KeyboardInterrupt):
-        pipeline.main(args)
+        prepare_parallel(args)
     assert_no_finished_output(dest)
     assert not (dest / ".stamps" / "bpe_apply.json").exists()
     assert (dest / ".stamps" / "tokenize.json").exists()
     assert not list(dest.rglob(".partial-*")), "the interrupted file must not be left"
     monkeypatch.setattr(pipeline.bpe_mod, "apply", real_apply)
     tok_mtime = (dest / "tok" / "train.de").stat().st_mtime_ns
-    pipeline.main(args)
+    prepare_parallel(args)
     assert (dest / "tok" / "train.de").stat().st_mtime_ns == tok_mtime, "finished steps are reused"
     assert (dest / "data-bin" / "prep.json").exists()
 
@@ -273,7 +279,7 @@ def test_killed_process_then_rerun(small_corpus, tmp_path):
     assert_no_finished_output(dest)
     step = "tokenize" if "tokenize" in killed_in else "bpe_learn"
     assert not (dest / ".stamps" / f"{step}.json").exists()
-    assert pipeline.main(prep_args(big, dest, "--bpe-size", "300")) == dest / "data-bin"
+    assert prepare_parallel(prep_args(big, dest, "--bpe-size", "300")) == dest / "data-bin"
     assert not list(dest.rglob(".partial-*"))
     meta = json.loads((dest / "data-bin" / "prep.json").read_text())
     assert meta["sentences"]["valid"] == 20
@@ -310,7 +316,7 @@ def test_bad_input_clear_error_and_no_output(tmp_path, capsys, case, pattern):
         returncode, stdout, stderr = proc.returncode, proc.stdout, proc.stderr
     else:
         with pytest.raises(SystemExit) as exc:
-            run_cli(pipeline.main, prep_args(raw, dest, "--bpe-size", "10"))
+            run_main(prepare_cli.main, ["parallel", *prep_args(raw, dest, "--bpe-size", "10")])
         returncode = exc.value.code
         stdout, stderr = capsys.readouterr()
     assert returncode == 2
@@ -379,7 +385,7 @@ def test_download_resumes_and_verifies(http_server, tmp_path):
 def test_download_checksum_mismatch(http_server, tmp_path):
     url, handler = http_server
     dest = tmp_path / "data.tgz"
-    with pytest.raises(PrepError, match="checksum mismatch for .*expected md5 0+, got"):
+    with pytest.raises(UserError, match="checksum mismatch for .*expected md5 0+, got"):
         download.fetch([url], dest, md5="0" * 32)
     assert not dest.exists() and not (tmp_path / "data.tgz.part").exists()
 
@@ -391,23 +397,23 @@ def test_download_trust_on_first_use(http_server, tmp_path):
     recorded = (tmp_path / "data.tgz.sha256").read_text().split()[0]
     assert recorded == hashlib.sha256(handler.payload).hexdigest()
     dest.write_bytes(b"tampered")
-    with pytest.raises(PrepError, match="changed since first use"):
+    with pytest.raises(UserError, match="changed since first use"):
         download.fetch([url], dest)
 
 
 def test_archive_dir_missing_and_bad_checksum(tmp_path):
     offline = tmp_path / "offline"
     offline.mkdir()
-    with pytest.raises(PrepError, match=r"missing archive: .*test-full\.tgz not found"):
+    with pytest.raises(UserError, match=r"missing archive: .*test-full\.tgz not found"):
         download.fetch(["https://example.invalid/test-full.tgz"], tmp_path / "d" / "test-full.tgz",
                        md5="a" * 32, archive_dir=offline)
     (offline / "test-full.tgz").write_bytes(b"not the archive")
-    with pytest.raises(PrepError, match="checksum mismatch"):
+    with pytest.raises(UserError, match="checksum mismatch"):
         download.fetch(["https://example.invalid/test-full.tgz"], tmp_path / "d" / "test-full.tgz",
                        md5="a" * 32, archive_dir=offline)
     # the command-line entry point reports it as an error line, no traceback
     proc = subprocess.run(
-        [sys.executable, "-m", "fairseq_rskip.data_prep.download", "--url", "https://example.invalid/x.tgz",
+        [sys.executable, "-m", "fairseq_rskip.cli.prepare", "download", "--url", "https://example.invalid/x.tgz",
          "--dest", str(tmp_path / "x.tgz"), "--archive-dir", str(offline)],
         capture_output=True, text=True, cwd=REPO,
     )
@@ -468,20 +474,20 @@ def test_iwslt14_recipe(iwslt14_prepared):
 def test_iwslt14_rerun_and_changed_archive(iwslt14_prepared, tmp_path):
     dest, archives, _ = iwslt14_prepared
     before = mtimes(dest)
-    datasets.main(["iwslt14", "--dest", str(dest), "--archive-dir", str(archives), "--bpe-size", "150", "--workers", "1"])
+    prepare_cli.main(["iwslt14", "--dest", str(dest), "--archive-dir", str(archives), "--bpe-size", "150", "--workers", "1"])
     assert mtimes(dest) == before
     # an archive that differs from the one first used is refused
     other = tmp_path / "other"
     other.mkdir()
     (other / "de-en.tgz").write_bytes(b"\x1f\x8b broken")
-    with pytest.raises(PrepError, match="checksum mismatch .*changed since first use"):
-        datasets.main(["iwslt14", "--dest", str(dest), "--archive-dir", str(other)])
+    with pytest.raises(UserError, match="checksum mismatch .*changed since first use"):
+        prepare_cli.main(["iwslt14", "--dest", str(dest), "--archive-dir", str(other)])
     assert mtimes(dest) == before
 
 
 def test_iwslt15_envi_recipe(tmp_path):
     dest = tmp_path / "envi"
-    datasets.main(["iwslt15_envi", "--dest", str(dest), "--archive-dir", str(FIX / "iwslt15-envi"), "--workers", "1"])
+    prepare_cli.main(["iwslt15-envi", "--dest", str(dest), "--archive-dir", str(FIX / "iwslt15-envi"), "--workers", "1"])
     meta = json.loads((dest / "data-bin" / "prep.json").read_text())
     assert meta["bpe"] == "none" and meta["tokenizer"] == "none" and meta["src_lang"] == "en"
     assert meta["sentences"] == {"train": 40, "valid": 4, "test": 5}
@@ -512,7 +518,7 @@ def test_wmt14_recipe(tmp_path, monkeypatch):
     fixture_archives = [datasets.Archive(a.name, a.urls, md5=sums[a.name]) for a in datasets.WMT14_EN2DE["archives"]]
     monkeypatch.setitem(datasets.WMT14_EN2DE, "archives", fixture_archives)
     dest = tmp_path / "wmt"
-    datasets.main(["wmt14_en2de", "--dest", str(dest), "--archive-dir", str(archives), "--bpe-size", "200",
+    prepare_cli.main(["wmt14-en2de", "--dest", str(dest), "--archive-dir", str(archives), "--bpe-size", "200",
                    "--workers", "1"])
     meta = json.loads((dest / "data-bin" / "prep.json").read_text())
     assert (meta["src_lang"], meta["tgt_lang"]) == ("en", "de")
@@ -526,8 +532,8 @@ def test_wmt14_recipe(tmp_path, monkeypatch):
     assert read(dest / "data-bin" / "ref.test.de")[-1] == "Das Ergebnis eines bekannten Tests."
     # the published checksums are still what a real run checks
     monkeypatch.undo()
-    with pytest.raises(PrepError, match="checksum mismatch"):
-        datasets.main(["wmt14_en2de", "--dest", str(dest), "--archive-dir", str(archives)])
+    with pytest.raises(UserError, match="checksum mismatch"):
+        prepare_cli.main(["wmt14-en2de", "--dest", str(dest), "--archive-dir", str(archives)])
 
 
 # ------------------------------------------------------------------ bundled corpus
@@ -569,18 +575,4 @@ def test_bundled_extraction_rules():
     assert [len(splits[k]) for k in ("test", "valid", "train")] == [2, 3, 5]
 
 
-def test_prepare_bundled_script(tmp_path):
-    dest = tmp_path / "bundled"
-    proc = run_script("prepare-bundled.sh", dest)
-    assert proc.stdout.strip() == str(dest / "data-bin")
-    meta = json.loads((dest / "data-bin" / "prep.json").read_text())
-    assert (meta["src_lang"], meta["tgt_lang"]) == ("de", "en")
-    manifest = json.loads((CORPUS / "manifest.json").read_text())
-    assert meta["sentences"]["test"] == manifest["sentences"]["test"]
-    assert meta["sentences"]["valid"] == manifest["sentences"]["valid"]
-    assert 0.9 * manifest["sentences"]["train"] < meta["sentences"]["train"] <= manifest["sentences"]["train"]
-    assert (dest / "data-bin" / "dict.de.txt").read_text() == (dest / "data-bin" / "dict.en.txt").read_text()
-    # idempotent
-    before = mtimes(dest / "data-bin")
-    run_script("prepare-bundled.sh", dest)
-    assert mtimes(dest / "data-bin") == before
+# rskip-prepare bundled and scripts/prepare-bundled.sh: tests/test_entry_points.py

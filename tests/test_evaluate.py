@@ -11,12 +11,15 @@ from pathlib import Path
 import pytest
 import sacrebleu
 
-from fairseq_rskip.data_prep import evaluate, pipeline
-from fairseq_rskip.data_prep.common import PrepError
+from fairseq_rskip.cli import evaluate as evaluate_cli
+from fairseq_rskip.cli import prepare as prepare_cli
+from fairseq_rskip.data_prep.bundled import CORPUS_DIR as CORPUS
+from fairseq_rskip.fairseq_tools import PLUGIN_DIR, fairseq_executable
+from fairseq_rskip.errors import UserError
+from fairseq_rskip.scoring import bleu, evaluate
 
 REPO = Path(__file__).resolve().parents[1]
 SCRIPTS = REPO / "scripts"
-CORPUS = REPO / "examples" / "translation" / "corpus" / "ding-de-en"
 BIN = Path(sys.executable).parent
 
 # Tokenised hypotheses and references (Moses-escaped, as fairseq-generate prints them after --remove-bpe),
@@ -48,7 +51,7 @@ DETOK_HYPS = [
 
 
 def test_scores_equal_sacrebleu_on_known_pair():
-    res = evaluate.score(HYPS, REFS, "en", raw_refs=RAW_REFS)
+    res = bleu.score(HYPS, REFS, "en", raw_refs=RAW_REFS)
     assert res["detokenized_hypotheses"] == DETOK_HYPS
     tokenized = sacrebleu.corpus_bleu(HYPS, [REFS], tokenize="none", force=True)
     detok = sacrebleu.corpus_bleu(DETOK_HYPS, [RAW_REFS])
@@ -59,27 +62,27 @@ def test_scores_equal_sacrebleu_on_known_pair():
     assert sig.startswith("nrefs:1|case:mixed|eff:no|tok:13a|smooth:exp|version:") and sacrebleu.__version__ in sig
     assert "tok:none" in res["bleu_tokenized_signature"]
     # identical output scores 100 both ways; references default to the detokenised targets
-    same = evaluate.score(REFS, REFS, "en")
+    same = bleu.score(REFS, REFS, "en")
     assert same["bleu_tokenized"] == 100.0 and same["sacrebleu"] == 100.0
 
 
 def test_compound_split_as_fairseq():
     # perl -ple 's{(\S)-(\S)}{$1 ##AT##-##AT## $2}g'
-    assert evaluate.compound_split("a state-of-the-art method") == (
+    assert bleu.compound_split("a state-of-the-art method") == (
         "a state ##AT##-##AT## of ##AT##-##AT## the ##AT##-##AT## art method"
     )
-    assert evaluate.compound_split("a-b-c - x") == "a ##AT##-##AT## b-c - x"
+    assert bleu.compound_split("a-b-c - x") == "a ##AT##-##AT## b-c - x"
     # like the perl, it also rewrites the tokeniser's @-@ (the same on both sides, so BLEU is consistent)
-    assert evaluate.compound_split("a @-@ b") == "a @ ##AT##-##AT## @ b"
-    res = evaluate.score(HYPS, REFS, "en", raw_refs=RAW_REFS, compound=True)
+    assert bleu.compound_split("a @-@ b") == "a @ ##AT##-##AT## @ b"
+    res = bleu.score(HYPS, REFS, "en", raw_refs=RAW_REFS, compound=True)
     split = sacrebleu.corpus_bleu(
-        [evaluate.compound_split(h) for h in HYPS], [[evaluate.compound_split(r) for r in REFS]],
+        [bleu.compound_split(h) for h in HYPS], [[bleu.compound_split(r) for r in REFS]],
         tokenize="none", force=True,
     )
     assert res["bleu_tokenized"] == round(split.score, 2)
-    assert res["bleu_tokenized"] != evaluate.score(HYPS, REFS, "en", raw_refs=RAW_REFS)["bleu_tokenized"]
+    assert res["bleu_tokenized"] != bleu.score(HYPS, REFS, "en", raw_refs=RAW_REFS)["bleu_tokenized"]
     # sacreBLEU is not affected by compound splitting
-    assert res["sacrebleu"] == evaluate.score(HYPS, REFS, "en", raw_refs=RAW_REFS)["sacrebleu"]
+    assert res["sacrebleu"] == bleu.score(HYPS, REFS, "en", raw_refs=RAW_REFS)["sacrebleu"]
 
 
 def fake_generate_output(path, hyps, refs, order):
@@ -112,9 +115,9 @@ def test_evaluate_script_on_generate_output(tmp_path):
     record = json.loads((ckpt_dir / "eval_test.json").read_text())
     assert record["sacrebleu"] == round(sacrebleu.corpus_bleu(DETOK_HYPS, [RAW_REFS]).score, 2)
     assert record["bleu_tokenized"] == round(sacrebleu.corpus_bleu(HYPS, [REFS], tokenize="none", force=True).score, 2)
-    bleu = sacrebleu.BLEU()
-    bleu.corpus_score(DETOK_HYPS, [RAW_REFS])
-    assert record["sacrebleu_signature"] == str(bleu.get_signature())
+    sacre = sacrebleu.BLEU()
+    sacre.corpus_score(DETOK_HYPS, [RAW_REFS])
+    assert record["sacrebleu_signature"] == str(sacre.get_signature())
     assert record["checkpoint"] == str((ckpt_dir / "checkpoint_best.pt").resolve())
     assert (record["subset"], record["beam"], record["lenpen"], record["num_sentences"]) == ("test", 4, 0.6, 4)
     assert f"tokenized={record['bleu_tokenized']:.2f}" in out[0] and f"sacrebleu={record['sacrebleu']:.2f}" in out[0]
@@ -127,12 +130,12 @@ def test_generate_command_undoes_the_data_bins_bpe(tmp_path):
     for bpe, flags in (("subword_nmt", ["--remove-bpe"]), ("sentencepiece", ["--post-process", "sentencepiece"]),
                        ("none", [])):
         cmd = evaluate.generate_command(args, Path("c.pt"), {"bpe": bpe, "src_lang": "de", "tgt_lang": "en"}, extra)
-        assert cmd[1:3] == ["-m", "fairseq_cli.generate"]
+        assert cmd[0] == fairseq_executable("fairseq-generate")
         assert cmd[-2:] == ["--batch-size", "7"]
         tail = cmd[cmd.index("en") + 1:-2]
         assert tail == flags
         for opt, val in (("--beam", "4"), ("--lenpen", "0.6"), ("--gen-subset", "test"), ("--path", "c.pt"),
-                         ("--user-dir", str(REPO / "fairseq_rskip"))):
+                         ("--user-dir", str(PLUGIN_DIR))):
             assert cmd[cmd.index(opt) + 1] == val
 
 
@@ -141,17 +144,17 @@ def test_evaluate_errors(tmp_path):
     data.mkdir()
     ckpt_dir = tmp_path / "ckpt"
     ckpt_dir.mkdir()
-    with pytest.raises(PrepError, match="no checkpoint_best.pt or checkpoint_last.pt"):
-        evaluate.main(["--data", str(data), "--checkpoint-dir", str(ckpt_dir)])
+    with pytest.raises(UserError, match="no checkpoint_best.pt or checkpoint_last.pt"):
+        evaluate_cli.main(["--data", str(data), "--checkpoint-dir", str(ckpt_dir)])
     (ckpt_dir / "checkpoint1.pt").write_bytes(b"x")
-    with pytest.raises(PrepError, match="--avg-last 3: .* holds 1 epoch checkpoints"):
-        evaluate.main(["--data", str(data), "--checkpoint-dir", str(ckpt_dir), "--avg-last", "3"])
-    with pytest.raises(PrepError, match="checkpoint not found"):
-        evaluate.main(["--data", str(data), "--checkpoint", str(ckpt_dir / "nope.pt")])
+    with pytest.raises(UserError, match="--avg-last 3: .* holds 1 epoch checkpoints"):
+        evaluate_cli.main(["--data", str(data), "--checkpoint-dir", str(ckpt_dir), "--avg-last", "3"])
+    with pytest.raises(UserError, match="checkpoint not found"):
+        evaluate_cli.main(["--data", str(data), "--checkpoint", str(ckpt_dir / "nope.pt")])
     empty = tmp_path / "gen.txt"
     empty.write_text("Generate test with beam=5\n")
-    with pytest.raises(PrepError, match="no hypotheses"):
-        evaluate.main(["--data", str(data), "--checkpoint", str(ckpt_dir / "checkpoint1.pt"),
+    with pytest.raises(UserError, match="no hypotheses"):
+        evaluate_cli.main(["--data", str(data), "--checkpoint", str(ckpt_dir / "checkpoint1.pt"),
                        "--generate-output", str(empty)])
     assert not (ckpt_dir / "eval_test.json").exists()
 
@@ -171,7 +174,7 @@ def test_end_to_end_train_average_evaluate(tmp_path):
             (raw / f"{split}.{lang}").write_text(
                 "".join(x + "\n" for x in corpus_lines(f"{split}.{lang}.gz", n)), encoding="utf-8")
     dest = tmp_path / "prep"
-    databin = pipeline.main([
+    databin = prepare_cli.main(["parallel",
         "--src-lang", "de", "--tgt-lang", "en", "--train-prefix", str(raw / "train"),
         "--valid-prefix", str(raw / "valid"), "--test-prefix", str(raw / "test"), "--dest", str(dest),
         "--bpe-size", "300", "--lowercase", "--joined-dictionary", "--workers", "1",
@@ -180,7 +183,7 @@ def test_end_to_end_train_average_evaluate(tmp_path):
     # one intra-op thread: on a shared 2-core machine torch's thread pool otherwise spins against other jobs
     env = dict(os.environ, PATH=f"{BIN}{os.pathsep}{os.environ.get('PATH', '')}", OMP_NUM_THREADS="1")
     train = subprocess.run(
-        [str(BIN / "fairseq-train"), str(databin), "--user-dir", str(REPO / "fairseq_rskip"),
+        [str(BIN / "fairseq-train"), str(databin), "--user-dir", str(PLUGIN_DIR),
          "--arch", "transformer_rskip_tiny", "--share-all-embeddings", "--optimizer", "adam",
          "--lr", "1e-3", "--max-tokens", "1000", "--max-epoch", "2", "--criterion",
          "label_smoothed_cross_entropy", "--label-smoothing", "0.1", "--save-dir", str(ckpt),
@@ -206,7 +209,7 @@ def test_end_to_end_train_average_evaluate(tmp_path):
     assert (ckpt / "checkpoint.avg2.pt").exists()
     # the record's scores are sacrebleu's on the generated text and the prepared references
     gen = Path(record["generate_output"])
-    hyps, refs = evaluate.parse_generate_output(gen)
+    hyps, refs = bleu.parse_generate_output(gen)
     ids = sorted(hyps)
     assert ids == list(range(21))
     assert "@@" not in " ".join(hyps.values())
@@ -218,6 +221,6 @@ def test_end_to_end_train_average_evaluate(tmp_path):
     partial.write_text("".join(
         line + "\n" for line in gen.read_text(encoding="utf-8").splitlines()
         if not re.match(r"[STHDP]-7\t", line)), encoding="utf-8")
-    with pytest.raises(PrepError, match="translates 20 of the 21 sentences of test"):
-        evaluate.main(["--data", str(databin), "--checkpoint", str(ckpt / "checkpoint.avg2.pt"),
+    with pytest.raises(UserError, match="translates 20 of the 21 sentences of test"):
+        evaluate_cli.main(["--data", str(databin), "--checkpoint", str(ckpt / "checkpoint.avg2.pt"),
                        "--generate-output", str(partial), "--json-out", str(tmp_path / "partial.json")])

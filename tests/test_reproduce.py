@@ -1,6 +1,7 @@
 """The reproduction runner on a tiny synthetic data-bin: real fairseq-train runs."""
 
 import csv
+import io
 import json
 import os
 import subprocess
@@ -9,13 +10,15 @@ from pathlib import Path
 
 import pytest
 
-from fairseq_rskip.analysis import reproduce as rp
+from fairseq_rskip.analysis import runner as rp
 from fairseq_rskip.analysis.synthetic import make_synthetic_databin
+from fairseq_rskip.analysis.trainlog import parse_train_log, updates_to_target
+from fairseq_rskip.errors import UserError
 
 REPO = Path(__file__).resolve().parents[1]
 
 FAKE_EVAL = """#!/usr/bin/env bash
-# stands in for scripts/evaluate.sh: checks the contract's options, writes the JSON record
+# stands in for rskip-evaluate: checks the contract's options, writes the JSON record
 set -euo pipefail
 dir=""; subset=test
 while [ $# -gt 0 ]; do
@@ -41,7 +44,12 @@ def data_bin(tmp_path_factory):
 def fake_eval(tmp_path_factory):
     path = tmp_path_factory.mktemp("eval") / "evaluate.sh"
     path.write_text(FAKE_EVAL)
-    return path
+    return ["bash", str(path)]
+
+
+class FakeTerminal(io.StringIO):
+    def isatty(self):
+        return True
 
 
 def tiny_config(**kw) -> rp.Config:
@@ -60,11 +68,20 @@ def tiny_config(**kw) -> rp.Config:
     return cfg
 
 
-def test_runner_tables_resume_and_divergence(data_bin, fake_eval, tmp_path):
+def test_runner_tables_resume_and_divergence(data_bin, fake_eval, tmp_path, monkeypatch, capsys):
     out = tmp_path / "out"
     lines = []
-    rows = rp.reproduce(tiny_config(), out, data=data_bin, archs=["postln", "rskip", "boom"],
-                        evaluate_script=fake_eval, echo=lines.append)
+    terminal = FakeTerminal()
+    with monkeypatch.context() as m:
+        m.setattr(sys, "stderr", terminal)
+        rows = rp.reproduce(tiny_config(), out, data=data_bin, archs=["postln", "rskip", "boom"],
+                            evaluate_command=fake_eval, echo=lines.append)
+    # on a terminal, each run showed a live bar: updates of --max-update, the latest loss
+    drawn = terminal.getvalue()
+    for key in ("postln-d2-s1", "rskip-d2-s1"):
+        assert f"{key}: 100%" in drawn and "12/12 [" in drawn
+        assert f"{key} evaluating" in drawn
+    assert "loss " in drawn
     by_arch = {r["arch"]: r for r in rows}
     assert set(by_arch) == {"postln", "rskip", "boom"}
     for arch in ("postln", "rskip"):
@@ -92,7 +109,7 @@ def test_runner_tables_resume_and_divergence(data_bin, fake_eval, tmp_path):
     mtimes = {p: p.stat().st_mtime for p in out.glob("runs/*/result.json")}
     lines.clear()
     rows2 = rp.reproduce(tiny_config(), out, data=data_bin, archs=["postln", "rskip", "boom"],
-                         evaluate_script=fake_eval, echo=lines.append)
+                         evaluate_command=fake_eval, echo=lines.append)
     assert sum("finished earlier" in l for l in lines) == 3
     assert not any("training" in l for l in lines)
     assert {p: p.stat().st_mtime for p in out.glob("runs/*/result.json")} == mtimes
@@ -105,8 +122,10 @@ def test_runner_tables_resume_and_divergence(data_bin, fake_eval, tmp_path):
     lines.clear()
     cfg = tiny_config()
     cfg.train_args = [a if a != "12" else "16" for a in cfg.train_args]  # --max-update 16
-    rp.reproduce(cfg, out, data=data_bin, archs=["postln"], evaluate_script=fake_eval,
+    capsys.readouterr()
+    rp.reproduce(cfg, out, data=data_bin, archs=["postln"], evaluate_command=fake_eval,
                  echo=lines.append)
+    assert capsys.readouterr().err == ""  # no bar when stderr is not a terminal
     assert any("[postln-d2-s1] resuming" in l for l in lines)
     attempts = [json.loads(l) for l in (run_dir / "attempts.jsonl").read_text().splitlines()]
     assert len(attempts) == 2 and attempts[1]["resumed"] is True
@@ -127,25 +146,25 @@ def test_no_bleu_and_dry_run(data_bin, tmp_path):
 
 
 def test_unknown_architecture(data_bin, tmp_path):
-    with pytest.raises(rp.ReproduceError, match="unknown architecture 'transformer_nope'"):
+    with pytest.raises(UserError, match="unknown architecture 'transformer_nope'"):
         rp.reproduce(tiny_config(), tmp_path, data=data_bin, archs=["postln", "transformer_nope"],
                      no_bleu=True)
     # a registered fairseq name is accepted as it is
-    assert rp.resolve_archs(tiny_config(), ["transformer_rskip_tiny"])["transformer_rskip_tiny"].arch \
-        == "transformer_rskip_tiny"
-    with pytest.raises(rp.ReproduceError, match="resolves to 'transformer_rskip_nosuchsize'"):
+    assert rp.resolve_archs(tiny_config(), ["transformer_rskip_tiny"])["transformer_rskip_tiny"] \
+        .fairseq_arch("tiny") == "transformer_rskip_tiny"
+    with pytest.raises(UserError, match="resolves to 'transformer_rskip_nosuchsize'"):
         rp.resolve_archs(tiny_config(size="nosuchsize"), ["rskip"])
 
 
 def test_missing_data_bin_and_evaluator(data_bin, tmp_path):
-    with pytest.raises(rp.ReproduceError, match="data-bin not found"):
+    with pytest.raises(UserError, match="data-bin not found"):
         rp.reproduce(tiny_config(), tmp_path, data=tmp_path / "missing", no_bleu=True)
     (tmp_path / "empty").mkdir()
-    with pytest.raises(rp.ReproduceError, match="not a fairseq translation data-bin"):
+    with pytest.raises(UserError, match="not a fairseq translation data-bin"):
         rp.reproduce(tiny_config(), tmp_path, data=tmp_path / "empty", no_bleu=True)
-    with pytest.raises(rp.ReproduceError, match="evaluation script not found"):
+    with pytest.raises(UserError, match="evaluation command not found"):
         rp.reproduce(tiny_config(), tmp_path, data=data_bin, archs=["postln"],
-                     evaluate_script=tmp_path / "nope.sh")
+                     evaluate_command=[str(tmp_path / "nope.sh")])
 
 
 def test_cli_errors_are_clear(tmp_path):
@@ -155,7 +174,7 @@ def test_cli_errors_are_clear(tmp_path):
          "--out", str(tmp_path / "o"), "--no-bleu"],
         capture_output=True, text=True, env=env)
     assert proc.returncode == 2
-    assert "reproduce: error: data-bin not found" in proc.stderr
+    assert any(line.startswith("error: data-bin not found") for line in proc.stderr.splitlines())
     assert "Traceback" not in proc.stderr
     bad = tmp_path / "bad.json"
     bad.write_text('{"archs": ["postln"], "learning_rate": 1}')
@@ -174,24 +193,35 @@ def test_parse_train_log_marks_nonfinite():
         '2026 | INFO | valid | {"epoch": 1, "valid_loss": "4.5", "valid_num_updates": "4"}',
         '2026 | INFO | valid | {"epoch": 1, "valid_loss": "nan", "valid_num_updates": "6"}',
     ])
-    parsed = rp.parse_train_log(log)
+    parsed = parse_train_log(log)
     assert parsed["params"] == 1234
     assert parsed["tokens_per_s"] == 400  # median after the first interval
     assert parsed["best_valid_loss"] == 4.5
     assert parsed["nonfinite_loss"] is True
     assert parsed["num_updates"] == 6
-    assert rp.updates_to_target(parsed["valid_curve"], 5.0) == 4
-    assert rp.updates_to_target(parsed["valid_curve"], 1.0) is None
+    assert updates_to_target(parsed["valid_curve"], 5.0) == 4
+    assert updates_to_target(parsed["valid_curve"], 1.0) is None
 
 
 def test_shipped_configs_load():
+    compared = {  # the demo: Post-LN against rSkip only; the deep one: all without warm-up
+        "bundled-demo.json": {"postln", "rskip"},
+        "bundled-deep.json": {"postln_nowarmup", "prenorm_nowarmup", "rskip_nowarmup",
+                              "deepnorm_nowarmup", "admin_nowarmup"},
+        # AdaNorm's readings (docs/adanorm.md)
+        "bundled-adanorm.json": {"preln", "preln_simple", "preln_adanorm_final",
+                                 "preln_adanorm_final_c1", "preln_adanorm_every", "postln",
+                                 "postln_adanorm"},
+        "iwslt14-adanorm-gpu.json": {"postln", "preln_layernorm", "preln_simple_final",
+                                     "adanorm_final", "adanorm_final_c2", "adanorm_every",
+                                     "simple_every"},
+    }
     for path in (REPO / "examples/translation/configs").glob("*.json"):
         cfg = rp.Config.load(path)
         variants = rp.resolve_archs(cfg, cfg.archs)
-        assert "postln" in variants, path  # every comparison has fairseq's baseline
-        if "adanorm" in path.name:  # AdaNorm's readings (docs/adanorm.md)
-            assert any("adanorm_final" in v for v in variants), path
-            assert any("adanorm_every" in v for v in variants), path
-            assert any("simple" in v for v in variants), path
-        elif path.name != "bundled-demo.json":  # the demo: Post-LN against rSkip only
-            assert set(variants) >= {"postln", "preln", "rskip", "adanorm", "prenorm_nowarmup"}, path
+        # every comparison has fairseq's baseline: its Post-LN transformer
+        assert any(v.arch == "transformer{size}" and not v.flags for v in variants.values()), path
+        expected = compared.get(path.name, {"postln", "preln", "rskip", "adanorm", "prenorm_nowarmup"})
+        assert set(variants) >= expected, path
+        if path.name == "bundled-deep.json":
+            assert all(v.nowarmup for v in variants.values()) and cfg.depths == [12]

@@ -163,3 +163,52 @@ def test_arguments_saved_before_the_config_dataclass_build_the_same_model():
         assert args.skip_shared_norm is False and args.adanorm_scale == 1.0
         assert args.stack_norm_type is None and not args.encoder_normalize_before
         assert not hasattr(args, "_skip_norm")  # the saved arguments stay plain data
+
+
+DEEP_REFUSED = [
+    ("transformer_deepnorm_tiny", ("--skip-recursions", "2"),
+     r"--skip-weight deepnorm needs --skip-recursions 1"),
+    ("transformer_admin_tiny", ("--skip-recursions", "3"), r"--skip-weight admin needs --skip-recursions 1"),
+    ("transformer_deepnorm_tiny", ("--skip-scale", "2"), r"--skip-scale must be 1 with --skip-weight deepnorm"),
+    ("transformer_admin_tiny", ("--skip-scale", "0.5"), r"--skip-scale must be 1 with --skip-weight admin"),
+    ("transformer_deepnorm_tiny", ("--norm-type", "none"), r"--skip-weight deepnorm needs a normalisation"),
+    ("transformer_admin_tiny", ("--norm-type", "none"), r"--skip-weight admin needs a normalisation"),
+    ("transformer_deepnorm_tiny", ("--encoder-normalize-before",),
+     r"--skip-weight deepnorm is defined for Post-LN only, and the encoder of "
+     r"--arch transformer_deepnorm_tiny is Pre-LN \(--encoder-normalize-before\)"),
+    ("transformer_admin_tiny", ("--decoder-normalize-before",),
+     r"--skip-weight admin is defined for Post-LN only, and the decoder"),
+    ("transformer_prenorm_nowarmup_tiny", ("--skip-weight", "admin"),
+     r"--skip-weight admin is defined for Post-LN only, and the encoder of "
+     r"--arch transformer_prenorm_nowarmup_tiny is Pre-LN"),
+    ("transformer_rskip_tiny", ("--skip-weight", "deepnorm"), r"--skip-weight deepnorm needs --skip-recursions 1"),
+    ("transformer_admin_tiny", ("--deepnorm-init", "torchscale"),
+     r"--deepnorm-init applies only with --skip-weight deepnorm \(got --skip-weight admin\)"),
+    ("transformer_deepnorm_tiny", ("--admin-init", "logn"),
+     r"--admin-init applies only with --skip-weight admin \(got --skip-weight deepnorm\)"),
+    ("transformer_rskip_tiny", ("--admin-init", "logn"), r"--admin-init applies only with --skip-weight admin"),
+    ("transformer_deepnorm_tiny", ("--skip-weight", "fixed", "--deepnorm-init", "torchscale"),
+     r"--deepnorm-init applies only with --skip-weight deepnorm \(got --skip-weight fixed\)"),
+]
+
+
+@pytest.mark.parametrize("arch,flags,message", DEEP_REFUSED, ids=[f"{a} {' '.join(f)}" for a, f, _ in DEEP_REFUSED])
+def test_deepnorm_and_admin_refuse(arch, flags, message):
+    with pytest.raises(ValueError, match=message):
+        build_model(arch, *flags)
+
+
+@pytest.mark.parametrize("flag,value", [("--skip-weight", "rezero"), ("--deepnorm-init", "xavier"),
+                                        ("--admin-init", "file")])
+def test_unknown_deep_choices_are_refused_by_the_parser(capsys, flag, value):
+    with pytest.raises(SystemExit):
+        build_model("transformer_deepnorm_tiny", flag, value)
+    assert f"argument {flag}: invalid choice: '{value}'" in capsys.readouterr().err
+
+
+def test_deep_recipes_accept_their_combinations():
+    """The families' own flags, the other norm types, and the plain fixed weight."""
+    build_model("transformer_deepnorm_tiny", "--deepnorm-init", "torchscale", "--norm-type", "simple")
+    build_model("transformer_admin_tiny", "--admin-init", "logn", "--norm-type", "adanorm")
+    model = build_model("transformer_deepnorm_tiny", "--skip-weight", "fixed")
+    assert model.encoder.layers[0].self_attn_layer_norm.skip_scale == 1.0

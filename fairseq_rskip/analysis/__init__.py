@@ -1,18 +1,26 @@
 """Reproduction, analysis and benchmarking tools for fairseq_rskip.
 
 Not imported by ``fairseq_rskip/__init__.py`` (so ``--user-dir fairseq_rskip``
-stays light); each module is used by a thin command in ``scripts/`` or
-``benchmarks/``:
+stays light); the commands over them are in :mod:`fairseq_rskip.cli`, and
+the variants they compare in :mod:`fairseq_rskip.variants`:
 
 =================================  ==============================================
-``reproduce``                      ``scripts/reproduce.py``: run architectures x
-                                   depths x seeds through ``fairseq-train`` and
-                                   ``scripts/evaluate.sh``; tables and plots
-``gradients``                      ``scripts/gradient_analysis.py``: per-sublayer
+``runner``                         ``rskip-reproduce``: run variants x depths x
+                                   seeds through ``fairseq-train`` and
+                                   ``rskip-evaluate``
+``report``                         its tables and plots
+``trainlog``                       reading fairseq-train's JSON log, after a
+                                   run and live (progress)
+``gradients``                      ``rskip-gradient-analysis``: per-sublayer
                                    gradient norms (Liu et al. 2020)
-``warmup``                         ``scripts/warmup_demo.py``: Post-LN vs Pre-LN
+``warmup``                         ``rskip-warmup-demo``: Post-LN vs Pre-LN
                                    without warm-up (Xiong et al. 2020)
-``modelbuild``                     building models and batches in-process
+``modelbuild``                     building models and batches in-process, as
+                                   fairseq-train does (tools and tests)
+``memory``                         activation memory saved for backward
 ``synthetic``                      a tiny synthetic data-bin for tests
 =================================  ==============================================
+
+``benchmarks/benchmark_throughput.py`` (speed and memory) builds on
+``modelbuild`` and ``memory``.
 """

@@ -1,10 +1,13 @@
 """Per-sublayer gradient norms: the analysis of Liu et al. (COLING 2020).
 
-For each configuration (skip scale ``lam``, normalisation, rSkip recursions,
-Pre-/Post-norm, depth) a small ``transformer_rskip`` model is built in-process
-through fairseq's argument parsing and model registry, a fixed batch of the
-synthetic corpus (:mod:`fairseq_rskip.analysis.synthetic`) is pushed through
-it, and the mean token cross-entropy is back-propagated. Two norms are
+For each setting a small model is built in-process through fairseq's
+argument parsing and model registry (:mod:`fairseq_rskip.analysis.modelbuild`):
+the paper's grid of ``transformer_rskip`` flags (skip scale ``lam``,
+normalisation, rSkip recursions; :func:`skip_setting`) and, in the depth
+sweep, every variant of :data:`fairseq_rskip.variants.VARIANTS` (as the
+plugin builds it). A fixed batch of the synthetic corpus
+(:mod:`fairseq_rskip.analysis.synthetic`) is pushed through it, and the mean
+token cross-entropy is back-propagated. Two norms are
 recorded for every sublayer (encoder: self-attention, feed-forward; decoder:
 self-attention, cross-attention, feed-forward):
 
@@ -32,50 +35,65 @@ named in a log line. The *spread* of a stack is ``log10(max / min)`` of its
 ``output`` norms.
 """
 
+import csv
 import json
 import logging
 import math
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Dict, List, Optional, Sequence
+from typing import Dict, List, Optional, Sequence, Tuple
 
 import torch
 
 from fairseq_rskip.analysis.modelbuild import build_model, collate_pairs, nll_loss, synthetic_dictionary
 from fairseq_rskip.analysis.synthetic import synthetic_pairs
-
-log = logging.getLogger("gradient_analysis")
+from fairseq_rskip.analysis.trainlog import option_value
+from fairseq_rskip.progress import progress_bar, write
+from fairseq_rskip.variants import PRE_LN_FLAGS, VARIANTS, Variant, distinct_plugin_builds
 
 
 @dataclass(frozen=True)
 class Setting:
-    """One model configuration of the analysis."""
+    """One model of the analysis: a plugin architecture, its flags, and the depth."""
 
-    norm: str = "layernorm"  # --norm-type
-    scale: float = 1.0  # --skip-scale (xSkip lambda)
-    recursions: int = 1  # --skip-recursions
-    prenorm: bool = False  # --encoder/decoder-normalize-before
+    label: str
+    arch: str = "transformer_rskip"  # base size: ModelSize sets the dimensions
+    flags: Tuple[str, ...] = ()
     depth: int = 6
 
-    @property
-    def label(self) -> str:
-        if self.prenorm:
-            return f"Pre-{_norm_name(self.norm)}"
-        if self.recursions > 1:
-            return f"rSkip+{_norm_name(self.norm)} n={self.recursions}"
-        if self.norm == "none":
-            return "Skip (no norm)" if self.scale == 1 else f"xSkip lam={self.scale:g} (no norm)"
-        if self.scale == 1:
-            return f"Post-{_norm_name(self.norm)}"
-        return f"xSkip+{_norm_name(self.norm)} lam={self.scale:g}"
+    def model_flags(self) -> List[str]:
+        return [*self.flags, "--encoder-layers", str(self.depth), "--decoder-layers", str(self.depth)]
 
-    def flags(self) -> List[str]:
-        f = ["--norm-type", self.norm, "--skip-scale", str(self.scale),
-             "--skip-recursions", str(self.recursions),
-             "--encoder-layers", str(self.depth), "--decoder-layers", str(self.depth)]
-        if self.prenorm:
-            f += ["--encoder-normalize-before", "--decoder-normalize-before"]
-        return f
+    @property
+    def normalized(self) -> bool:
+        return option_value(self.flags, "--norm-type") != "none"
+
+
+def skip_setting(norm: str = "layernorm", scale: float = 1.0, recursions: int = 1,
+                 prenorm: bool = False, depth: int = 6) -> Setting:
+    """``transformer_rskip`` with ``--norm-type``, ``--skip-scale`` (xSkip lam),
+    ``--skip-recursions`` and Pre-/Post-norm: a point of the paper's grid."""
+    name = _norm_name(norm)
+    if prenorm:
+        label = f"Pre-{name}"
+    elif recursions > 1:
+        label = f"rSkip+{name} n={recursions}"
+    elif norm == "none":
+        label = "Skip (no norm)" if scale == 1 else f"xSkip lam={scale:g} (no norm)"
+    elif scale == 1:
+        label = f"Post-{name}"
+    else:
+        label = f"xSkip+{name} lam={scale:g}"
+    flags = ["--norm-type", norm, "--skip-scale", str(float(scale)), "--skip-recursions", str(recursions)]
+    if prenorm:
+        flags += list(PRE_LN_FLAGS)
+    return Setting(label, "transformer_rskip", tuple(flags), depth)
+
+
+def variant_setting(variant: Variant, depth: int) -> Setting:
+    """A row of the variants table, as the plugin builds it."""
+    arch, flags = variant.plugin_build()
+    return Setting(variant.label, arch, flags, depth)
 
 
 def _norm_name(norm: str) -> str:
@@ -117,8 +135,9 @@ def measure(model, sample) -> Dict[str, object]:
     handles = []
     for name, norm_module, _ in subs:
         def hook(_module, _inputs, output, name=name):
-            output.retain_grad()
-            outputs[name] = output
+            if output.requires_grad:  # not Admin's profiling pass (no_grad)
+                output.retain_grad()
+                outputs[name] = output
         handles.append(norm_module.register_forward_hook(hook))
     model.zero_grad(set_to_none=True)
     try:
@@ -203,44 +222,49 @@ def band_message(r: Result, band: float) -> str:
 
 def analyse(settings: Sequence[Setting], updates: Sequence[int] = (0,), size: ModelSize = ModelSize(),
             band: float = 10.0, seed: int = 1, n_sentences: int = 64, lr: float = 5e-4,
-            warmup: int = 20, echo=None) -> List[Result]:
+            warmup: int = 20, echo=write) -> List[Result]:
     """Measure every setting at every number of updates in ``updates``."""
-    echo = echo or log.info
     dictionary = synthetic_dictionary()
     probe = collate_pairs(synthetic_pairs(n_sentences, seed=10_000 + seed), dictionary)
     train = [collate_pairs(synthetic_pairs(n_sentences, seed=seed * 100 + k), dictionary) for k in range(8)]
     checkpoints = sorted(set(int(u) for u in updates))
     results = []
-    for setting in settings:
-        model, _ = build_model("transformer_rskip", setting.flags() + size.flags(),
-                               dictionary=dictionary, seed=seed)
-        model.train()
-        opt = torch.optim.Adam(model.parameters(), lr=lr, betas=(0.9, 0.98), eps=1e-8)
-        sched = torch.optim.lr_scheduler.LambdaLR(opt, lambda t: min(1.0, (t + 1) / max(1, warmup)))
-        done = 0
-        diverged = False
-        for target in checkpoints:
-            while done < target and not diverged:
-                loss = nll_loss(model, train[done % len(train)])
-                if not torch.isfinite(loss):
-                    diverged = True
-                    break
-                opt.zero_grad(set_to_none=True)
-                loss.backward()
-                opt.step()
-                sched.step()
-                done += 1
-            m = measure(model, probe) if not diverged else {
-                "loss": float("nan"),
-                "grads": {n: {"output": float("nan"), "weight": float("nan")} for n, _, _ in sublayers(model)},
-            }
-            r = Result(setting, target, m["loss"], m["grads"])
-            for stack in ("encoder", "decoder"):
-                r.spread[stack] = spread(r.grads, stack)
-                hit = first_out_of_band(r.grads, stack, band)
-                r.out_of_band[stack] = list(hit) if hit else None
-            echo(band_message(r, band))
-            results.append(r)
+    # one step of work: a training update, or a measurement
+    with progress_bar(len(settings) * (checkpoints[-1] + len(checkpoints)), unit="step") as bar:
+        for setting in settings:
+            bar.set_description(f"{setting.label} depth {setting.depth}")
+            model, _ = build_model(setting.arch, setting.model_flags() + size.flags(),
+                                   dictionary=dictionary, seed=seed)
+            model.train()
+            opt = torch.optim.Adam(model.parameters(), lr=lr, betas=(0.9, 0.98), eps=1e-8)
+            sched = torch.optim.lr_scheduler.LambdaLR(opt, lambda t: min(1.0, (t + 1) / max(1, warmup)))
+            done = 0
+            diverged = False
+            for target in checkpoints:
+                while done < target and not diverged:
+                    loss = nll_loss(model, train[done % len(train)])
+                    if not torch.isfinite(loss):
+                        diverged = True
+                        break
+                    opt.zero_grad(set_to_none=True)
+                    loss.backward()
+                    opt.step()
+                    sched.step()
+                    done += 1
+                    bar.update(1)
+                m = measure(model, probe) if not diverged else {
+                    "loss": float("nan"),
+                    "grads": {n: {"output": float("nan"), "weight": float("nan")} for n, _, _ in sublayers(model)},
+                }
+                r = Result(setting, target, m["loss"], m["grads"])
+                for stack in ("encoder", "decoder"):
+                    r.spread[stack] = spread(r.grads, stack)
+                    hit = first_out_of_band(r.grads, stack, band)
+                    r.out_of_band[stack] = list(hit) if hit else None
+                echo(band_message(r, band))
+                results.append(r)
+                bar.update(1)
+            bar.update(checkpoints[-1] - done)  # updates a diverged setting did not run
     return results
 
 
@@ -250,25 +274,32 @@ def analyse(settings: Sequence[Setting], updates: Sequence[int] = (0,), size: Mo
 
 def scale_sweep(depth: int, scales: Sequence[float], norms: Sequence[str] = ("none", "layernorm")) -> List[Setting]:
     """xSkip with and without a normalisation, for each lam."""
-    return [Setting(norm=n, scale=float(s), depth=depth) for n in norms for s in scales]
+    return [skip_setting(norm=n, scale=float(s), depth=depth) for n in norms for s in scales]
 
 
 def recursion_sweep(depth: int, recursions: Sequence[int], norm: str = "layernorm") -> List[Setting]:
-    return [Setting(norm=norm, recursions=int(n), depth=depth) for n in recursions]
+    return [skip_setting(norm=norm, recursions=int(n), depth=depth) for n in recursions]
 
 
 def depth_sweep(depths: Sequence[int], scale: float = 2.0) -> List[Setting]:
+    """At each depth: plain skip and xSkip lam without a normalisation, xSkip+LN lam, then every
+    variant of the table (once per distinct model)."""
     out = []
     for d in depths:
-        out += [
-            Setting(norm="none", scale=1.0, depth=d),
-            Setting(norm="none", scale=scale, depth=d),
-            Setting(norm="layernorm", scale=scale, depth=d),
-            Setting(norm="layernorm", depth=d),
-            Setting(norm="layernorm", prenorm=True, depth=d),
-            Setting(norm="layernorm", recursions=2, depth=d),
+        settings = [
+            skip_setting(norm="none", scale=1.0, depth=d),
+            skip_setting(norm="none", scale=scale, depth=d),
+            skip_setting(norm="layernorm", scale=scale, depth=d),
         ]
+        settings += [variant_setting(variant, d) for variant in distinct_plugin_builds()]
+        out += settings
     return out
+
+
+def deep_sweep(depths: Sequence[int]) -> List[Setting]:
+    """Post-LN against the two deep Post-LN recipes, DeepNorm and Admin."""
+    return [variant_setting(VARIANTS[name], d)
+            for d in depths for name in ("postln", "deepnorm", "admin")]
 
 
 def plot(results: Sequence[Result], path, title: str, metric: str = "output") -> Path:
@@ -285,7 +316,7 @@ def plot(results: Sequence[Result], path, title: str, metric: str = "output") ->
             names = [n for n in r.grads if stack_of(n) == stack]
             ys = [r.grads[n][metric] for n in names]
             finite = [(i, y) for i, y in enumerate(ys) if math.isfinite(y) and y > 0]
-            style = "--" if r.setting.norm == "none" else "-"
+            style = "-" if r.setting.normalized else "--"
             label = r.setting.label + ("" if finite else " (non-finite)")
             if finite:
                 xs, vs = zip(*finite)
@@ -312,14 +343,15 @@ def write_outputs(out: Path, sweep: str, results: Sequence[Result], metric: str 
     out.mkdir(parents=True, exist_ok=True)
     (out / f"{sweep}.json").write_text(
         json.dumps([r.to_json() for r in results], indent=1) + "\n", encoding="utf-8")
-    with open(out / f"{sweep}.csv", "w", encoding="utf-8") as f:
-        f.write("label,norm,scale,recursions,prenorm,depth,updates,loss,spread_encoder,"
-                "spread_decoder,first_out_of_band_encoder,first_out_of_band_decoder\n")
+    with open(out / f"{sweep}.csv", "w", newline="", encoding="utf-8") as f:
+        w = csv.writer(f)
+        w.writerow(["label", "arch", "flags", "depth", "updates", "loss", "spread_encoder",
+                    "spread_decoder", "first_out_of_band_encoder", "first_out_of_band_decoder"])
         for r in results:
             s = r.setting
             oob = [r.out_of_band[k][0] if r.out_of_band[k] else "" for k in ("encoder", "decoder")]
-            f.write(f"{s.label},{s.norm},{s.scale:g},{s.recursions},{s.prenorm},{s.depth},{r.updates},"
-                    f"{r.loss:.4f},{r.spread['encoder']:.3f},{r.spread['decoder']:.3f},{oob[0]},{oob[1]}\n")
+            w.writerow([s.label, s.arch, " ".join(s.flags), s.depth, r.updates, f"{r.loss:.4f}",
+                        f"{r.spread['encoder']:.3f}", f"{r.spread['decoder']:.3f}", *oob])
     paths = []
     keys = sorted({(r.setting.depth, r.updates) for r in results})
     for depth, updates in keys:
@@ -328,54 +360,3 @@ def write_outputs(out: Path, sweep: str, results: Sequence[Result], metric: str 
                           f"{sweep} sweep: depth {depth}, after {updates} updates ({metric} gradient norms)",
                           metric))
     return paths
-
-
-def main(argv=None) -> int:
-    import argparse
-    import sys
-
-    p = argparse.ArgumentParser(
-        prog="scripts/gradient_analysis.py", allow_abbrev=False,
-        description="Per-sublayer gradient norms against layer index (Liu et al. 2020): "
-        "skip scale with and without LN, rSkip recursions, depth.")
-    p.add_argument("--sweep", choices=["scale", "recursion", "depth", "all"], default="all")
-    p.add_argument("--out", default="work/gradient-analysis", help="output directory")
-    p.add_argument("--depth", type=int, default=6, help="depth of the scale and recursion sweeps")
-    p.add_argument("--depths", type=int, nargs="+", default=[6, 12, 18, 24], help="depth sweep")
-    p.add_argument("--scales", type=float, nargs="+", default=[0.25, 0.5, 1, 2, 4])
-    p.add_argument("--depth-sweep-scale", type=float, default=2.0,
-                   help="lam of the xSkip settings in the depth sweep")
-    p.add_argument("--recursions", type=int, nargs="+", default=[1, 2, 3, 4])
-    p.add_argument("--updates", type=int, nargs="+", default=[0, 100],
-                   help="measure at initialisation (0) and after these numbers of updates")
-    p.add_argument("--embed-dim", type=int, default=64)
-    p.add_argument("--ffn-dim", type=int, default=128)
-    p.add_argument("--heads", type=int, default=4)
-    p.add_argument("--lr", type=float, default=5e-4)
-    p.add_argument("--warmup", type=int, default=20)
-    p.add_argument("--band", type=float, default=10.0,
-                   help="band factor: a sublayer is out of band when its norm is more than "
-                   "BAND times larger or smaller than the top sublayer's")
-    p.add_argument("--metric", choices=["output", "weight"], default="output")
-    p.add_argument("--seed", type=int, default=1)
-    p.add_argument("--threads", type=int, default=1,
-                   help="torch CPU threads (1 is robust on a shared machine)")
-    args = p.parse_args(argv)
-    torch.set_num_threads(args.threads)
-    logging.basicConfig(level=logging.INFO, format="%(message)s", stream=sys.stdout, force=True)
-    for name in ("fairseq", "matplotlib"):
-        logging.getLogger(name).setLevel(logging.WARNING)
-    size = ModelSize(args.embed_dim, args.ffn_dim, args.heads)
-    sweeps = {
-        "scale": lambda: scale_sweep(args.depth, args.scales),
-        "recursion": lambda: recursion_sweep(args.depth, args.recursions),
-        "depth": lambda: depth_sweep(args.depths, args.depth_sweep_scale),
-    }
-    out = Path(args.out)
-    for name in (sweeps if args.sweep == "all" else [args.sweep]):
-        log.info(f"== {name} sweep ==")
-        results = analyse(sweeps[name](), args.updates, size, band=args.band, seed=args.seed,
-                          lr=args.lr, warmup=args.warmup)
-        for path in write_outputs(out, name, results, args.metric):
-            log.info(f"wrote {path}")
-    return 0

@@ -1,20 +1,20 @@
-"""Build fairseq models and batches in-process, as ``fairseq-train`` would.
+"""Build fairseq models and batches in-process, as ``fairseq-train`` would: the one
+model builder of the tools and the tests.
 
 Models come from fairseq's own argument parsing (``options.get_training_parser``
-and ``parse_args_and_arch`` with ``--user-dir fairseq_rskip``) and the
+and ``parse_args_and_arch`` with ``--user-dir`` this package's folder) and the
 registered model class's ``build_model``; batches are fairseq's
 ``LanguagePairDataset`` collations, either of a binarised data-bin split or of
 the synthetic corpus of :mod:`fairseq_rskip.analysis.synthetic`.
 """
 
 from dataclasses import dataclass
-from pathlib import Path
 from typing import List, Optional, Sequence
 
 import numpy as np
 import torch
 
-PLUGIN_DIR = Path(__file__).resolve().parents[1]
+from fairseq_rskip.fairseq_tools import PLUGIN_DIR
 
 
 @dataclass
@@ -70,6 +70,13 @@ def build_model(arch: str, extra: Sequence[str] = (), dictionary=None, tgt_dicti
     task = DummyTask(dictionary, tgt_dictionary if tgt_dictionary is not None else dictionary)
     model = ARCH_MODEL_REGISTRY[args.arch].build_model(args, task)
     return model, args
+
+
+def build_variant(variant, size: str = "", extra: Sequence[str] = (), plugin: bool = False, **kwargs):
+    """:func:`build_model` of a row of :data:`fairseq_rskip.variants.VARIANTS` at ``size``;
+    with ``plugin``, the plugin's build of it (every sublayer a ``ResidualNorm``)."""
+    arch, flags = variant.plugin_build(size) if plugin else (variant.fairseq_arch(size), variant.flags)
+    return build_model(arch, [*flags, *extra], **kwargs)
 
 
 def collate_pairs(pairs: Sequence[tuple], src_dict, tgt_dict=None) -> dict:

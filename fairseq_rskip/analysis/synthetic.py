@@ -14,6 +14,8 @@ import sys
 from pathlib import Path
 from typing import Dict, List, Tuple
 
+from fairseq_rskip.fairseq_tools import fairseq_executable
+
 SRC, TGT = "src", "tgt"
 
 
@@ -50,8 +52,7 @@ def make_synthetic_databin(dest, n_train: int = 400, n_valid: int = 40, n_test: 
     if (dest / f"dict.{SRC}.txt").exists() and (dest / "test.src-tgt.tgt.bin").exists():
         return dest
     raw = write_raw(dest, {"train": n_train, "valid": n_valid, "test": n_test}, vocab, seed)
-    exe = Path(sys.executable).with_name("fairseq-preprocess")
-    cmd = [str(exe) if exe.exists() else "fairseq-preprocess",
+    cmd = [fairseq_executable("fairseq-preprocess"),
            "--source-lang", SRC, "--target-lang", TGT,
            "--trainpref", str(raw / "train"), "--validpref", str(raw / "valid"),
            "--testpref", str(raw / "test"), "--destdir", str(dest),

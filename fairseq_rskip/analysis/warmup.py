@@ -1,9 +1,9 @@
 """Post-LN vs Pre-LN without learning-rate warm-up (Xiong et al. 2020), small and runnable.
 
-Small deep models (``transformer_rskip`` with ``--skip-recursions 1``, which
-is fairseq's Post-LN Transformer exactly, and the same with
-``--encoder-normalize-before --decoder-normalize-before``, Pre-LN) are trained
-in-process on the synthetic corpus of :mod:`fairseq_rskip.analysis.synthetic`
+Small deep models of the variants of :data:`fairseq_rskip.variants.VARIANTS`
+(as the plugin builds them: ``postln`` is ``transformer_rskip
+--skip-recursions 1``, fairseq's Post-LN Transformer exactly, ``preln`` the
+Pre-LN one) are trained in-process on the synthetic corpus of :mod:`fairseq_rskip.analysis.synthetic`
 with Adam (betas 0.9/0.98) at a high peak learning rate:
 
 ``nowarmup``  the rate of ``--lr-scheduler inverse_sqrt_nowarmup``:
@@ -17,7 +17,6 @@ non-finite is reported as diverged. Post-LN without warm-up is expected to
 diverge or lag at such rates, Pre-LN not.
 """
 
-import json
 import logging
 import math
 from dataclasses import dataclass
@@ -26,27 +25,29 @@ from typing import Dict, List, Sequence
 
 import torch
 
-from fairseq_rskip.analysis.modelbuild import build_model, collate_pairs, nll_loss, synthetic_dictionary
+from fairseq_rskip.analysis.modelbuild import build_variant, collate_pairs, nll_loss, synthetic_dictionary
 from fairseq_rskip.analysis.synthetic import synthetic_pairs
-
-log = logging.getLogger("warmup_demo")
+from fairseq_rskip.progress import progress_bar, write
+from fairseq_rskip.variants import Variant, distinct_plugin_builds
 
 
 @dataclass(frozen=True)
 class DemoRun:
     name: str
-    flags: tuple
+    variant: Variant
     warmup: bool
 
 
-RUNS = {
-    "postln-nowarmup": DemoRun("Post-LN, no warm-up", ("--skip-recursions", "1"), False),
-    "preln-nowarmup": DemoRun(
-        "Pre-LN, no warm-up",
-        ("--skip-recursions", "1", "--encoder-normalize-before", "--decoder-normalize-before"), False),
-    "postln-warmup": DemoRun("Post-LN, warm-up", ("--skip-recursions", "1"), True),
-    "rskip-nowarmup": DemoRun("rSkip+LN n=2, no warm-up", ("--skip-recursions", "2"), False),
-}
+def demo_runs() -> Dict[str, DemoRun]:
+    """``NAME-nowarmup`` and ``NAME-warmup`` for every variant of the table (once per distinct model)."""
+    runs = {}
+    for v in distinct_plugin_builds():
+        runs[f"{v.name}-nowarmup"] = DemoRun(f"{v.label}, no warm-up", v, False)
+        runs[f"{v.name}-warmup"] = DemoRun(f"{v.label}, warm-up", v, True)
+    return runs
+
+
+RUNS = demo_runs()
 
 
 def lr_at(step: int, peak: float, timescale: float, warmup: bool) -> float:
@@ -58,19 +59,20 @@ def lr_at(step: int, peak: float, timescale: float, warmup: bool) -> float:
 
 
 def train_curve(run: DemoRun, depth: int, dim: int, lr: float, timescale: float, updates: int,
-                eval_every: int, seed: int = 1, batch_sentences: int = 64) -> Dict[str, object]:
+                eval_every: int, seed: int = 1, batch_sentences: int = 64, on_update=None) -> Dict[str, object]:
+    """Train one run; ``on_update()`` is called after each update."""
     dictionary = synthetic_dictionary()
     batches = [collate_pairs(synthetic_pairs(batch_sentences, seed=seed * 100 + k), dictionary)
                for k in range(16)]
     valid = collate_pairs(synthetic_pairs(256, seed=99_999), dictionary)
-    flags = list(run.flags) + [
+    flags = [
         "--encoder-layers", str(depth), "--decoder-layers", str(depth),
         "--encoder-embed-dim", str(dim), "--decoder-embed-dim", str(dim),
         "--encoder-ffn-embed-dim", str(2 * dim), "--decoder-ffn-embed-dim", str(2 * dim),
         "--encoder-attention-heads", "4", "--decoder-attention-heads", "4",
         "--dropout", "0.1",
     ]
-    model, _ = build_model("transformer_rskip", flags, dictionary=dictionary, seed=seed)
+    model, _ = build_variant(run.variant, extra=flags, plugin=True, dictionary=dictionary, seed=seed)
     opt = torch.optim.Adam(model.parameters(), lr=lr, betas=(0.9, 0.98), eps=1e-8)
 
     def evaluate():
@@ -94,6 +96,8 @@ def train_curve(run: DemoRun, depth: int, dim: int, lr: float, timescale: float,
         opt.zero_grad(set_to_none=True)
         loss.backward()
         opt.step()
+        if on_update is not None:
+            on_update()
         if (step + 1) % eval_every == 0 or step + 1 == updates:
             v = evaluate()
             curve.append([step + 1, v])
@@ -107,18 +111,22 @@ def train_curve(run: DemoRun, depth: int, dim: int, lr: float, timescale: float,
 
 
 def demo(runs: Sequence[str], depth: int, dim: int, lrs: Sequence[float], timescale: float,
-         updates: int, eval_every: int, seed: int = 1, echo=None) -> List[dict]:
-    echo = echo or log.info
+         updates: int, eval_every: int, seed: int = 1, echo=write) -> List[dict]:
     results = []
-    for lr in lrs:
-        for key in runs:
-            r = train_curve(RUNS[key], depth, dim, lr, timescale, updates, eval_every, seed)
-            r["key"] = key
-            status = "DIVERGED" if r["diverged"] else "ok"
-            pts = " ".join(f"{u}:{v:.2f}" for u, v in r["curve"])
-            echo(f"lr {lr:g} {r['run']:<26} depth {depth}: {status:<8} final valid loss "
-                 f"{r['final_valid_loss']:.3f} best {r['best_valid_loss']:.3f} | {pts}")
-            results.append(r)
+    with progress_bar(len(lrs) * len(runs) * updates, unit="upd") as bar:
+        for lr in lrs:
+            for key in runs:
+                bar.set_description(f"lr {lr:g} {RUNS[key].name}")
+                done = bar.n
+                r = train_curve(RUNS[key], depth, dim, lr, timescale, updates, eval_every, seed,
+                                on_update=lambda: bar.update(1))
+                bar.update(done + updates - bar.n)  # a diverged run stops early
+                r["key"] = key
+                status = "DIVERGED" if r["diverged"] else "ok"
+                pts = " ".join(f"{u}:{v:.2f}" for u, v in r["curve"])
+                echo(f"lr {lr:g} {r['run']:<26} depth {depth}: {status:<8} final valid loss "
+                     f"{r['final_valid_loss']:.3f} best {r['best_valid_loss']:.3f} | {pts}")
+                results.append(r)
     return results
 
 
@@ -148,36 +156,3 @@ def plot(results: Sequence[dict], path) -> Path:
     fig.savefig(path, dpi=110)
     plt.close(fig)
     return path
-
-
-def main(argv=None) -> int:
-    import argparse
-    import sys
-
-    p = argparse.ArgumentParser(
-        prog="scripts/warmup_demo.py", allow_abbrev=False,
-        description="Post-LN vs Pre-LN at a high learning rate without warm-up "
-        "(Xiong et al. 2020), on small deep models and the synthetic corpus.")
-    p.add_argument("--runs", nargs="+", choices=list(RUNS),
-                   default=["postln-nowarmup", "preln-nowarmup", "postln-warmup"])
-    p.add_argument("--depth", type=int, default=12)
-    p.add_argument("--dim", type=int, default=128)
-    p.add_argument("--lrs", type=float, nargs="+", default=[1e-3, 3e-3])
-    p.add_argument("--timescale", type=float, default=100,
-                   help="warm-up updates (warmup) / decay timescale T (nowarmup)")
-    p.add_argument("--updates", type=int, default=150)
-    p.add_argument("--eval-every", type=int, default=25)
-    p.add_argument("--seed", type=int, default=1)
-    p.add_argument("--threads", type=int, default=1)
-    p.add_argument("--out", default="work/warmup-demo")
-    args = p.parse_args(argv)
-    torch.set_num_threads(args.threads)
-    logging.basicConfig(level=logging.INFO, format="%(message)s", stream=sys.stdout, force=True)
-    logging.getLogger("fairseq").setLevel(logging.WARNING)
-    results = demo(args.runs, args.depth, args.dim, args.lrs, args.timescale, args.updates,
-                   args.eval_every, args.seed)
-    out = Path(args.out)
-    out.mkdir(parents=True, exist_ok=True)
-    (out / "warmup_demo.json").write_text(json.dumps(results, indent=1) + "\n", encoding="utf-8")
-    log.info(f"wrote {plot(results, out / 'warmup_demo.png')} and {out / 'warmup_demo.json'}")
-    return 0

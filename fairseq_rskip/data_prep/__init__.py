@@ -1,12 +1,10 @@
-"""Data preparation and BLEU evaluation for fairseq_rskip (not imported by the plugin).
-
-Command-line entry points, each run as ``python -m fairseq_rskip.data_prep.NAME``
-by the shell scripts in ``scripts/``:
+"""Data preparation for fairseq_rskip (not imported by the plugin; the command is
+``rskip-prepare``, :mod:`fairseq_rskip.cli.prepare`).
 
 - ``pipeline``  generic: raw parallel text -> tokenised, cleaned, BPE -> data-bin
-- ``iwslt14``, ``iwslt15_envi``, ``wmt14_en2de``  find/parse one benchmark's raw
-  files, then run the same pipeline
+- ``datasets``  the benchmark recipes (IWSLT'14 De-En, IWSLT'15 En-Vi, WMT'14
+  En-De): fetch and parse one data set's raw files, then run the pipeline
+- ``bundled``   the bundled De-En corpus: prepare it, or build it from its Debian package
 - ``download``  download with resume and checksum verification
-- ``evaluate``  BLEU (tokenised and sacreBLEU) from fairseq-generate output
-- ``bundled``   build the bundled De-En corpus from its Debian package
+- ``formats``, ``text``, ``bpe``, ``common``  the steps and helpers these share
 """

@@ -9,8 +9,9 @@ than a silently smaller model.
 import os
 import re
 
-from fairseq_rskip.data_prep.common import PrepError, logger
+from fairseq_rskip.data_prep.common import logger
 from fairseq_rskip.data_prep.text import iter_lines, map_lines
+from fairseq_rskip.errors import UserError
 
 BPE_CHOICES = ("subword_nmt", "sentencepiece", "none")
 
@@ -46,7 +47,7 @@ def _learn_subword_nmt(train_files, size, model_path, workdir):
     with open(model_path, encoding="utf-8") as f:
         merges = sum(1 for line in f if not line.startswith("#version"))
     if merges < size:
-        raise PrepError(
+        raise UserError(
             f"BPE size {size} is larger than this training text allows: subword-nmt found only "
             f"{merges} merges of pairs seen at least twice; use --bpe-size {merges} or less"
         )
@@ -72,17 +73,17 @@ def _learn_sentencepiece(train_files, size, model_path, workdir):
     except RuntimeError as e:
         m = re.search(r"Vocabulary size too high \((\d+)\)\. Please set it to a value <= (\d+)", str(e))
         if m:
-            raise PrepError(
+            raise UserError(
                 f"BPE size {size} is larger than this training text allows: sentencepiece can build "
                 f"at most {m.group(2)} pieces; use --bpe-size {m.group(2)} or less"
             ) from None
         m = re.search(r"Vocabulary size is smaller than required_chars\. (\d+) vs (\d+)", str(e))
         if m:
-            raise PrepError(
+            raise UserError(
                 f"BPE size {size} is too small: sentencepiece needs at least {m.group(2)} pieces for the "
                 f"characters of the training text and its special symbols; use --bpe-size {m.group(2)} or more"
             ) from None
-        raise PrepError(f"sentencepiece training failed: {e}") from None
+        raise UserError(f"sentencepiece training failed: {e}") from None
     prefix.with_suffix(".model").replace(model_path)
     vocab = prefix.with_suffix(".vocab")
     if vocab.exists():

@@ -1,13 +1,15 @@
-"""Build the bundled German-English corpus from Ding's dictionary (Debian package trans-de-en).
+"""The bundled German-English corpus: preparing it, and building it from Ding's dictionary.
+
+The corpus ships inside the package (:data:`CORPUS_DIR`,
+``fairseq_rskip/corpus/ding-de-en``), so ``rskip-prepare bundled`` works
+from any directory, installed or in a checkout: :func:`prepare` decompresses
+it into ``DEST/raw`` and runs the generic pipeline with :data:`PIPELINE`.
 
 Ding (Frank Richter, TU Chemnitz, GPL-2+) is a German-English dictionary whose
-entries carry example sentences translated by its editors. This module keeps
-the entries' full-sentence examples as a small sentence-aligned corpus:
-
-    python -m fairseq_rskip.data_prep.bundled --deb trans-de-en_1.9-6_all.deb \
-        --out examples/translation/corpus/ding-de-en
-
-(scripts/build-bundled-corpus.sh fetches the package and runs this.)
+entries carry example sentences translated by its editors. :func:`build`
+keeps the entries' full-sentence examples as a small sentence-aligned corpus
+(``rskip-prepare build-bundled-corpus [trans-de-en_1.9-6_all.deb]`` fetches
+the package with ``apt-get download`` unless given one).
 
 Extraction, all deterministic:
 
@@ -28,17 +30,28 @@ Extraction, all deterministic:
    then train.
 """
 
-import argparse
 import gzip
 import io
 import json
 import random
 import re
+import shutil
+import subprocess
 import tarfile
 from pathlib import Path
 
-from fairseq_rskip.data_prep.common import PrepError, atomic_output, run_cli, setup_logging, logger
+from fairseq_rskip.data_prep import pipeline
+from fairseq_rskip.data_prep.common import logger
 from fairseq_rskip.data_prep.download import verify
+from fairseq_rskip.errors import UserError
+from fairseq_rskip.fairseq_tools import PLUGIN_DIR
+from fairseq_rskip.file_io import atomic_output
+
+CORPUS_DIR = PLUGIN_DIR / "corpus" / "ding-de-en"
+# the generic recipe: Moses tokenisation, lowercased, joint subword-nmt BPE of 4000 merges,
+# joined dictionary; options given after these override them
+PIPELINE = ["--src-lang", "de", "--tgt-lang", "en", "--bpe", "subword_nmt", "--bpe-size", "4000",
+            "--lowercase", "--joined-dictionary", "--clean-max-len", "175", "--normalize-punct"]
 
 PACKAGE = "trans-de-en"
 VERSION = "1.9-6"
@@ -57,7 +70,7 @@ def read_deb_member(deb_path, member):
     """Return the bytes of ``member`` from the data tarball of a Debian package (no dpkg needed)."""
     data = Path(deb_path).read_bytes()
     if not data.startswith(b"!<arch>\n"):
-        raise PrepError(f"{deb_path} is not a Debian package (no ar header)")
+        raise UserError(f"{deb_path} is not a Debian package (no ar header)")
     pos = 8
     while pos + 60 <= len(data):
         header = data[pos:pos + 60]
@@ -70,8 +83,8 @@ def read_deb_member(deb_path, member):
                 for m in tar.getmembers():
                     if m.name.lstrip("./") == member:
                         return tar.extractfile(m).read()
-            raise PrepError(f"{member} not found in {deb_path}")
-    raise PrepError(f"no data.tar member in {deb_path}")
+            raise UserError(f"{member} not found in {deb_path}")
+    raise UserError(f"no data.tar member in {deb_path}")
 
 
 def is_sentence(text):
@@ -129,7 +142,20 @@ def write_gz(path, lines):
             f.write("".join(line + "\n" for line in lines).encode("utf-8"))
 
 
-def build(deb_path, out_dir):
+def download_deb(folder):
+    """Fetch the Debian package with ``apt-get download`` into ``folder``; returns its path."""
+    name = f"{PACKAGE}={VERSION}"
+    try:
+        proc = subprocess.run(["apt-get", "download", name], cwd=folder, capture_output=True, text=True)
+    except FileNotFoundError:
+        raise UserError(f"apt-get not found: give the package, PATH/{PACKAGE}_{VERSION}_all.deb") from None
+    if proc.returncode != 0:
+        raise UserError(f"apt-get download {name} failed (Debian 12 package lists needed; or give "
+                        f"the package, PATH/{PACKAGE}_{VERSION}_all.deb):\n{proc.stderr[-2000:]}")
+    return Path(folder) / f"{PACKAGE}_{VERSION}_all.deb"
+
+
+def build(deb_path, out_dir=CORPUS_DIR):
     verify(deb_path, sha256=DEB_SHA256, what=f"{PACKAGE}_{VERSION}_all.deb")
     text = read_deb_member(deb_path, MEMBER).decode("utf-8")
     entries = extract_pairs(text.splitlines())
@@ -153,14 +179,23 @@ def build(deb_path, out_dir):
     return stats
 
 
-def main(argv=None):
-    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--deb", required=True, help=f"path to {PACKAGE}_{VERSION}_all.deb")
-    p.add_argument("--out", required=True)
-    args = p.parse_args(argv)
-    setup_logging()
-    print(json.dumps(build(args.deb, args.out)))
+def prepare(dest, corpus_dir=CORPUS_DIR, pipeline_argv=(), prog=None):
+    """Prepare the corpus in ``corpus_dir`` into ``dest/data-bin`` (de -> en); returns the data-bin.
 
-
-if __name__ == "__main__":
-    run_cli(main)
+    The shipped files are decompressed into ``dest/raw`` (atomically, again only when the
+    shipped file is newer), then the pipeline runs with :data:`PIPELINE` and ``pipeline_argv``.
+    """
+    dest, corpus_dir = Path(dest), Path(corpus_dir)
+    raw = dest / "raw"
+    for split in ("train", "valid", "test"):
+        for lang in ("de", "en"):
+            gz, out = corpus_dir / f"{split}.{lang}.gz", raw / f"{split}.{lang}"
+            if not gz.is_file():
+                raise UserError(f"bundled corpus file not found: {gz} (give --corpus DIR, the folder "
+                                "holding {train,valid,test}.{de,en}.gz)")
+            if not out.is_file() or gz.stat().st_mtime_ns > out.stat().st_mtime_ns:
+                with atomic_output(out) as tmp, gzip.open(gz, "rb") as src, open(tmp, "wb") as dst:
+                    shutil.copyfileobj(src, dst, 1 << 20)
+    argv = PIPELINE + ["--train-prefix", str(raw / "train"), "--valid-prefix", str(raw / "valid"),
+                       "--test-prefix", str(raw / "test"), "--dest", str(dest), *pipeline_argv]
+    return pipeline.run(pipeline.build_parser(prog=prog or "rskip-prepare bundled").parse_args(argv))

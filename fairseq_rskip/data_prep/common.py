@@ -1,30 +1,23 @@
-"""Shared helpers: user-facing errors, atomic outputs and step stamps.
+"""Shared helpers of data preparation: logging and step stamps.
 
-Every file or folder a step produces is written under a temporary name in the
-same folder and renamed into place only when complete; the step's stamp (a
-JSON file in ``DEST/.stamps``) is written after its outputs. A re-run skips a
-step whose stamp records the same parameters and input fingerprints and whose
-outputs all exist; anything else is redone. An interrupted run therefore
-leaves at most finished intermediate files without a stamp (redone next time)
-and hidden ``.partial`` files (removed next time), never a final output that
+Every file or folder a step produces is written atomically
+(:mod:`fairseq_rskip.file_io`); the step's stamp (a JSON file in
+``DEST/.stamps``) is written after its outputs. A re-run skips a step whose
+stamp records the same parameters and input fingerprints and whose outputs
+all exist; anything else is redone. An interrupted run therefore leaves at
+most finished intermediate files without a stamp (redone next time) and
+hidden ``.partial`` files (removed next time), never a final output that
 looks finished.
 """
 
-import contextlib
 import json
 import logging
-import os
-import shutil
 import sys
 from pathlib import Path
 
+from fairseq_rskip.file_io import atomic_output, remove
+
 logger = logging.getLogger("fairseq_rskip.data_prep")
-
-PARTIAL = ".partial-"
-
-
-class PrepError(Exception):
-    """A problem with the user's input or environment, reported without a traceback."""
 
 
 def setup_logging(verbose=False):
@@ -36,66 +29,13 @@ def setup_logging(verbose=False):
     )
 
 
-def run_cli(main, argv=None):
-    """Run ``main(argv)``; turn a PrepError into ``error: ...`` on stderr and exit status 2."""
-    try:
-        return main(argv)
-    except PrepError as e:
-        print(f"error: {e}", file=sys.stderr)
-        raise SystemExit(2)
-
-
-def remove(path):
-    path = Path(path)
-    if path.is_dir() and not path.is_symlink():
-        shutil.rmtree(path)
-    elif path.exists() or path.is_symlink():
-        path.unlink()
-
-
-@contextlib.contextmanager
-def atomic_output(path):
-    """Yield a temporary path next to ``path``; rename it to ``path`` only if the block succeeds."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f"{PARTIAL}{os.getpid()}-{path.name}")
-    remove(tmp)
-    try:
-        yield tmp
-    except BaseException:
-        remove(tmp)
-        raise
-    if not tmp.exists():
-        raise RuntimeError(f"step produced no output for {path}")
-    remove(path)
-    os.replace(tmp, path)
-
-
-@contextlib.contextmanager
-def atomic_outputs(paths):
-    """Like atomic_output for several files: all are renamed into place, or none is."""
-    paths = [Path(p) for p in paths]
-    with contextlib.ExitStack() as stack:
-        tmps = [stack.enter_context(atomic_output(p)) for p in paths]
-        yield tmps
-
-
-def remove_partials(folder):
-    """Delete the temporary files an interrupted earlier run left in ``folder`` (recursively)."""
-    folder = Path(folder)
-    if not folder.is_dir():
-        return
-    for p in list(folder.rglob(f"{PARTIAL}*")):
-        logger.info("removing leftover of an interrupted run: %s", p)
-        remove(p)
-
-
 def fingerprint(paths):
-    """Cheap identity of input files: name, size and modification time."""
+    """Cheap identity of input files: absolute name, size and modification time (so a
+    re-run that names the same folder by another path, relative or absolute, reuses it)."""
     out = []
     for p in paths:
         st = Path(p).stat()
-        out.append([str(p), st.st_size, st.st_mtime_ns])
+        out.append([str(Path(p).resolve()), st.st_size, st.st_mtime_ns])
     return out
 
 
@@ -144,10 +84,6 @@ class Stamps:
             raise RuntimeError(f"step {step} did not produce {missing}")
         self.mark(step, params)
         return True
-
-
-def repo_root():
-    return Path(__file__).resolve().parents[2]
 
 
 def count_lines(path):

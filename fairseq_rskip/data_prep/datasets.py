@@ -1,10 +1,9 @@
 """The benchmark recipes: fetch a data set's archives, parse its raw files, run the pipeline.
 
-    python -m fairseq_rskip.data_prep.datasets iwslt14      [--dest DIR] [--archive-dir DIR] [...]
-    python -m fairseq_rskip.data_prep.datasets iwslt15_envi [--dest DIR] [--archive-dir DIR] [...]
-    python -m fairseq_rskip.data_prep.datasets wmt14_en2de  [--dest DIR] [--archive-dir DIR] [...]
+    rskip-prepare iwslt14      [--dest DIR] [--archive-dir DIR] [...]
+    rskip-prepare iwslt15-envi [--dest DIR] [--archive-dir DIR] [...]
+    rskip-prepare wmt14-en2de  [--dest DIR] [--archive-dir DIR] [...]
 
-(scripts/prepare-iwslt14.sh, prepare-iwslt15-envi.sh, prepare-wmt14-en2de.sh.)
 The data sets differ only in where their raw files come from and how they
 are parsed into ``DEST/raw/{train,valid,test}.{src,tgt}``; from there on the
 generic pipeline (pipeline.py) does the rest with each recipe's options. Any
@@ -12,25 +11,15 @@ option not listed here is passed on to the pipeline (e.g. ``--bpe-size``,
 ``--bpe sentencepiece``, ``--workers``).
 """
 
-import argparse
-import sys
 import tarfile
 from pathlib import Path
 
 from fairseq_rskip.data_prep import pipeline
-from fairseq_rskip.data_prep.common import (
-    PrepError,
-    Stamps,
-    atomic_outputs,
-    fingerprint,
-    logger,
-    remove_partials,
-    repo_root,
-    run_cli,
-    setup_logging,
-)
+from fairseq_rskip.data_prep.common import Stamps, fingerprint, logger
 from fairseq_rskip.data_prep.download import fetch
 from fairseq_rskip.data_prep.formats import pair_up, parse_plain, parse_segments, parse_tagged
+from fairseq_rskip.errors import UserError
+from fairseq_rskip.file_io import atomic_outputs, remove_partials
 
 
 class Archive:
@@ -192,12 +181,12 @@ def extract_members(archive, wanted, out_dir):
                     found[base] = True
             missing = [n for n in names if n not in found]
             if missing:
-                raise PrepError(f"{archive} lacks {', '.join(missing)}; is it the right archive?")
+                raise UserError(f"{archive} lacks {', '.join(missing)}; is it the right archive?")
 
     try:
         stamps.run("extract-" + Path(archive).name, params, outputs, do)
     except tarfile.TarError as e:
-        raise PrepError(f"{archive} is not a readable tar archive: {e}") from None
+        raise UserError(f"{archive} is not a readable tar archive: {e}") from None
     return dict(zip(names, outputs))
 
 
@@ -205,7 +194,7 @@ def write_raw(splits, raw_dir, src, tgt):
     """Write {split: [(src, tgt), ...]} to raw_dir/split.{src,tgt}, atomically."""
     for split, pairs in splits.items():
         if not pairs:
-            raise PrepError(f"the {split} set of the raw data is empty")
+            raise UserError(f"the {split} set of the raw data is empty")
         paths = [raw_dir / f"{split}.{src}", raw_dir / f"{split}.{tgt}"]
         with atomic_outputs(paths) as (ts, tt):
             with open(ts, "w", encoding="utf-8") as fs, open(tt, "w", encoding="utf-8") as ft:
@@ -214,35 +203,21 @@ def write_raw(splits, raw_dir, src, tgt):
                     ft.write(b.strip() + "\n")
 
 
-def build_parser(name, recipe):
-    p = argparse.ArgumentParser(
-        prog=f"prepare-{name}.sh",
-        description=__doc__,
-        formatter_class=argparse.RawDescriptionHelpFormatter,
-    )
-    p.add_argument("--dest", default=str(repo_root() / recipe["dest"]),
-                   help=f"output folder (default <repo>/{recipe['dest']})")
-    p.add_argument("--archive-dir", help="offline: take the archives from this folder instead of downloading")
-    p.add_argument("--download-dir", help="where downloads go (default DEST/orig)")
-    p.add_argument("-v", "--verbose", action="store_true")
-    return p
+def prepare(name, dest, pipeline_argv=(), archive_dir=None, download_dir=None, prog=None):
+    """Fetch and parse recipe ``name``'s data into ``dest``, then run the pipeline with the
+    recipe's options followed by ``pipeline_argv`` (which override them). Returns the data-bin.
 
-
-def main(argv=None):
-    argv = list(sys.argv[1:] if argv is None else argv)
-    if not argv or argv[0] not in RECIPES:
-        raise PrepError(f"usage: python -m fairseq_rskip.data_prep.datasets {{{','.join(RECIPES)}}} [options]")
-    name = argv.pop(0)
+    ``archive_dir``: take the archives from there instead of downloading them into
+    ``download_dir`` (default ``dest/orig``).
+    """
     recipe, make_raw = RECIPES[name]
-    args, rest = build_parser(name, recipe).parse_known_args(argv)
-    setup_logging(args.verbose)
-    dest = Path(args.dest)
+    dest = Path(dest)
     dest.mkdir(parents=True, exist_ok=True)
     remove_partials(dest)
-    download_dir = Path(args.download_dir) if args.download_dir else dest / "orig"
+    download_dir = Path(download_dir) if download_dir else dest / "orig"
     archives = {}
     for a in recipe["archives"]:
-        archives[a.name] = fetch(a.urls, download_dir / a.name, a.sha256, a.md5, args.archive_dir)
+        archives[a.name] = fetch(a.urls, download_dir / a.name, a.sha256, a.md5, archive_dir)
 
     s, t = recipe["src"], recipe["tgt"]
     raw_dir = dest / "raw"
@@ -266,14 +241,6 @@ def main(argv=None):
     ]
     if has_valid:
         pargs += ["--valid-prefix", str(raw_dir / "valid")]
-    # the recipe's options first: the user's own (rest) override them
-    pargs += recipe["pipeline"] + rest
-    p = pipeline.build_parser()
-    p.prog = f"prepare-{name}.sh"
-    databin = pipeline.run(p.parse_args(pargs))
-    print(databin)
-    return databin
-
-
-if __name__ == "__main__":
-    run_cli(main)
+    # the recipe's options first: the user's own override them
+    pargs += recipe["pipeline"] + list(pipeline_argv)
+    return pipeline.run(pipeline.build_parser(prog=prog).parse_args(pargs))

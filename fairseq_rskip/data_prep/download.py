@@ -1,9 +1,8 @@
 """Download with resume and checksum verification, or take an already downloaded archive.
 
-The one place where raw archives enter the pipeline::
-
-    python -m fairseq_rskip.data_prep.download --url URL [--url MIRROR] --dest FILE \
-        [--sha256 HEX | --md5 HEX] [--archive-dir DIR]
+The one place where raw archives enter the pipeline (also a command of its own,
+``rskip-prepare download --url URL [--url MIRROR] --dest FILE [--sha256 HEX | --md5 HEX]
+[--archive-dir DIR]``):
 
 - A download goes to ``FILE.part`` and is resumed from there (an HTTP Range
   request) after an interruption; ``FILE`` appears only after its checksum
@@ -14,16 +13,15 @@ The one place where raw archives enter the pipeline::
   ``FILE.sha256`` and checked on every later use (trust on first use).
 """
 
-import argparse
 import hashlib
-import logging
 import os
 import shutil
 import urllib.error
 import urllib.request
 from pathlib import Path
 
-from fairseq_rskip.data_prep.common import PrepError, logger, run_cli, setup_logging
+from fairseq_rskip.data_prep.common import logger
+from fairseq_rskip.errors import UserError
 
 CHUNK = 1 << 20
 
@@ -37,13 +35,13 @@ def file_digest(path, algo):
 
 
 def verify(path, sha256=None, md5=None, what=None):
-    """Raise PrepError unless ``path`` has the given digest(s)."""
+    """Raise UserError unless ``path`` has the given digest(s)."""
     what = what or str(path)
     for algo, expected in (("sha256", sha256), ("md5", md5)):
         if expected:
             got = file_digest(path, algo)
             if got.lower() != expected.lower():
-                raise PrepError(
+                raise UserError(
                     f"checksum mismatch for {what}: expected {algo} {expected}, got {got}; "
                     "the file is corrupt, truncated or a different release"
                 )
@@ -91,7 +89,7 @@ def fetch(urls, dest, sha256=None, md5=None, archive_dir=None, retries=3):
             if tofu.exists():
                 recorded = tofu.read_text().split()[0]
                 if recorded != got:
-                    raise PrepError(
+                    raise UserError(
                         f"checksum mismatch for {path}: it changed since first use "
                         f"(recorded sha256 {recorded} in {tofu}, got {got})"
                     )
@@ -103,7 +101,7 @@ def fetch(urls, dest, sha256=None, md5=None, archive_dir=None, retries=3):
     if archive_dir is not None:
         local = Path(archive_dir) / dest.name
         if not local.is_file():
-            raise PrepError(
+            raise UserError(
                 f"missing archive: {local} not found (offline mode via --archive-dir); "
                 f"download it from {urls[0]}"
             )
@@ -135,28 +133,11 @@ def fetch(urls, dest, sha256=None, md5=None, archive_dir=None, retries=3):
         if part.exists():
             break
     if not part.exists():
-        raise PrepError(f"could not download {dest.name}: " + "; ".join(errors[-3:]))
+        raise UserError(f"could not download {dest.name}: " + "; ".join(errors[-3:]))
     try:
         check(part)
-    except PrepError:
+    except UserError:
         part.unlink()
         raise
     os.replace(part, dest)
     return dest
-
-
-def main(argv=None):
-    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--url", action="append", required=True, help="URL; repeat for mirrors")
-    p.add_argument("--dest", required=True)
-    p.add_argument("--sha256")
-    p.add_argument("--md5")
-    p.add_argument("--archive-dir", help="take the file from this folder instead of downloading")
-    args = p.parse_args(argv)
-    setup_logging()
-    path = fetch(args.url, args.dest, args.sha256, args.md5, args.archive_dir)
-    print(path)
-
-
-if __name__ == "__main__":
-    run_cli(main)

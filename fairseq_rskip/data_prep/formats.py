@@ -12,8 +12,8 @@ written in Python instead of grep and sed.
 
 import re
 
-from fairseq_rskip.data_prep.common import PrepError
 from fairseq_rskip.data_prep.text import iter_lines
+from fairseq_rskip.errors import UserError
 
 _SEG = re.compile(r"<seg\b[^>]*>\s*(.*?)\s*</seg>", re.IGNORECASE)
 # fairseq's IWSLT'14 recipe: drop these metadata lines, unwrap title and description
@@ -33,10 +33,10 @@ def parse_segments(path):
             continue
         m = _SEG.search(line)
         if m is None:
-            raise PrepError(f"{path}:{n}: malformed <seg> line (no closing </seg> on the same line)")
+            raise UserError(f"{path}:{n}: malformed <seg> line (no closing </seg> on the same line)")
         segs.append(m.group(1).replace("\u2019", "'"))
     if not segs:
-        raise PrepError(f"{path}: no <seg> elements found; is this an IWSLT .xml or WMT .sgm file?")
+        raise UserError(f"{path}: no <seg> elements found; is this an IWSLT .xml or WMT .sgm file?")
     return segs
 
 
@@ -57,7 +57,7 @@ def parse_plain(path):
 def pair_up(src_lines, tgt_lines, what, drop_empty=True):
     """Zip two sides of a corpus; their lengths must agree. Returns (pairs, number of empty pairs dropped)."""
     if len(src_lines) != len(tgt_lines):
-        raise PrepError(
+        raise UserError(
             f"{what}: source and target have different line counts ({len(src_lines)} vs {len(tgt_lines)})"
         )
     pairs, dropped = [], 0

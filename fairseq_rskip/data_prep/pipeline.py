@@ -1,6 +1,6 @@
-"""Generic preparation of raw parallel text into a fairseq data-bin (scripts/prepare-parallel.sh).
+"""Generic preparation of raw parallel text into a fairseq data-bin.
 
-    python -m fairseq_rskip.data_prep.pipeline --src-lang de --tgt-lang en \
+    rskip-prepare parallel --src-lang de --tgt-lang en \
         --train-prefix raw/train --valid-prefix raw/valid --test-prefix raw/test \
         --dest DIR [--bpe subword_nmt|sentencepiece|none] [--bpe-size N] [--lowercase] \
         [--joined-dictionary]
@@ -14,10 +14,12 @@ writes, in DIR:
 - ``bpe/bpe.codes`` or ``bpe/spm.model`` and ``bpe/{split}.{lang}``  the joint BPE model and
   the segmented text
 - ``data-bin/``  fairseq-preprocess's output, plus ``prep.json`` (how it was made) and
-  ``ref.{valid,test}.{tgt}`` (untokenised references, read by evaluate.sh)
+  ``ref.{valid,test}.{tgt}`` (untokenised references, read by rskip-evaluate)
 
 Every step is stamped and reused on a re-run with the same inputs and options;
 ``data-bin`` is renamed into place only when complete (see common.py).
+:func:`build_parser` defines the options (``rskip-prepare parallel``, and
+the recipes pass theirs through it); :func:`run` does the work.
 """
 
 import argparse
@@ -27,25 +29,15 @@ import shutil
 from pathlib import Path
 
 from fairseq_rskip.data_prep import bpe as bpe_mod
-from fairseq_rskip.data_prep.common import (
-    PrepError,
-    Stamps,
-    atomic_output,
-    atomic_outputs,
-    count_lines,
-    fingerprint,
-    logger,
-    remove,
-    remove_partials,
-    run_cli,
-    setup_logging,
-)
+from fairseq_rskip.data_prep.common import Stamps, count_lines, fingerprint, logger
 from fairseq_rskip.data_prep.text import Tokenizer, iter_lines, keep_pair, tokenize_file, validate_parallel
+from fairseq_rskip.errors import UserError
+from fairseq_rskip.file_io import atomic_output, atomic_outputs, remove, remove_partials
 
 
-def build_parser():
+def build_parser(prog="rskip-prepare parallel"):
     p = argparse.ArgumentParser(
-        prog="prepare-parallel.sh", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+        prog=prog, description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
     )
     p.add_argument("--src-lang", required=True)
     p.add_argument("--tgt-lang", required=True)
@@ -78,15 +70,15 @@ def build_parser():
 
 def check_args(args):
     if args.src_lang == args.tgt_lang:
-        raise PrepError("--src-lang and --tgt-lang must differ")
+        raise UserError("--src-lang and --tgt-lang must differ")
     if bool(args.valid_prefix) == bool(args.valid_every):
-        raise PrepError("give exactly one of --valid-prefix and --valid-every")
+        raise UserError("give exactly one of --valid-prefix and --valid-every")
     if args.valid_every and args.valid_every < 2:
-        raise PrepError("--valid-every must be at least 2")
+        raise UserError("--valid-every must be at least 2")
     if args.bpe != "none" and args.bpe_size < 1:
-        raise PrepError("--bpe-size must be positive")
+        raise UserError("--bpe-size must be positive")
     if args.clean_ratio < 1:
-        raise PrepError("--clean-ratio must be at least 1")
+        raise UserError("--clean-ratio must be at least 1")
 
 
 def config_of(args):
@@ -125,13 +117,13 @@ def fairseq_preprocess(argv):
     try:
         pargs = parser.parse_args(argv)
     except SystemExit:
-        raise PrepError(f"fairseq-preprocess rejected its arguments: {' '.join(argv)}") from None
+        raise UserError(f"fairseq-preprocess rejected its arguments: {' '.join(argv)}") from None
     fl = logging.getLogger("fairseq_cli.preprocess")
     before = list(fl.handlers)
     try:
         preprocess.main(pargs)
     except Exception as e:  # noqa: BLE001 (reported to the user as a preparation error)
-        raise PrepError(f"fairseq-preprocess failed: {type(e).__name__}: {e}") from e
+        raise UserError(f"fairseq-preprocess failed: {type(e).__name__}: {e}") from e
     finally:
         for h in fl.handlers[:]:  # main() adds a log-file handler on every call
             if h not in before:
@@ -169,7 +161,7 @@ def run(args):
     for name, files in raw_files.items():
         for f in files:
             if not f.is_file():
-                raise PrepError(f"missing {name} file {f} (expected PREFIX.{s} and PREFIX.{t})")
+                raise UserError(f"missing {name} file {f} (expected PREFIX.{s} and PREFIX.{t})")
     tokdir = dest / "tok"
     tok_out = {name: [tokdir / f"{name}.{lang}" for lang in langs] for name in inputs}
     norm_out = {name: [tokdir / f"{name}.norm.{lang}" for lang in langs] for name in inputs}
@@ -229,7 +221,7 @@ def run(args):
                     f.close()
         logger.info("cleaning kept %d training pairs, dropped %d", kept, dropped)
         if kept == 0:
-            raise PrepError("cleaning dropped every training pair; check the data or --clean-* options")
+            raise UserError("cleaning dropped every training pair; check the data or --clean-* options")
         for sp in ("valid", "test"):
             if sp not in inputs:
                 continue
@@ -243,7 +235,7 @@ def run(args):
     for sp in splits:
         counts[sp] = count_lines(text_out[sp][0])
         if counts[sp] == 0:
-            raise PrepError(f"the {sp} set is empty after preparation")
+            raise UserError(f"the {sp} set is empty after preparation")
 
     # 3. BPE
     if args.bpe == "none":
@@ -312,15 +304,3 @@ def run(args):
     stamps.run("binarize", {"config": cfg, "inputs": fingerprint(seg_files + refs)}, [databin / "prep.json"], do_binarize)
     logger.info("data-bin ready: %s (%s)", databin, ", ".join(f"{k} {v}" for k, v in counts.items()))
     return databin
-
-
-def main(argv=None):
-    args = build_parser().parse_args(argv)
-    setup_logging(args.verbose)
-    databin = run(args)
-    print(databin)
-    return databin
-
-
-if __name__ == "__main__":
-    run_cli(main)

@@ -11,7 +11,7 @@ import multiprocessing
 import unicodedata
 from pathlib import Path
 
-from fairseq_rskip.data_prep.common import PrepError
+from fairseq_rskip.errors import UserError
 
 MAX_REPORTED = 5
 
@@ -19,18 +19,18 @@ MAX_REPORTED = 5
 def iter_lines(path):
     """Yield ``(line_number, text)`` of a UTF-8 file, without the line ending.
 
-    Raises PrepError naming the file, line and byte offset of the first line
+    Raises UserError naming the file, line and byte offset of the first line
     that is not valid UTF-8.
     """
     path = Path(path)
     if not path.is_file():
-        raise PrepError(f"input file not found: {path}")
+        raise UserError(f"input file not found: {path}")
     with open(path, "rb") as f:
         for n, raw in enumerate(f, 1):
             try:
                 text = raw.decode("utf-8")
             except UnicodeDecodeError as e:
-                raise PrepError(
+                raise UserError(
                     f"{path}:{n}: not valid UTF-8 (byte 0x{raw[e.start]:02x} at column {e.start + 1}); "
                     "convert the file to UTF-8 first"
                 ) from None
@@ -61,15 +61,15 @@ def validate_parallel(src_path, tgt_path, allow_empty=False):
                 if item is not None and not item[1].strip():
                     empty.append(f"{path}:{item[0]}")
     if n_src != n_tgt:
-        raise PrepError(
+        raise UserError(
             f"source and target have different line counts: {src_path} has {n_src} lines, "
             f"{tgt_path} has {n_tgt}; they must be sentence-aligned"
         )
     if n_src == 0:
-        raise PrepError(f"{src_path} and {tgt_path} are empty")
+        raise UserError(f"{src_path} and {tgt_path} are empty")
     if empty:
         more = f" (and {len(empty) - MAX_REPORTED} more)" if len(empty) > MAX_REPORTED else ""
-        raise PrepError("empty lines in parallel data: " + ", ".join(empty[:MAX_REPORTED]) + more)
+        raise UserError("empty lines in parallel data: " + ", ".join(empty[:MAX_REPORTED]) + more)
     return n_src
 
 

@@ -22,6 +22,10 @@ NORM_TYPES = ("layernorm", "simple", "adanorm", "none")
 NORM_TYPE_CHOICES = ChoiceEnum(list(NORM_TYPES))
 ATTENTION_INITS = ("fairseq", "kaiming_uniform")
 ATTENTION_INIT_CHOICES = ChoiceEnum(list(ATTENTION_INITS))
+# DeepNorm and Admin: see fairseq_rskip.modules.skip_weights
+SKIP_WEIGHTS = ("fixed", "deepnorm", "admin")
+DEEPNORM_INITS = ("paper", "torchscale")
+ADMIN_INITS = ("profile", "logn")
 
 
 def _finite_number(value: Any) -> bool:
@@ -83,6 +87,31 @@ class SkipNormConfig(FairseqDataclass):
             "help": "initial weights of every attention's q, k, v and output projections: "
             "fairseq = fairseq's (xavier_uniform); kaiming_uniform = PyTorch's Linear default, "
             "U(+-1/sqrt(fan_in)), with zero biases (the AdaNorm authors' --init_method km)"
+        },
+    )
+    # deep Post-LN recipes: the weight of the skip, and how it is initialised
+    skip_weight: ChoiceEnum(list(SKIP_WEIGHTS)) = field(
+        default="fixed",
+        metadata={
+            "help": "weight w of the skip, y = N(w * x + F(x)): fixed = --skip-scale; deepnorm = "
+            "DeepNorm's alpha from the encoder and decoder depths, with its initialisation; "
+            "admin = Admin's trainable vector omega per sublayer (Post-norm, one recursion)"
+        },
+    )
+    deepnorm_init: ChoiceEnum(list(DEEPNORM_INITS)) = field(
+        default="paper",
+        metadata={
+            "help": "DeepNorm's initialisation: paper = xavier_normal_(gain=beta) on value, output "
+            "and feed-forward weights, gain 1 on query and key; torchscale = torchscale's "
+            "(PyTorch's default Linear init, v/out/fc1/fc2 weights and biases divided by its factor)"
+        },
+    )
+    admin_init: ChoiceEnum(list(ADMIN_INITS)) = field(
+        default="profile",
+        metadata={
+            "help": "Admin's initial omega: profile = the paper's profiling recursion on the first "
+            "training batch (saved in the checkpoint); logn = admin-torch's closed form "
+            "sqrt((n+1)/ln(n+1) - 1), n residual sublayers of the stack"
         },
     )
 
@@ -188,6 +217,7 @@ class SkipNormConfig(FairseqDataclass):
                 f"--layernorm-embedding); got --norm-type {self.norm_type}"
                 + (f" --stack-norm-type {self.stack_norm_type}" if self.stack_norm_type else "")
             )
+        self._validate_skip_weight(encoder_normalize_before, decoder_normalize_before, arch)
         for side, pre in (("encoder", encoder_normalize_before), ("decoder", decoder_normalize_before)):
             if pre and (recursions > 1 or self.skip_scale != 1):
                 raise ValueError(
@@ -195,4 +225,57 @@ class SkipNormConfig(FairseqDataclass):
                     f"only, and the {side} of {arch_description(arch)} is Pre-LN "
                     f"(--{side}-normalize-before): use a Post-LN architecture such as "
                     "transformer_rskip, or --skip-recursions 1 --skip-scale 1"
+                )
+
+    def _validate_skip_weight(
+        self, encoder_normalize_before: bool, decoder_normalize_before: bool, arch: str
+    ) -> None:
+        """--skip-weight, --deepnorm-init, --admin-init and what they exclude."""
+        weight = self.skip_weight
+        if weight not in SKIP_WEIGHTS:
+            raise ValueError(f"--skip-weight must be one of {', '.join(SKIP_WEIGHTS)}; got {weight!r}")
+        if self.deepnorm_init not in DEEPNORM_INITS:
+            raise ValueError(
+                f"--deepnorm-init must be one of {', '.join(DEEPNORM_INITS)}; got {self.deepnorm_init!r}"
+            )
+        if self.admin_init not in ADMIN_INITS:
+            raise ValueError(
+                f"--admin-init must be one of {', '.join(ADMIN_INITS)}; got {self.admin_init!r}"
+            )
+        defaults = self.defaults()
+        if weight != "deepnorm" and self.deepnorm_init != defaults["deepnorm_init"]:
+            raise ValueError(
+                f"--deepnorm-init applies only with --skip-weight deepnorm (got --skip-weight {weight})"
+            )
+        if weight != "admin" and self.admin_init != defaults["admin_init"]:
+            raise ValueError(
+                f"--admin-init applies only with --skip-weight admin (got --skip-weight {weight})"
+            )
+        if weight == "deepnorm" and self.attention_init != defaults["attention_init"]:
+            raise ValueError(
+                f"--attention-init {self.attention_init} and --skip-weight deepnorm both "
+                "initialise the attention projections: leave --attention-init out"
+            )
+        if weight == "fixed":
+            return
+        if self.skip_recursions > 1:
+            raise ValueError(
+                f"--skip-weight {weight} needs --skip-recursions 1: DeepNorm and Admin weight "
+                f"the skip of Post-LN (got --skip-recursions {self.skip_recursions})"
+            )
+        if self.skip_scale != 1:
+            raise ValueError(
+                f"--skip-scale must be 1 with --skip-weight {weight}, which sets the skip's "
+                f"weight itself (got --skip-scale {self.skip_scale})"
+            )
+        if self.norm_type == "none":
+            raise ValueError(
+                f"--skip-weight {weight} needs a normalisation: it is N(w * x + F(x)), "
+                "and --norm-type none has none"
+            )
+        for side, pre in (("encoder", encoder_normalize_before), ("decoder", decoder_normalize_before)):
+            if pre:
+                raise ValueError(
+                    f"--skip-weight {weight} is defined for Post-LN only, and the {side} of "
+                    f"{arch_description(arch)} is Pre-LN (--{side}-normalize-before)"
                 )

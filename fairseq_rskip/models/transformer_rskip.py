@@ -1,7 +1,7 @@
 """``transformer_rskip``: fairseq's Transformer with configurable skip connections
 and normalisation (see :mod:`fairseq_rskip.modules.residual_norm`).
 
-One model, three families of architectures, each in fairseq's usual sizes:
+One model, five families of architectures, each in fairseq's usual sizes:
 
 ==============================  ==============================================
 ``transformer_rskip*``          rSkip+LN, ``--skip-recursions 2``
@@ -11,6 +11,8 @@ One model, three families of architectures, each in fairseq's usual sizes:
                                 norms (``docs/adanorm.md``)
 ``transformer_prenorm_nowarmup*``  Pre-LN (meant for ``--lr-scheduler
                                 inverse_sqrt_nowarmup``)
+``transformer_deepnorm*``       DeepNorm, ``--skip-weight deepnorm``
+``transformer_admin*``          Admin, ``--skip-weight admin``
 ==============================  ==============================================
 
 Every architecture accepts every flag below, so e.g. ``--arch
@@ -19,6 +21,9 @@ transformer_rskip --skip-recursions 1`` is fairseq's Post-LN ``transformer``
 --skip-recursions 1 --skip-scale 2`` is the paper's xSkip+LN.
 """
 
+from typing import Optional
+
+import torch
 from fairseq.dataclass.utils import gen_parser_from_dataclass
 from fairseq.distributed import fsdp_wrap
 from fairseq.models import (
@@ -48,6 +53,7 @@ from fairseq_rskip.modules import (
     RSkipTransformerDecoderLayer,
     RSkipTransformerEncoderLayer,
 )
+from fairseq_rskip.modules.skip_weights import profile_admin_
 
 
 def _wrap_layer(layer, cfg):
@@ -112,7 +118,66 @@ class RSkipTransformerDecoder(_SkipNormStack, TransformerDecoderBase):
 
 @register_model("transformer_rskip")
 class RSkipTransformerModel(TransformerModel):
-    """fairseq's ``transformer`` with every sublayer wired through a ResidualNorm."""
+    """fairseq's ``transformer`` with every sublayer wired through a ResidualNorm.
+
+    With ``--skip-weight admin --admin-init profile`` the model holds the
+    buffer ``admin_profiled`` (0, then 1): the first forward pass in training
+    mode while it is 0 first sets every Admin ``omega`` by the profiling
+    recursion on that batch (:func:`~fairseq_rskip.modules.skip_weights.profile_admin_`),
+    before the first update, inside a stock ``fairseq-train``. The buffer is
+    saved with the weights, so resuming, averaging, fine-tuning and generation
+    never profile again.
+    """
+
+    def __init__(self, args, encoder, decoder):
+        super().__init__(args, encoder, decoder)
+        skip_norm = SkipNormConfig.from_namespace(args)
+        if skip_norm.skip_weight == "admin" and skip_norm.admin_init == "profile":
+            self.register_buffer("admin_profiled", torch.zeros(()))
+        else:
+            self.admin_profiled = None
+
+    def forward(
+        self,
+        src_tokens,
+        src_lengths,
+        prev_output_tokens,
+        return_all_hiddens: bool = True,
+        features_only: bool = False,
+        alignment_layer: Optional[int] = None,
+        alignment_heads: Optional[int] = None,
+    ):
+        """fairseq 0.12.3.1's ``TransformerModelBase.forward``
+        (``fairseq/models/transformer/transformer_base.py``, lines 145-173)
+        after Admin's profiling, when it is due (never in TorchScript)."""
+        if not torch.jit.is_scripting() and self.training and self._admin_profile_due():
+            self._profile_admin(src_tokens, src_lengths, prev_output_tokens)
+        encoder_out = self.encoder(
+            src_tokens, src_lengths=src_lengths, return_all_hiddens=return_all_hiddens
+        )
+        decoder_out = self.decoder(
+            prev_output_tokens,
+            encoder_out=encoder_out,
+            features_only=features_only,
+            alignment_layer=alignment_layer,
+            alignment_heads=alignment_heads,
+            src_lengths=src_lengths,
+            return_all_hiddens=return_all_hiddens,
+        )
+        return decoder_out
+
+    @torch.jit.unused
+    def _admin_profile_due(self) -> bool:
+        return self.admin_profiled is not None and not bool(self.admin_profiled)
+
+    @torch.jit.unused
+    def _profile_admin(self, src_tokens, src_lengths, prev_output_tokens) -> None:
+        def run_forward():
+            encoder_out = self.encoder(src_tokens, src_lengths=src_lengths)
+            self.decoder(prev_output_tokens, encoder_out=encoder_out, src_lengths=src_lengths)
+
+        profile_admin_(self, run_forward)
+        self.admin_profiled.fill_(1.0)
 
     @classmethod
     def hub_models(cls):
@@ -187,6 +252,8 @@ FAMILIES = {
         "encoder_normalize_before": True,
         "decoder_normalize_before": True,
     },
+    "transformer_deepnorm": {"skip_weight": "deepnorm"},
+    "transformer_admin": {"skip_weight": "admin"},
 }
 # Version of the family defaults. Arguments from this version's parser carry
 # it (``args.skip_norm_defaults_version``); saved arguments without it come

@@ -6,6 +6,8 @@ incremental state are fairseq's own. Only the three places where fairseq
 writes ``residual + x`` followed or preceded by a LayerNorm are replaced by
 ``ResidualNorm``, kept under fairseq's attribute names
 (``self_attn_layer_norm``, ``encoder_attn_layer_norm``, ``final_layer_norm``).
+With ``--skip-weight deepnorm`` the layer's projections are then initialised
+as DeepNorm prescribes (:func:`~fairseq_rskip.modules.skip_weights.deepnorm_initialise_`).
 """
 
 import math
@@ -21,6 +23,7 @@ from fairseq.modules.transformer_layer import (
 
 from fairseq_rskip.models.skip_norm_config import SkipNormConfig
 from fairseq_rskip.modules.residual_norm import ResidualNorm
+from fairseq_rskip.modules.skip_weights import deepnorm_initialise_, initial_skip_weight
 
 # NormFormer options fairseq reads from the config with safe_getattr; their
 # extra norms and residual weights are not wired through ResidualNorm.
@@ -81,9 +84,12 @@ class RSkipTransformerEncoderLayer(_FeedForwardSublayer, TransformerEncoderLayer
         super().__init__(cfg, return_fc=return_fc)
         init_attention(self.self_attn, skip_norm.attention_init)
         pre = cfg.encoder.normalize_before
+        weight = initial_skip_weight(skip_norm, "encoder", cfg, sublayers_per_layer=2)
         # inplace: each sublayer output is fresh and used once, so the skip adds into it
-        self.self_attn_layer_norm = ResidualNorm(self.embed_dim, skip_norm, pre, inplace=True)
-        self.final_layer_norm = ResidualNorm(self.embed_dim, skip_norm, pre, inplace=True)
+        self.self_attn_layer_norm = ResidualNorm(self.embed_dim, skip_norm, pre, True, weight)
+        self.final_layer_norm = ResidualNorm(self.embed_dim, skip_norm, pre, True, weight)
+        if skip_norm.skip_weight == "deepnorm":
+            deepnorm_initialise_(self, skip_norm, "encoder", cfg.encoder.layers, cfg.decoder.layers)
 
     def forward(
         self,
@@ -137,10 +143,14 @@ class RSkipTransformerDecoderLayer(_FeedForwardSublayer, TransformerDecoderLayer
         if self.encoder_attn is not None:
             init_attention(self.encoder_attn, skip_norm.attention_init)
         pre = cfg.decoder.normalize_before
-        self.self_attn_layer_norm = ResidualNorm(self.embed_dim, skip_norm, pre, inplace=True)
+        sublayers = 2 if self.encoder_attn is None else 3
+        weight = initial_skip_weight(skip_norm, "decoder", cfg, sublayers_per_layer=sublayers)
+        self.self_attn_layer_norm = ResidualNorm(self.embed_dim, skip_norm, pre, True, weight)
         if self.encoder_attn_layer_norm is not None:
-            self.encoder_attn_layer_norm = ResidualNorm(self.embed_dim, skip_norm, pre, inplace=True)
-        self.final_layer_norm = ResidualNorm(self.embed_dim, skip_norm, pre, inplace=True)
+            self.encoder_attn_layer_norm = ResidualNorm(self.embed_dim, skip_norm, pre, True, weight)
+        self.final_layer_norm = ResidualNorm(self.embed_dim, skip_norm, pre, True, weight)
+        if skip_norm.skip_weight == "deepnorm":
+            deepnorm_initialise_(self, skip_norm, "decoder", cfg.encoder.layers, cfg.decoder.layers)
 
     def forward(
         self,
