@@ -189,6 +189,9 @@ DEEP_REFUSED = [
     ("transformer_rskip_tiny", ("--admin-init", "logn"), r"--admin-init applies only with --skip-weight admin"),
     ("transformer_deepnorm_tiny", ("--skip-weight", "fixed", "--deepnorm-init", "torchscale"),
      r"--deepnorm-init applies only with --skip-weight deepnorm \(got --skip-weight fixed\)"),
+    ("transformer_deepnorm_tiny", ("--attention-init", "kaiming_uniform"),
+     r"--attention-init kaiming_uniform and --skip-weight deepnorm both initialise the attention "
+     r"projections: leave --attention-init out"),
 ]
 
 
