@@ -3,8 +3,8 @@
 Use as ``--user-dir fairseq_rskip`` with the stock fairseq commands, or
 ``import fairseq_rskip`` before loading a model from Python. Importing it
 registers the architectures (``transformer_rskip*``, ``transformer_adanorm*``,
-``transformer_prenorm_nowarmup*``, ``transformer_vanilla*``, ``transformer_espa*``,
-``transformer_uspa*``), the ``inverse_sqrt_nowarmup`` learning-rate
+``transformer_prenorm_nowarmup*``, ``transformer_deepnorm*``, ``transformer_admin*``,
+``transformer_vanilla*``, ``transformer_espa*``, ``transformer_uspa*``), the ``inverse_sqrt_nowarmup`` learning-rate
 scheduler, and lets torch load fairseq checkpoints with ``weights_only=True``.
 """
 

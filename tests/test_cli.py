@@ -16,8 +16,11 @@ ARCHS = {
     "transformer_rskip_tiny": ["--eval-bleu", "--best-checkpoint-metric", "bleu", "--maximize-best-checkpoint-metric"],
     "transformer_adanorm_tiny": ["--lr-scheduler", "inverse_sqrt", "--warmup-updates", "4"],
     "transformer_prenorm_nowarmup_tiny": ["--lr-scheduler", "inverse_sqrt_nowarmup", "--decay-timescale", "50"],
+    "transformer_deepnorm_tiny": ["--lr-scheduler", "inverse_sqrt_nowarmup", "--decay-timescale", "50"],
+    "transformer_admin_tiny": ["--encoder-layers", "3"],
     "transformer_espa_tiny": ["--lr-scheduler", "inverse_sqrt", "--warmup-updates", "4"],
 }
+ADMIN_LOG = "Admin: omega of the encoder sublayers profiled on the first training batch"
 WORDS = "the a cat dog house tree runs sees big small red blue eats old new".split()
 
 
@@ -123,7 +126,7 @@ def test_interactive(trained, data_bin, arch):
     assert len(re.findall(r"^H-\d+\t", proc.stdout, flags=re.M)) == 2
 
 
-@pytest.mark.parametrize("arch", ["transformer_adanorm_tiny", "transformer_espa_tiny"])
+@pytest.mark.parametrize("arch", ["transformer_adanorm_tiny", "transformer_admin_tiny", "transformer_espa_tiny"])
 def test_average_checkpoints_then_generate(trained, data_bin, tmp_path, arch):
     save_dir = trained[arch][0]
     epochs = sorted(save_dir.glob("checkpoint[0-9]*.pt"))
@@ -135,9 +138,40 @@ def test_average_checkpoints_then_generate(trained, data_bin, tmp_path, arch):
     last_two = [torch.load(p)["model"] for p in sorted(epochs, key=lambda p: int(p.stem[10:]))[-2:]]
     key = "encoder.layers.0.fc1.weight"
     torch.testing.assert_close(averaged[key], (last_two[0][key] + last_two[1][key]) / 2)
+    if arch == "transformer_admin_tiny":  # omega averaged, still marked as profiled
+        key = "decoder.layers.1.final_layer_norm.omega"
+        torch.testing.assert_close(averaged[key], (last_two[0][key] + last_two[1][key]) / 2)
+        assert float(averaged["admin_profiled"]) == 1.0
     proc = run(["fairseq-generate", data_bin, "--user-dir", USER_DIR, "--path", out, "--beam", "2",
                 "--required-batch-size-multiple", "1"])
     assert "Translated 20 sentences" in proc.stdout + proc.stderr
+
+
+def test_admin_profiles_once_inside_fairseq_train_and_keeps_omega(trained, data_bin):
+    """Profiled on the first batch of the first run, before the first update; the
+    resumed run, fairseq's checkpoint loading and later training forwards keep omega."""
+    from fairseq import checkpoint_utils
+
+    save_dir, first, resumed = trained["transformer_admin_tiny"]
+    assert (first.stdout + first.stderr).count(ADMIN_LOG) == 1
+    assert ADMIN_LOG not in resumed.stdout + resumed.stderr
+    state = torch.load(save_dir / "checkpoint_last.pt")["model"]
+    assert float(state["admin_profiled"]) == 1.0
+    omegas = {k: v for k, v in state.items() if k.endswith(".omega")}
+    assert len(omegas) == 3 * 2 + 2 * 3
+    # the first sublayer of a stack starts at 1, deeper ones well above; ten Adam
+    # steps of lr 2e-3 move an entry by about 0.02 at most
+    assert abs(float(omegas["encoder.layers.0.self_attn_layer_norm.omega"].mean()) - 1) < 0.05
+    assert float(omegas["encoder.layers.2.final_layer_norm.omega"].mean()) > 1.2
+    models, _, task = checkpoint_utils.load_model_ensemble_and_task([str(save_dir / "checkpoint_last.pt")])
+    model = models[0]
+    loaded = {k: v.clone() for k, v in model.state_dict().items() if k.endswith(".omega")}
+    assert loaded.keys() == omegas.keys() and all(torch.equal(loaded[k], omegas[k]) for k in omegas)
+    model.train()
+    d = task.source_dictionary
+    src = torch.tensor([[d.index("the"), d.index("cat"), d.eos()]])
+    model(src, torch.tensor([3]), torch.tensor([[d.eos(), d.index("eht" + "x")]]))
+    assert all(torch.equal(v, loaded[k]) for k, v in model.state_dict().items() if k.endswith(".omega"))
 
 
 @pytest.mark.parametrize("arch", ["transformer_prenorm_nowarmup_tiny", "transformer_espa_tiny"])
@@ -215,3 +249,17 @@ def test_bad_flag_is_refused_by_fairseq_train(data_bin, tmp_path):
     ], check=False)
     assert proc.returncode != 0
     assert "--skip-recursions must be an integer >= 1; got 0" in proc.stderr
+
+
+def test_saved_arguments_carry_the_defaults_version(trained, data_bin):
+    """fairseq-train saves the version of the architectures' defaults, so the
+    checkpoint loads as the reading it was trained with (tests/test_old_checkpoints.py:
+    checkpoints without it)."""
+    from fairseq import checkpoint_utils
+
+    path = trained["transformer_adanorm_tiny"][0] / "checkpoint_last.pt"
+    assert torch.load(path)["cfg"]["model"].skip_norm_defaults_version == 2
+    [model], _ = checkpoint_utils.load_model_ensemble([str(path)], arg_overrides={"data": str(data_bin)})
+    assert model.encoder.layer_norm.norm_type == model.decoder.layer_norm.norm_type == "adanorm"
+    assert model.encoder.layer_norm.adanorm_scale == 1.0
+    assert model.decoder.layers[0].final_layer_norm.norm_type == "layernorm"

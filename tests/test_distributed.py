@@ -25,11 +25,13 @@ import torch
 from conftest import USER_DIR, run
 from test_cli import write_corpus
 
-from fairseq_rskip.models import FAMILIES
+from fairseq_rskip.variants import VARIANTS
 
 WORKER = Path(__file__).with_name("distributed_worker.py")
-# every family of the model, at its tiny size; and fairseq's own transformer
-ARCHS = ["transformer_tiny"] + [f"{family}_tiny" for family in FAMILIES]
+# the architecture of every row of the table of variants, at its tiny size: fairseq's
+# own transformer first, then every family of the plugin (tests/test_variants.py checks
+# that the table has them all)
+ARCHS = list(dict.fromkeys(v.fairseq_arch("tiny") for v in VARIANTS.values()))
 UPDATES = 3
 TRAIN = [
     "--user-dir", str(USER_DIR), "--share-all-embeddings", "--optimizer", "adam",

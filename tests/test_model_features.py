@@ -101,7 +101,9 @@ def test_share_all_embeddings():
     model(*sample_batch())[0].sum().backward()
 
 
-@pytest.mark.parametrize("arch", ["transformer_rskip_tiny", "transformer_adanorm_tiny", "transformer_prenorm_nowarmup_tiny", "transformer_espa_tiny"])
+@pytest.mark.parametrize("arch", ["transformer_rskip_tiny", "transformer_adanorm_tiny", "transformer_prenorm_nowarmup_tiny",
+                                  "transformer_deepnorm_tiny", "transformer_admin_tiny",
+                                  "transformer_espa_tiny"])
 def test_deep_model_builds_and_trains(arch):
     d = make_dictionary()
     model = build_model(
@@ -123,7 +125,7 @@ def test_deep_model_builds_and_trains(arch):
     assert losses[-1] < losses[0]
 
 
-@pytest.mark.parametrize("name", ["rskip2", "adanorm", "prenorm", "espa", "value_skipinit"])
+@pytest.mark.parametrize("name", ["rskip2", "adanorm-prenorm", "prenorm", "deepnorm", "admin", "espa", "value_skipinit"])
 def test_bfloat16_forward_and_backward(name):
     """What --bf16 does to the model; fp16 kernels need a GPU and are not run here."""
     model = build_model(*VARIANTS[name]).eval()

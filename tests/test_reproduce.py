@@ -207,9 +207,15 @@ def test_shipped_configs_load():
     compared = {  # the demo: Post-LN against rSkip only; the deep one: all without warm-up
         "bundled-demo.json": {"postln", "rskip"},
         "bundled-deep.json": {"postln_nowarmup", "prenorm_nowarmup", "rskip_nowarmup",
-                              "deepnorm_nowarmup", "admin_nowarmup"},
-        "bundled-deep-spa.json": {"postln_nowarmup", "prenorm_nowarmup", "rskip_nowarmup",
-                                  "vanilla_nowarmup", "espa_nowarmup", "uspa_nowarmup"},
+                              "deepnorm_nowarmup", "admin_nowarmup", "vanilla_nowarmup",
+                              "espa_nowarmup", "uspa_nowarmup"},
+        # AdaNorm's readings (docs/adanorm.md)
+        "bundled-adanorm.json": {"preln", "preln_simple", "preln_adanorm_final",
+                                 "preln_adanorm_final_c1", "preln_adanorm_every", "postln",
+                                 "postln_adanorm"},
+        "iwslt14-adanorm-gpu.json": {"postln", "preln_layernorm", "preln_simple_final",
+                                     "adanorm_final", "adanorm_final_c2", "adanorm_every",
+                                     "simple_every"},
     }
     for path in (REPO / "examples/translation/configs").glob("*.json"):
         cfg = rp.Config.load(path)
@@ -218,5 +224,5 @@ def test_shipped_configs_load():
         assert any(v.arch == "transformer{size}" and not v.flags for v in variants.values()), path
         expected = compared.get(path.name, {"postln", "preln", "rskip", "adanorm", "prenorm_nowarmup"})
         assert set(variants) >= expected, path
-        if path.name.startswith("bundled-deep"):
+        if path.name == "bundled-deep.json":
             assert all(v.nowarmup for v in variants.values()) and cfg.depths == [12]

@@ -16,12 +16,28 @@ REFUSED = [
     (("--skip-scale", "2"), r"--skip-scale must be 1 with --skip-recursions > 1"),
     (("--norm-type", "none"), r"--skip-recursions > 1 needs a normalisation"),
     (("--skip-recursions", "1", "--skip-shared-norm"), r"--skip-shared-norm needs --skip-recursions > 1"),
-    (("--adanorm-k", "0.2"), r"--adanorm-scale and --adanorm-k apply only with --norm-type adanorm"),
-    (("--adanorm-scale", "2"), r"--adanorm-scale and --adanorm-k apply only with --norm-type adanorm"),
+    (("--adanorm-k", "0.2"), r"--adanorm-scale and --adanorm-k apply only where a norm is AdaNorm"),
+    (("--adanorm-scale", "2"), r"--adanorm-scale and --adanorm-k apply only where a norm is AdaNorm"),
     (
         ("--encoder-normalize-before",),
         r"defined for Post-LN only, and the encoder of --arch transformer_rskip_tiny is Pre-LN "
         r"\(--encoder-normalize-before\)",
+    ),
+    (
+        ("--skip-recursions", "1", "--stack-norm-type", "adanorm"),
+        r"--stack-norm-type adanorm applies to the final norm of a Pre-LN stack and to "
+        r"--layernorm-embedding, and --arch transformer_rskip_tiny has neither",
+    ),
+    (
+        ("--skip-recursions", "1", "--decoder-normalize-before", "--no-decoder-final-norm",
+         "--stack-norm-type", "simple"),
+        r"--stack-norm-type simple applies to the final norm of a Pre-LN stack",
+    ),
+    (
+        ("--skip-recursions", "1", "--layernorm-embedding", "--adanorm-scale", "2"),
+        r"--adanorm-scale and --adanorm-k apply only where a norm is AdaNorm \(--norm-type "
+        r"adanorm, or --stack-norm-type adanorm with a final Pre-LN norm or "
+        r"--layernorm-embedding\); got --norm-type layernorm",
     ),
     (
         ("--decoder-normalize-before",),
@@ -37,6 +53,12 @@ ADANORM_REFUSED = [
     (("--adanorm-scale", "0"), r"--adanorm-scale must be a finite number > 0; got 0.0"),
     (("--adanorm-scale", "inf"), r"--adanorm-scale must be a finite number > 0; got inf"),
     (("--skip-scale", "3", "--encoder-normalize-before"), r"defined for Post-LN only"),
+    (("--skip-recursions", "2"), r"the encoder of --arch transformer_adanorm_tiny is Pre-LN"),
+    # no norm is AdaNorm: a C the user typed has no effect
+    (
+        ("--stack-norm-type", "layernorm", "--adanorm-scale", "3"),
+        r"apply only where a norm is AdaNorm .*; got --norm-type layernorm --stack-norm-type layernorm",
+    ),
 ]
 
 
@@ -62,10 +84,18 @@ def test_prenorm_refuses_recursions_naming_its_architecture():
         build_model("transformer_prenorm_nowarmup_tiny", "--skip-recursions", "2")
 
 
-def test_unknown_norm_type_is_refused_by_the_parser(capsys):
+@pytest.mark.parametrize("flag", ["--norm-type", "--stack-norm-type", "--attention-init"])
+def test_unknown_choice_is_refused_by_the_parser(capsys, flag):
     with pytest.raises(SystemExit):
-        build_model("transformer_rskip_tiny", "--norm-type", "batchnorm")
-    assert "argument --norm-type: invalid choice: 'batchnorm'" in capsys.readouterr().err
+        build_model("transformer_adanorm_tiny", flag, "batchnorm")
+    assert f"argument {flag}: invalid choice: 'batchnorm'" in capsys.readouterr().err
+
+
+def test_adanorm_architecture_with_layernorm_stacks_is_preln_layernorm():
+    """The LayerNorm baseline of the authors' recipe: no AdaNorm left, nothing refused."""
+    model = build_model("transformer_adanorm_tiny", "--stack-norm-type", "layernorm")
+    assert not any(getattr(m, "norm_type", None) == "adanorm" for m in model.modules())
+    assert model.encoder.layers[0].final_layer_norm.normalize_before
 
 
 def test_each_flag_is_validated_once_per_model(monkeypatch):
@@ -82,6 +112,10 @@ def test_each_flag_is_validated_once_per_model(monkeypatch):
 
 def test_accepted_edges_build():
     build_model("transformer_adanorm_tiny", "--adanorm-k", "0", "--adanorm-scale", "1e-3")
+    build_model(
+        "transformer_rskip_tiny", "--skip-recursions", "1", "--decoder-normalize-before",
+        "--stack-norm-type", "adanorm", "--adanorm-scale", "2",
+    )
     build_model("transformer_adanorm_tiny", "--adanorm-k", "0.999")
     build_model("transformer_rskip_tiny", "--skip-recursions", "1", "--skip-scale", "1e-3", "--norm-type", "none")
     model = build_model("transformer_rskip_tiny", "--skip-recursions", "6", "--norm-type", "simple")
@@ -95,8 +129,12 @@ def test_values_are_not_clamped():
 
 
 def test_arguments_saved_before_the_config_dataclass_build_the_same_model():
-    """Checkpoints of earlier versions saved adanorm_scale/adanorm_k as None, and
-    the oldest lack skip_shared_norm: they mean the flags' defaults."""
+    """Checkpoints of earlier versions saved adanorm_scale/adanorm_k as None, the
+    oldest lack skip_shared_norm, and none has the fields added since
+    (stack_norm_type, attention_init): they mean what they meant then, the
+    flags' defaults and transformer_adanorm's Post-LN AdaNorm on every norm
+    (today --arch transformer_rskip --skip-recursions 1 --norm-type adanorm).
+    tests/test_old_checkpoints.py loads real checkpoints of those versions."""
     import torch
     from types import SimpleNamespace
 
@@ -105,22 +143,80 @@ def test_arguments_saved_before_the_config_dataclass_build_the_same_model():
 
     d = make_dictionary()
     task = SimpleNamespace(source_dictionary=d, target_dictionary=d)
-    for arch in ("transformer_adanorm_tiny", "transformer_rskip_tiny"):
-        args = parse_args(arch)
+    for arch, flags_today in (
+        ("transformer_adanorm_tiny", ("--skip-recursions", "1", "--norm-type", "adanorm")),
+        ("transformer_rskip_tiny", ()),
+    ):
+        args = parse_args("transformer_rskip_tiny", *flags_today)
         torch.manual_seed(1)
         today = ARCH_MODEL_REGISTRY[args.arch].build_model(args, task)
+        # as the earlier version saved them
+        args.arch = arch
         args.adanorm_scale = args.adanorm_k = None
-        del args.skip_shared_norm
-        for later in ("no_skip", "spa_kernel", "spa_gamma_final", "spa_rho_final", "value_skipinit",
-                      "tat_eta", "tat_depth", "cross_attention_shortcut"):
-            delattr(args, later)
+        for name in ("skip_shared_norm", "stack_norm_type", "attention_init", "skip_norm_defaults_version",
+                     "no_skip", "spa_kernel", "spa_gamma_final", "spa_rho_final", "value_skipinit",
+                     "tat_eta", "tat_depth", "cross_attention_shortcut"):
+            delattr(args, name)
         torch.manual_seed(1)
         old = ARCH_MODEL_REGISTRY[args.arch].build_model(args, task)
         assert str(old) == str(today)
         for (name, a), (_, b) in zip(today.state_dict().items(), old.state_dict().items()):
             assert torch.equal(a, b), name
         assert args.skip_shared_norm is False and args.adanorm_scale == 1.0
+        assert args.stack_norm_type is None and not args.encoder_normalize_before
         assert not hasattr(args, "_skip_norm")  # the saved arguments stay plain data
+
+
+DEEP_REFUSED = [
+    ("transformer_deepnorm_tiny", ("--skip-recursions", "2"),
+     r"--skip-weight deepnorm needs --skip-recursions 1"),
+    ("transformer_admin_tiny", ("--skip-recursions", "3"), r"--skip-weight admin needs --skip-recursions 1"),
+    ("transformer_deepnorm_tiny", ("--skip-scale", "2"), r"--skip-scale must be 1 with --skip-weight deepnorm"),
+    ("transformer_admin_tiny", ("--skip-scale", "0.5"), r"--skip-scale must be 1 with --skip-weight admin"),
+    ("transformer_deepnorm_tiny", ("--norm-type", "none"), r"--skip-weight deepnorm needs a normalisation"),
+    ("transformer_admin_tiny", ("--norm-type", "none"), r"--skip-weight admin needs a normalisation"),
+    ("transformer_deepnorm_tiny", ("--encoder-normalize-before",),
+     r"--skip-weight deepnorm is defined for Post-LN only, and the encoder of "
+     r"--arch transformer_deepnorm_tiny is Pre-LN \(--encoder-normalize-before\)"),
+    ("transformer_admin_tiny", ("--decoder-normalize-before",),
+     r"--skip-weight admin is defined for Post-LN only, and the decoder"),
+    ("transformer_prenorm_nowarmup_tiny", ("--skip-weight", "admin"),
+     r"--skip-weight admin is defined for Post-LN only, and the encoder of "
+     r"--arch transformer_prenorm_nowarmup_tiny is Pre-LN"),
+    ("transformer_rskip_tiny", ("--skip-weight", "deepnorm"), r"--skip-weight deepnorm needs --skip-recursions 1"),
+    ("transformer_admin_tiny", ("--deepnorm-init", "torchscale"),
+     r"--deepnorm-init applies only with --skip-weight deepnorm \(got --skip-weight admin\)"),
+    ("transformer_deepnorm_tiny", ("--admin-init", "logn"),
+     r"--admin-init applies only with --skip-weight admin \(got --skip-weight deepnorm\)"),
+    ("transformer_rskip_tiny", ("--admin-init", "logn"), r"--admin-init applies only with --skip-weight admin"),
+    ("transformer_deepnorm_tiny", ("--skip-weight", "fixed", "--deepnorm-init", "torchscale"),
+     r"--deepnorm-init applies only with --skip-weight deepnorm \(got --skip-weight fixed\)"),
+    ("transformer_deepnorm_tiny", ("--attention-init", "kaiming_uniform"),
+     r"--attention-init kaiming_uniform and --skip-weight deepnorm both initialise the attention "
+     r"projections: leave --attention-init out"),
+]
+
+
+@pytest.mark.parametrize("arch,flags,message", DEEP_REFUSED, ids=[f"{a} {' '.join(f)}" for a, f, _ in DEEP_REFUSED])
+def test_deepnorm_and_admin_refuse(arch, flags, message):
+    with pytest.raises(ValueError, match=message):
+        build_model(arch, *flags)
+
+
+@pytest.mark.parametrize("flag,value", [("--skip-weight", "rezero"), ("--deepnorm-init", "xavier"),
+                                        ("--admin-init", "file")])
+def test_unknown_deep_choices_are_refused_by_the_parser(capsys, flag, value):
+    with pytest.raises(SystemExit):
+        build_model("transformer_deepnorm_tiny", flag, value)
+    assert f"argument {flag}: invalid choice: '{value}'" in capsys.readouterr().err
+
+
+def test_deep_recipes_accept_their_combinations():
+    """The families' own flags, the other norm types, and the plain fixed weight."""
+    build_model("transformer_deepnorm_tiny", "--deepnorm-init", "torchscale", "--norm-type", "simple")
+    build_model("transformer_admin_tiny", "--admin-init", "logn", "--norm-type", "adanorm")
+    model = build_model("transformer_deepnorm_tiny", "--skip-weight", "fixed")
+    assert model.encoder.layers[0].self_attn_layer_norm.skip_scale == 1.0
 
 
 SHORTCUT_FREE_REFUSED = [
@@ -157,6 +253,10 @@ SHORTCUT_FREE_REFUSED = [
     ("transformer_rskip_tiny", ("--cross-attention-shortcut", "zero-out-proj"), r"apply only with --spa-kernel"),
     ("transformer_espa_tiny", ("--activation-fn", "gelu"), r"use TAT's leaky ReLU in place of --activation-fn, which must stay relu; got --activation-fn gelu"),
     ("transformer_uspa_tiny", ("--cross-self-attention",), r"--cross-self-attention is not defined with --spa-kernel or --value-skipinit"),
+    ("transformer_espa_tiny", ("--attention-init", "kaiming_uniform"),
+     r"--attention-init kaiming_uniform and --spa-kernel/--value-skipinit both initialise the attention"),
+    ("transformer_rskip_tiny", ("--skip-recursions", "1", "--no-skip", "--skip-weight", "deepnorm"),
+     r"--no-skip leaves no skip for --skip-weight deepnorm to weight"),
 ]
 
 

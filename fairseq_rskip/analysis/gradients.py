@@ -49,7 +49,7 @@ from fairseq_rskip.analysis.modelbuild import build_model, collate_pairs, nll_lo
 from fairseq_rskip.analysis.synthetic import synthetic_pairs
 from fairseq_rskip.analysis.trainlog import option_value
 from fairseq_rskip.progress import progress_bar, write
-from fairseq_rskip.variants import PRE_LN_FLAGS, Variant, distinct_plugin_builds
+from fairseq_rskip.variants import PRE_LN_FLAGS, VARIANTS, Variant, distinct_plugin_builds
 
 
 @dataclass(frozen=True)
@@ -135,8 +135,9 @@ def measure(model, sample) -> Dict[str, object]:
     handles = []
     for name, norm_module, _ in subs:
         def hook(_module, _inputs, output, name=name):
-            output.retain_grad()
-            outputs[name] = output
+            if output.requires_grad:  # not Admin's profiling pass (no_grad)
+                output.retain_grad()
+                outputs[name] = output
         handles.append(norm_module.register_forward_hook(hook))
     model.zero_grad(set_to_none=True)
     try:
@@ -293,6 +294,12 @@ def depth_sweep(depths: Sequence[int], scale: float = 2.0) -> List[Setting]:
         settings += [variant_setting(variant, d) for variant in distinct_plugin_builds()]
         out += settings
     return out
+
+
+def deep_sweep(depths: Sequence[int]) -> List[Setting]:
+    """Post-LN against the two deep Post-LN recipes, DeepNorm and Admin."""
+    return [variant_setting(VARIANTS[name], d)
+            for d in depths for name in ("postln", "deepnorm", "admin")]
 
 
 def plot(results: Sequence[Result], path, title: str, metric: str = "output") -> Path:

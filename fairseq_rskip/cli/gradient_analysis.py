@@ -19,7 +19,9 @@ def build_parser(prog="rskip-gradient-analysis"):
         description="Per-sublayer gradient norms against layer index (Liu et al. 2020): "
         "skip scale with and without LN, rSkip recursions, depth (every variant of "
         "fairseq_rskip/variants.py).")
-    p.add_argument("--sweep", choices=["scale", "recursion", "depth", "all"], default="all")
+    p.add_argument("--sweep", choices=["scale", "recursion", "depth", "deep", "all"], default="all",
+                   help="all = scale, recursion and depth (every variant of the table, DeepNorm "
+                   "and Admin included); deep = Post-LN, DeepNorm and Admin over --depths")
     p.add_argument("--out", default="work/gradient-analysis", help="output directory")
     p.add_argument("--depth", type=int, default=6, help="depth of the scale and recursion sweeps")
     p.add_argument("--depths", type=int, nargs="+", default=[6, 12, 18, 24], help="depth sweep")
@@ -59,9 +61,10 @@ def main(argv=None) -> int:
         "scale": lambda: ga.scale_sweep(args.depth, args.scales),
         "recursion": lambda: ga.recursion_sweep(args.depth, args.recursions),
         "depth": lambda: ga.depth_sweep(args.depths, args.depth_sweep_scale),
+        "deep": lambda: ga.deep_sweep(args.depths),
     }
     out = Path(args.out)
-    for name in (sweeps if args.sweep == "all" else [args.sweep]):
+    for name in (["scale", "recursion", "depth"] if args.sweep == "all" else [args.sweep]):
         write(f"== {name} sweep ==")
         results = ga.analyse(sweeps[name](), args.updates, size, band=args.band, seed=args.seed,
                              lr=args.lr, warmup=args.warmup)

@@ -20,6 +20,12 @@ from fairseq.dataclass import ChoiceEnum, FairseqDataclass
 
 NORM_TYPES = ("layernorm", "simple", "adanorm", "none")
 NORM_TYPE_CHOICES = ChoiceEnum(list(NORM_TYPES))
+ATTENTION_INITS = ("fairseq", "kaiming_uniform")
+ATTENTION_INIT_CHOICES = ChoiceEnum(list(ATTENTION_INITS))
+# DeepNorm and Admin: see fairseq_rskip.modules.skip_weights
+SKIP_WEIGHTS = ("fixed", "deepnorm", "admin")
+DEEPNORM_INITS = ("paper", "torchscale")
+ADMIN_INITS = ("profile", "logn")
 SPA_KERNELS = ("exponential", "uniform")
 SPA_KERNEL_CHOICES = ChoiceEnum(list(SPA_KERNELS))
 CROSS_ATTENTION_SHORTCUTS = ("skipinit", "zero-out-proj")
@@ -40,12 +46,20 @@ def arch_description(arch: str) -> str:
 class SkipNormConfig(FairseqDataclass):
     """Skip connection and normalisation of every sublayer (see ``ResidualNorm``)."""
 
+    # which normalisation, where
     norm_type: NORM_TYPE_CHOICES = field(
         default="layernorm",
         metadata={
-            "help": "normalisation of every sublayer, of the final Pre-LN norms and of "
-            "--layernorm-embedding (simple = LayerNorm-simple, no gain or bias; adanorm = "
-            "AdaNorm; none = plain skip)"
+            "help": "normalisation of every sublayer, and of the stacks' own norms unless "
+            "--stack-norm-type says otherwise (simple = LayerNorm-simple, no gain or bias; "
+            "adanorm = AdaNorm; none = plain skip)"
+        },
+    )
+    stack_norm_type: Optional[NORM_TYPE_CHOICES] = field(
+        default=None,
+        metadata={
+            "help": "normalisation of the norms outside the layers: the final norm of a Pre-LN "
+            "encoder or decoder and --layernorm-embedding (default: --norm-type)"
         },
     )
     skip_recursions: int = field(
@@ -72,6 +86,41 @@ class SkipNormConfig(FairseqDataclass):
     adanorm_k: float = field(
         default=0.1, metadata={"help": "AdaNorm's k in [0, 1) (AdaNorm only)"}
     )
+    # initialisation
+    attention_init: ATTENTION_INIT_CHOICES = field(
+        default="fairseq",
+        metadata={
+            "help": "initial weights of every attention's q, k, v and output projections: "
+            "fairseq = fairseq's (xavier_uniform); kaiming_uniform = PyTorch's Linear default, "
+            "U(+-1/sqrt(fan_in)), with zero biases (the AdaNorm authors' --init_method km)"
+        },
+    )
+    # deep Post-LN recipes: the weight of the skip, and how it is initialised
+    skip_weight: ChoiceEnum(list(SKIP_WEIGHTS)) = field(
+        default="fixed",
+        metadata={
+            "help": "weight w of the skip, y = N(w * x + F(x)): fixed = --skip-scale; deepnorm = "
+            "DeepNorm's alpha from the encoder and decoder depths, with its initialisation; "
+            "admin = Admin's trainable vector omega per sublayer (Post-norm, one recursion)"
+        },
+    )
+    deepnorm_init: ChoiceEnum(list(DEEPNORM_INITS)) = field(
+        default="paper",
+        metadata={
+            "help": "DeepNorm's initialisation: paper = xavier_normal_(gain=beta) on value, output "
+            "and feed-forward weights, gain 1 on query and key; torchscale = torchscale's "
+            "(PyTorch's default Linear init, v/out/fc1/fc2 weights and biases divided by its factor)"
+        },
+    )
+    admin_init: ChoiceEnum(list(ADMIN_INITS)) = field(
+        default="profile",
+        metadata={
+            "help": "Admin's initial omega: profile = the paper's profiling recursion on the first "
+            "training batch (saved in the checkpoint); logn = admin-torch's closed form "
+            "sqrt((n+1)/ln(n+1) - 1), n residual sublayers of the stack"
+        },
+    )
+
     # Shortcut-free models (He et al. 2023): vanilla, E-SPA, U-SPA, Value-SkipInit
     no_skip: bool = field(
         default=False,
@@ -121,6 +170,12 @@ class SkipNormConfig(FairseqDataclass):
         feed-forward, a shortcut around cross-attention only."""
         return self.spa_kernel is not None or bool(self.value_skipinit)
 
+    @property
+    def stack_norm(self) -> str:
+        """The normalisation of the stacks' own norms (``--stack-norm-type``,
+        else ``--norm-type``)."""
+        return self.norm_type if self.stack_norm_type is None else self.stack_norm_type
+
     @classmethod
     def flag_names(cls):
         return [f.name for f in fields(cls) if not f.name.startswith("_")]
@@ -153,14 +208,37 @@ class SkipNormConfig(FairseqDataclass):
         encoder_normalize_before: bool,
         decoder_normalize_before: bool,
         arch: str = "",
+        stack_norms: Optional[bool] = None,
         model_args=None,
     ) -> None:
         """Refuse values out of range and combinations without a defined meaning,
-        with a message naming the flags; never clamps. ``model_args`` (fairseq's
-        model arguments) gives the other flags some checks read."""
+        with a message naming the flags; never clamps. ``stack_norms``: whether
+        the model has a norm outside its layers (a final Pre-LN norm or
+        ``--layernorm-embedding``); by default, whether a side is Pre-LN.
+        ``model_args`` (fairseq's model arguments) gives the other flags some
+        checks read."""
+        if stack_norms is None:
+            stack_norms = encoder_normalize_before or decoder_normalize_before
         if self.norm_type not in NORM_TYPES:
             raise ValueError(
                 f"--norm-type must be one of {', '.join(NORM_TYPES)}; got {self.norm_type!r}"
+            )
+        if self.stack_norm_type is not None and self.stack_norm_type not in NORM_TYPES:
+            raise ValueError(
+                f"--stack-norm-type must be one of {', '.join(NORM_TYPES)}; "
+                f"got {self.stack_norm_type!r}"
+            )
+        if self.stack_norm_type is not None and not stack_norms:
+            raise ValueError(
+                f"--stack-norm-type {self.stack_norm_type} applies to the final norm of a Pre-LN "
+                f"stack and to --layernorm-embedding, and {arch_description(arch)} has neither: "
+                "add --encoder-normalize-before/--decoder-normalize-before or "
+                "--layernorm-embedding, or leave --stack-norm-type out"
+            )
+        if self.attention_init not in ATTENTION_INITS:
+            raise ValueError(
+                f"--attention-init must be one of {', '.join(ATTENTION_INITS)}; "
+                f"got {self.attention_init!r}"
             )
         recursions = self.skip_recursions
         if not isinstance(recursions, Integral) or isinstance(recursions, bool) or recursions < 1:
@@ -187,13 +265,17 @@ class SkipNormConfig(FairseqDataclass):
         if not _finite_number(self.adanorm_k) or not 0 <= self.adanorm_k < 1:
             raise ValueError(f"--adanorm-k must be a number in [0, 1); got {self.adanorm_k!r}")
         defaults = self.defaults()
-        if self.norm_type != "adanorm" and (
+        uses_adanorm = self.norm_type == "adanorm" or (stack_norms and self.stack_norm == "adanorm")
+        if not uses_adanorm and (
             self.adanorm_scale != defaults["adanorm_scale"] or self.adanorm_k != defaults["adanorm_k"]
         ):
             raise ValueError(
-                "--adanorm-scale and --adanorm-k apply only with --norm-type adanorm "
-                f"(got --norm-type {self.norm_type})"
+                "--adanorm-scale and --adanorm-k apply only where a norm is AdaNorm (--norm-type "
+                "adanorm, or --stack-norm-type adanorm with a final Pre-LN norm or "
+                f"--layernorm-embedding); got --norm-type {self.norm_type}"
+                + (f" --stack-norm-type {self.stack_norm_type}" if self.stack_norm_type else "")
             )
+        self._validate_skip_weight(encoder_normalize_before, decoder_normalize_before, arch)
         for side, pre in (("encoder", encoder_normalize_before), ("decoder", decoder_normalize_before)):
             if pre and (recursions > 1 or self.skip_scale != 1):
                 raise ValueError(
@@ -206,6 +288,59 @@ class SkipNormConfig(FairseqDataclass):
             encoder_normalize_before or decoder_normalize_before, arch, model_args
         )
 
+    def _validate_skip_weight(
+        self, encoder_normalize_before: bool, decoder_normalize_before: bool, arch: str
+    ) -> None:
+        """--skip-weight, --deepnorm-init, --admin-init and what they exclude."""
+        weight = self.skip_weight
+        if weight not in SKIP_WEIGHTS:
+            raise ValueError(f"--skip-weight must be one of {', '.join(SKIP_WEIGHTS)}; got {weight!r}")
+        if self.deepnorm_init not in DEEPNORM_INITS:
+            raise ValueError(
+                f"--deepnorm-init must be one of {', '.join(DEEPNORM_INITS)}; got {self.deepnorm_init!r}"
+            )
+        if self.admin_init not in ADMIN_INITS:
+            raise ValueError(
+                f"--admin-init must be one of {', '.join(ADMIN_INITS)}; got {self.admin_init!r}"
+            )
+        defaults = self.defaults()
+        if weight != "deepnorm" and self.deepnorm_init != defaults["deepnorm_init"]:
+            raise ValueError(
+                f"--deepnorm-init applies only with --skip-weight deepnorm (got --skip-weight {weight})"
+            )
+        if weight != "admin" and self.admin_init != defaults["admin_init"]:
+            raise ValueError(
+                f"--admin-init applies only with --skip-weight admin (got --skip-weight {weight})"
+            )
+        if weight == "deepnorm" and self.attention_init != defaults["attention_init"]:
+            raise ValueError(
+                f"--attention-init {self.attention_init} and --skip-weight deepnorm both "
+                "initialise the attention projections: leave --attention-init out"
+            )
+        if weight == "fixed":
+            return
+        if self.skip_recursions > 1:
+            raise ValueError(
+                f"--skip-weight {weight} needs --skip-recursions 1: DeepNorm and Admin weight "
+                f"the skip of Post-LN (got --skip-recursions {self.skip_recursions})"
+            )
+        if self.skip_scale != 1:
+            raise ValueError(
+                f"--skip-scale must be 1 with --skip-weight {weight}, which sets the skip's "
+                f"weight itself (got --skip-scale {self.skip_scale})"
+            )
+        if self.norm_type == "none":
+            raise ValueError(
+                f"--skip-weight {weight} needs a normalisation: it is N(w * x + F(x)), "
+                "and --norm-type none has none"
+            )
+        for side, pre in (("encoder", encoder_normalize_before), ("decoder", decoder_normalize_before)):
+            if pre:
+                raise ValueError(
+                    f"--skip-weight {weight} is defined for Post-LN only, and the {side} of "
+                    f"{arch_description(arch)} is Pre-LN (--{side}-normalize-before)"
+                )
+
     def _validate_shortcut_free(self, normalize_before: bool, arch: str, model_args) -> None:
         """The checks of --no-skip, --spa-*, --value-skipinit, --tat-* and
         --cross-attention-shortcut."""
@@ -215,6 +350,10 @@ class SkipNormConfig(FairseqDataclass):
             raise ValueError(
                 "--no-skip leaves no skip for --skip-recursions > 1 or --skip-scale != 1 "
                 f"(got --skip-recursions {recursions} --skip-scale {self.skip_scale})"
+            )
+        if self.no_skip and self.skip_weight != defaults["skip_weight"]:
+            raise ValueError(
+                f"--no-skip leaves no skip for --skip-weight {self.skip_weight} to weight"
             )
         if self.no_skip and normalize_before:
             raise ValueError(
@@ -269,6 +408,11 @@ class SkipNormConfig(FairseqDataclass):
             )
         if not self.shaped:
             return
+        if self.attention_init != defaults["attention_init"]:
+            raise ValueError(
+                f"--attention-init {self.attention_init} and --spa-kernel/--value-skipinit both "
+                "initialise the attention projections: leave --attention-init out"
+            )
         activation_fn = getattr(model_args, "activation_fn", "relu")
         if activation_fn != "relu":
             raise ValueError(

@@ -1,13 +1,18 @@
 """``transformer_rskip``: fairseq's Transformer with configurable skip connections
 and normalisation (see :mod:`fairseq_rskip.modules.residual_norm`).
 
-One model, six families of architectures, each in fairseq's usual sizes:
+One model, eight families of architectures, each in fairseq's usual sizes:
 
 ==============================  ==============================================
 ``transformer_rskip*``          rSkip+LN, ``--skip-recursions 2``
-``transformer_adanorm*``        AdaNorm in place of every LayerNorm
+``transformer_adanorm*``        AdaNorm as its authors' translation code runs
+                                it: Pre-LN, LayerNorm in the sublayers, AdaNorm
+                                (C = 1) on the encoder's and decoder's final
+                                norms (``docs/adanorm.md``)
 ``transformer_prenorm_nowarmup*``  Pre-LN (meant for ``--lr-scheduler
                                 inverse_sqrt_nowarmup``)
+``transformer_deepnorm*``       DeepNorm, ``--skip-weight deepnorm``
+``transformer_admin*``          Admin, ``--skip-weight admin``
 ``transformer_vanilla*``        no skip, no normalisation: ``y = F(x)``
 ``transformer_espa*``           vanilla with E-SPA self-attention (He et al.
                                 2023; :mod:`fairseq_rskip.modules.spa`)
@@ -20,6 +25,9 @@ transformer_rskip --skip-recursions 1`` is fairseq's Post-LN ``transformer``
 --skip-recursions 1 --skip-scale 2`` is the paper's xSkip+LN.
 """
 
+from typing import Optional
+
+import torch
 from fairseq.dataclass.utils import gen_parser_from_dataclass
 from fairseq.distributed import fsdp_wrap
 from fairseq.models import (
@@ -49,6 +57,7 @@ from fairseq_rskip.modules import (
     RSkipTransformerDecoderLayer,
     RSkipTransformerEncoderLayer,
 )
+from fairseq_rskip.modules.skip_weights import profile_admin_
 
 
 def _wrap_layer(layer, cfg):
@@ -75,10 +84,11 @@ class _SkipNormStack:
         return index
 
     def _replace_stack_norms(self) -> None:
+        norm_type = self.skip_norm.stack_norm
         for name in ("layernorm_embedding", "layer_norm"):
             old = getattr(self, name)
             if old is not None:
-                setattr(self, name, Normalization(old.normalized_shape[0], self.skip_norm))
+                setattr(self, name, Normalization(old.normalized_shape[0], self.skip_norm, norm_type))
 
 
 class RSkipTransformerEncoder(_SkipNormStack, TransformerEncoderBase):
@@ -123,7 +133,66 @@ class RSkipTransformerDecoder(_SkipNormStack, TransformerDecoderBase):
 
 @register_model("transformer_rskip")
 class RSkipTransformerModel(TransformerModel):
-    """fairseq's ``transformer`` with every sublayer wired through a ResidualNorm."""
+    """fairseq's ``transformer`` with every sublayer wired through a ResidualNorm.
+
+    With ``--skip-weight admin --admin-init profile`` the model holds the
+    buffer ``admin_profiled`` (0, then 1): the first forward pass in training
+    mode while it is 0 first sets every Admin ``omega`` by the profiling
+    recursion on that batch (:func:`~fairseq_rskip.modules.skip_weights.profile_admin_`),
+    before the first update, inside a stock ``fairseq-train``. The buffer is
+    saved with the weights, so resuming, averaging, fine-tuning and generation
+    never profile again.
+    """
+
+    def __init__(self, args, encoder, decoder):
+        super().__init__(args, encoder, decoder)
+        skip_norm = SkipNormConfig.from_namespace(args)
+        if skip_norm.skip_weight == "admin" and skip_norm.admin_init == "profile":
+            self.register_buffer("admin_profiled", torch.zeros(()))
+        else:
+            self.admin_profiled = None
+
+    def forward(
+        self,
+        src_tokens,
+        src_lengths,
+        prev_output_tokens,
+        return_all_hiddens: bool = True,
+        features_only: bool = False,
+        alignment_layer: Optional[int] = None,
+        alignment_heads: Optional[int] = None,
+    ):
+        """fairseq 0.12.3.1's ``TransformerModelBase.forward``
+        (``fairseq/models/transformer/transformer_base.py``, lines 145-173)
+        after Admin's profiling, when it is due (never in TorchScript)."""
+        if not torch.jit.is_scripting() and self.training and self._admin_profile_due():
+            self._profile_admin(src_tokens, src_lengths, prev_output_tokens)
+        encoder_out = self.encoder(
+            src_tokens, src_lengths=src_lengths, return_all_hiddens=return_all_hiddens
+        )
+        decoder_out = self.decoder(
+            prev_output_tokens,
+            encoder_out=encoder_out,
+            features_only=features_only,
+            alignment_layer=alignment_layer,
+            alignment_heads=alignment_heads,
+            src_lengths=src_lengths,
+            return_all_hiddens=return_all_hiddens,
+        )
+        return decoder_out
+
+    @torch.jit.unused
+    def _admin_profile_due(self) -> bool:
+        return self.admin_profiled is not None and not bool(self.admin_profiled)
+
+    @torch.jit.unused
+    def _profile_admin(self, src_tokens, src_lengths, prev_output_tokens) -> None:
+        def run_forward():
+            encoder_out = self.encoder(src_tokens, src_lengths=src_lengths)
+            self.decoder(prev_output_tokens, encoder_out=encoder_out, src_lengths=src_lengths)
+
+        profile_admin_(self, run_forward)
+        self.admin_profiled.fill_(1.0)
 
     @classmethod
     def hub_models(cls):
@@ -135,16 +204,27 @@ class RSkipTransformerModel(TransformerModel):
         # fairseq hands us its model group, whose default is argparse.SUPPRESS:
         # flags left unset stay absent, and the architecture fills them in.
         gen_parser_from_dataclass(parser, SkipNormConfig(), delete_default=True)
+        # arguments parsed now carry the version of the family defaults; saved
+        # arguments without it come from an earlier version (a parser default,
+        # not an option: fairseq's legacy upgrade of saved arguments copies
+        # option defaults only)
+        parser.set_defaults(**{DEFAULTS_VERSION_ATTR: DEFAULTS_VERSION})
 
     @classmethod
     def build_model(cls, args, task):
-        # checkpoints written before a flag existed: the architecture's defaults
+        # fairseq has run the architecture already; run it here too for callers
+        # that build the model from arguments directly
         ARCH_CONFIG_REGISTRY[args.arch](args)
         skip_norm = SkipNormConfig.from_namespace(args)
+        encoder_pre = bool(getattr(args, "encoder_normalize_before", False))
+        decoder_pre = bool(getattr(args, "decoder_normalize_before", False))
         skip_norm.validate(
-            getattr(args, "encoder_normalize_before", False),
-            getattr(args, "decoder_normalize_before", False),
+            encoder_pre,
+            decoder_pre,
             args.arch,
+            encoder_pre
+            or (decoder_pre and not getattr(args, "no_decoder_final_norm", False))
+            or bool(getattr(args, "layernorm_embedding", False)),
             model_args=args,
         )
         # handed to build_encoder/build_decoder through fairseq's build_model,
@@ -172,14 +252,42 @@ class RSkipTransformerModel(TransformerModel):
 # the flags' own defaults. Each only fills what the command line left unset.
 FAMILIES = {
     "transformer_rskip": {"skip_recursions": 2},
-    "transformer_adanorm": {"norm_type": "adanorm"},
+    # The AdaNorm authors' translation setting (lancopku/AdaNorm, "machine
+    # translation/"): Pre-LN; the sublayer norms are LayerNorm with gain and
+    # bias, only the final norms of the stacks are AdaNorm; C = 1 (their
+    # README's command; their script's C = 2 trained worse on our data). See
+    # docs/adanorm.md.
+    "transformer_adanorm": {
+        "encoder_normalize_before": True,
+        "decoder_normalize_before": True,
+        "norm_type": "layernorm",
+        "stack_norm_type": "adanorm",
+        "adanorm_scale": 1.0,
+    },
     "transformer_prenorm_nowarmup": {
         "encoder_normalize_before": True,
         "decoder_normalize_before": True,
     },
+    "transformer_deepnorm": {"skip_weight": "deepnorm"},
+    "transformer_admin": {"skip_weight": "admin"},
     "transformer_vanilla": {"no_skip": True, "norm_type": "none"},
     "transformer_espa": {"no_skip": True, "norm_type": "none", "spa_kernel": "exponential"},
     "transformer_uspa": {"no_skip": True, "norm_type": "none", "spa_kernel": "uniform"},
+}
+# Version of the family defaults. Arguments from this version's parser carry
+# it (``args.skip_norm_defaults_version``); saved arguments without it come
+# from version 1, before --stack-norm-type, and fill their missing or None
+# fields with EARLIER_FAMILIES: transformer_adanorm was then Post-LN with
+# AdaNorm on every norm and C = 1.
+DEFAULTS_VERSION = 2
+DEFAULTS_VERSION_ATTR = "skip_norm_defaults_version"
+EARLIER_FAMILIES = {
+    "transformer_adanorm": {
+        "encoder_normalize_before": False,
+        "decoder_normalize_before": False,
+        "norm_type": "adanorm",
+        "adanorm_scale": 1.0,
+    },
 }
 SIZES = {
     "": base_architecture,
@@ -191,10 +299,27 @@ SIZES = {
 }
 
 
+ARCH_FAMILY = {}  # architecture name -> family
+
+
+def fill_earlier_defaults(args) -> None:
+    """Set the missing or None fields of ``args`` to their family's defaults of
+    version 1 (:data:`EARLIER_FAMILIES`), and mark them as of this version."""
+    for key, value in EARLIER_FAMILIES.get(ARCH_FAMILY.get(args.arch), {}).items():
+        if getattr(args, key, None) is None:
+            setattr(args, key, value)
+    if not hasattr(args, "stack_norm_type"):
+        args.stack_norm_type = None  # then every norm was of --norm-type
+    setattr(args, DEFAULTS_VERSION_ATTR, DEFAULTS_VERSION)
+
+
 def _register_architecture(family: str, suffix: str):
     family_defaults, size_defaults = FAMILIES[family], SIZES[suffix]
+    ARCH_FAMILY[family + suffix] = family
 
     def architecture(args):
+        if getattr(args, DEFAULTS_VERSION_ATTR, 1) < DEFAULTS_VERSION:  # saved by version 1
+            fill_earlier_defaults(args)
         for key, value in family_defaults.items():
             setattr(args, key, getattr(args, key, value))
         size_defaults(args)

@@ -8,7 +8,11 @@ sublayer's input and ``F(x)`` its output (dropout included), ``N_i`` the
 
 ==================  ===========================================================
 Post-norm, n = 1    ``y = N(lam * x + F(x))``: Post-LN (lam = 1), xSkip+LN;
-                    with ``--norm-type none``: Skip (lam = 1) and xSkip
+                    with ``--norm-type none``: Skip (lam = 1) and xSkip;
+                    DeepNorm: ``lam = alpha`` of the stack (``--skip-weight
+                    deepnorm``); Admin: ``y = N(omega * x + F(x))``, ``omega`` a
+                    trainable vector (``--skip-weight admin``); see
+                    :mod:`fairseq_rskip.modules.skip_weights`
 Post-norm, n > 1    rSkip+LN: ``y_1 = N_1(x + F(x))``,
                     ``y_i = N_i(x + y_{i-1})`` for i = 2..n, output ``y_n``
 Pre-norm            ``y = x + F(N(x))`` (``--*-normalize-before``)
@@ -20,6 +24,8 @@ Value-SkipInit      ``y = x + F(x)`` (``zero-out-proj``; the layer zeroes F's
                     output projection): the one shortcut these models keep
 ==================  ===========================================================
 """
+
+from typing import Optional
 
 import torch
 from torch import Tensor, nn
@@ -50,6 +56,10 @@ class ResidualNorm(Normalization):
     With ``inplace=True`` the skip adds ``residual`` into ``x`` (the sublayer
     output, which the caller must not use again) when both have one dtype,
     saving a tensor per sublayer.
+
+    ``skip_weight`` is the weight of the skip as the stack computed it
+    (DeepNorm's alpha, Admin's initial omega); ``None`` is ``--skip-scale``.
+    With ``--skip-weight admin`` the weight is the trainable vector ``omega``.
     """
 
     def __init__(
@@ -58,6 +68,7 @@ class ResidualNorm(Normalization):
         config: SkipNormConfig,
         normalize_before: bool,
         inplace: bool = False,
+        skip_weight: Optional[float] = None,
         cross_attention: bool = False,
     ):
         super().__init__(dim, config)
@@ -71,7 +82,11 @@ class ResidualNorm(Normalization):
             self.register_parameter("branch_gain", None)
         self.normalize_before = normalize_before
         self.inplace = inplace
-        self.skip_scale = float(config.skip_scale)
+        self.skip_scale = float(config.skip_scale if skip_weight is None else skip_weight)
+        if config.skip_weight == "admin":
+            self.omega = nn.Parameter(torch.full((dim,), self.skip_scale))
+        else:
+            self.register_parameter("omega", None)
         extra = config.skip_recursions - 1
         shared = config.skip_shared_norm
         self.recursion_norms = nn.ModuleList(
@@ -89,14 +104,18 @@ class ResidualNorm(Normalization):
 
     def forward(self, x: Tensor, residual: Tensor) -> Tensor:
         """Combine the sublayer output ``x = F(.)`` with its input ``residual``."""
+        # s = lam * residual + x (or omega * residual + x); the same rounding
+        # in place or not. Under autocast x can be half precision and residual
+        # float32: then the sum is float32, as out of place, and x cannot hold it.
         if self.branch_gain is not None:
             x = x * self.branch_gain
-        # s = lam * residual + x; the same rounding in place or not. Under
-        # autocast x can be half precision and residual float32: then the sum
-        # is float32, as out of place, and x cannot hold it.
+        inplace = self.inplace and x.dtype == residual.dtype
+        omega = self.omega
         if not self.skip:
             s = x
-        elif self.inplace and x.dtype == residual.dtype:
+        elif omega is not None:
+            s = x.addcmul_(residual, omega) if inplace else torch.addcmul(x, residual, omega)
+        elif inplace:
             s = x.add_(residual, alpha=self.skip_scale)
         else:
             s = torch.add(x, residual, alpha=self.skip_scale)
@@ -139,4 +158,5 @@ class ResidualNorm(Normalization):
             super().extra_repr()
             + f", normalize_before={self.normalize_before}, skip_scale={self.skip_scale}"
             + f", recursions={self.recursions}, inplace={self.inplace}, skip={self.skip}"
+            + (", omega=trainable" if self.omega is not None else "")
         )

@@ -6,12 +6,15 @@ incremental state are fairseq's own. Only the three places where fairseq
 writes ``residual + x`` followed or preceded by a LayerNorm are replaced by
 ``ResidualNorm``, kept under fairseq's attribute names
 (``self_attn_layer_norm``, ``encoder_attn_layer_norm``, ``final_layer_norm``).
+With ``--skip-weight deepnorm`` the layer's projections are then initialised
+as DeepNorm prescribes (:func:`~fairseq_rskip.modules.skip_weights.deepnorm_initialise_`).
 
 The shortcut-free models (``--spa-kernel``, ``--value-skipinit``) also build
 their self-attention as a :class:`ShapedMultiheadAttention` and their
 feed-forward sublayer with TAT's leaky ReLU and orthogonal weights.
 """
 
+import math
 from typing import Dict, List, Optional, Tuple
 
 import torch
@@ -25,6 +28,7 @@ from fairseq.modules.transformer_layer import (
 from fairseq_rskip.models.skip_norm_config import SkipNormConfig
 from fairseq_rskip.modules.residual_norm import ResidualNorm
 from fairseq_rskip.modules.shaped_attention import ShapedMultiheadAttention
+from fairseq_rskip.modules.skip_weights import deepnorm_initialise_, initial_skip_weight
 from fairseq_rskip.modules.tat import TATLeakyReLU, scaled_orthogonal_, tat_nonlinearities, tat_slope
 
 # NormFormer options fairseq reads from the config with safe_getattr; their
@@ -39,6 +43,21 @@ def _check_unsupported(cfg) -> None:
                 f"--{name.replace('_', '-')} (NormFormer) is not supported by the "
                 "fairseq_rskip architectures"
             )
+
+
+def init_attention(attention, method: str) -> None:
+    """``--attention-init``. ``fairseq`` keeps fairseq's initialisation;
+    ``kaiming_uniform`` draws the q, k, v and output projection weights from
+    PyTorch's default for ``nn.Linear``, ``kaiming_uniform_(a=sqrt(5))``, i.e.
+    ``U(-1/sqrt(fan_in), 1/sqrt(fan_in))``, and zeroes their biases: what the
+    AdaNorm authors' ``--init_method km`` does to the attention projections
+    (lancopku/AdaNorm, ``fairseq/modules/multihead_attention.py``)."""
+    if method == "fairseq":
+        return
+    for projection in (attention.q_proj, attention.k_proj, attention.v_proj, attention.out_proj):
+        nn.init.kaiming_uniform_(projection.weight, a=math.sqrt(5))
+        if projection.bias is not None:
+            nn.init.zeros_(projection.bias)
 
 
 def _saved_state(prev_state: List[Tensor]) -> Dict[str, Optional[Tensor]]:
@@ -107,10 +126,14 @@ class RSkipTransformerEncoderLayer(_FeedForwardSublayer, TransformerEncoderLayer
         self.skip_norm = skip_norm
         self.layer_index = layer_index
         super().__init__(cfg, return_fc=return_fc)
+        init_attention(self.self_attn, skip_norm.attention_init)
         pre = cfg.encoder.normalize_before
+        weight = initial_skip_weight(skip_norm, "encoder", cfg, sublayers_per_layer=2)
         # inplace: each sublayer output is fresh and used once, so the skip adds into it
-        self.self_attn_layer_norm = ResidualNorm(self.embed_dim, skip_norm, pre, inplace=True)
-        self.final_layer_norm = ResidualNorm(self.embed_dim, skip_norm, pre, inplace=True)
+        self.self_attn_layer_norm = ResidualNorm(self.embed_dim, skip_norm, pre, True, weight)
+        self.final_layer_norm = ResidualNorm(self.embed_dim, skip_norm, pre, True, weight)
+        if skip_norm.skip_weight == "deepnorm":
+            deepnorm_initialise_(self, skip_norm, "encoder", cfg.encoder.layers, cfg.decoder.layers)
         if skip_norm.shaped:
             self._shape_feed_forward(cfg, decoder=False)
 
@@ -170,13 +193,20 @@ class RSkipTransformerDecoderLayer(_FeedForwardSublayer, TransformerDecoderLayer
             add_bias_kv=add_bias_kv,
             add_zero_attn=add_zero_attn,
         )
+        init_attention(self.self_attn, skip_norm.attention_init)
+        if self.encoder_attn is not None:
+            init_attention(self.encoder_attn, skip_norm.attention_init)
         pre = cfg.decoder.normalize_before
-        self.self_attn_layer_norm = ResidualNorm(self.embed_dim, skip_norm, pre, inplace=True)
+        sublayers = 2 if self.encoder_attn is None else 3
+        weight = initial_skip_weight(skip_norm, "decoder", cfg, sublayers_per_layer=sublayers)
+        self.self_attn_layer_norm = ResidualNorm(self.embed_dim, skip_norm, pre, True, weight)
         if self.encoder_attn_layer_norm is not None:
             self.encoder_attn_layer_norm = ResidualNorm(
-                self.embed_dim, skip_norm, pre, inplace=True, cross_attention=True
+                self.embed_dim, skip_norm, pre, True, weight, cross_attention=True
             )
-        self.final_layer_norm = ResidualNorm(self.embed_dim, skip_norm, pre, inplace=True)
+        self.final_layer_norm = ResidualNorm(self.embed_dim, skip_norm, pre, True, weight)
+        if skip_norm.skip_weight == "deepnorm":
+            deepnorm_initialise_(self, skip_norm, "decoder", cfg.encoder.layers, cfg.decoder.layers)
         if skip_norm.shaped:
             self._shape_feed_forward(cfg, decoder=True)
             if self.encoder_attn is not None and skip_norm.cross_attention_shortcut == "zero-out-proj":
