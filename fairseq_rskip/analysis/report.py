@@ -85,6 +85,13 @@ def summarise(records: List[dict], arch_order: Sequence[str]) -> List[dict]:
     return rows
 
 
+def stopped_at(record: dict) -> str:
+    """Where a diverged or failed run stopped: ``at update N`` / ``after update N (...)``."""
+    if record.get("diverged_at"):
+        return record["diverged_at"]
+    return f"after {record.get('num_updates')} updates"
+
+
 SUMMARY_COLUMNS = [
     ("arch", "architecture"), ("depth", "depth"), ("seeds", "seeds"), ("status", "status"),
     ("bleu", "BLEU (tok)"), ("sacrebleu", "sacreBLEU"), ("best_valid_loss", "best valid loss"),
@@ -95,7 +102,7 @@ SUMMARY_COLUMNS = [
 RUN_COLUMNS = [
     "arch", "depth", "seed", "status", "bleu", "sacrebleu", "best_valid_loss",
     "updates_to_target", "tokens_per_s", "peak_rss_mib", "peak_gpu_mem_gb", "num_updates",
-    "wall_s", "attempts", "params", "message", "fairseq_arch",
+    "wall_s", "attempts", "params", "message", "fairseq_arch", "diverged_at_update", "run",
 ]
 
 
@@ -118,8 +125,10 @@ def write_tables(out: Path, config, records: List[dict], arch_order) -> List[dic
     md += [
         "BLEU: mean ± sample standard deviation over the seeds that finished "
         "(`bleu_tokenized` of rskip-evaluate; n/a with --no-bleu). "
-        f"Updates to target: first validation with loss <= {target} "
-        "(mean over the seeds that reached it). Target tok/s: fairseq's `wps` "
+        + (f"Updates to target: first validation with loss <= {target} "
+           "(mean over the seeds that reached it). " if target is not None else
+           "Updates to target: n/a, no target validation loss set (--target-valid-loss). ")
+        + "Target tok/s: fairseq's `wps` "
         "(median of the logged intervals after the first). Peak RSS: the "
         "fairseq-train process's maximum resident set size (interpreter, data and "
         "model together). Diverged runs (non-finite loss) are counted in the status "
@@ -142,7 +151,7 @@ def write_tables(out: Path, config, records: List[dict], arch_order) -> List[dic
     if problems:
         md += ["", "## Diverged or failed runs", ""]
         md += [f"- {r['arch']} depth {r['depth']} seed {r['seed']}: **{r['status']}** "
-               f"after {r.get('num_updates')} updates: {r.get('message', '')}" for r in problems]
+               f"{stopped_at(r)}: {r.get('message', '')}" for r in problems]
     plots = sorted(p.name for p in out.glob("valid_loss_*.png"))
     if plots:
         md += ["", "## Validation loss", ""] + [f"![{p}]({p})" for p in plots]
