@@ -122,6 +122,20 @@ def test_a_folder_of_the_earlier_runner_is_adopted_only_with_the_same_command(da
     assert any("finished earlier" in line for line in lines) and rows[0]["best_valid_loss"] == "5.000"
     with pytest.raises(UserError, match=r"--lr: 0\.001 there, 0\.005 now"):
         run(config(lr=5e-3), out, data_bin)
+    # two trainings mixed in one folder (the same command but --lr 5): never adopted
+    other = [a if a != "0.001" else "5" for a in old]
+    with open(folder / "train.log", "a") as log:
+        log.write(f"\n### 2026-01-01 00:00:01 $ {' '.join(other)}\nlog\n")
+    with pytest.raises(UserError, match=r"postln-d2-s1: its train\.log holds several different "
+                                        r"fairseq-train commands"):
+        run(cfg, out, data_bin)
+    # checkpoints without a record of their command: never resumed
+    (folder / "train.log").unlink()
+    (folder / "result.json").unlink()
+    (folder / "checkpoints").mkdir()
+    (folder / "checkpoints" / "checkpoint_last.pt").write_text("x")
+    with pytest.raises(UserError, match=r"it holds checkpoints but no record of the command"):
+        run(cfg, out, data_bin)
 
 
 # ---------------------------------------------------------------------------- 3. options
@@ -143,8 +157,8 @@ def test_only_options_after_double_dash_reach_fairseq_train(data_bin, tmp_path, 
                             ("--lr", '"lr"'), ("--lr-scheduler", '"nowarmup"'),
                             ("--warmup-updates", '"warmup_updates"'), ("--log-format", "JSON log"),
                             ("--encoder-layers", "--depths"), ("--log-interval", '"log_interval"')):
-        with pytest.raises(UserError, match=rf"the options after -- set {option}, which the runner "
-                           rf"sets itself .*: use .*{instead}"):
+        with pytest.raises(UserError, match=rf'the options after -- \("extra_args"\) set {option}, '
+                           rf"which the runner sets itself .*: use .*{instead}"):
             cli(*base, "--out", tmp_path / "a", "--", f"{option}=7")
     assert not (tmp_path / "a" / "runs").exists()
     # without --depths the layers are the user's to set

@@ -30,6 +30,7 @@ While a run trains or is evaluated its folder is locked
 SIGTERM and SIGHUP stop the runner's children (fairseq-train runs in a
 process session of its own), record the attempt as interrupted, and end the
 runner with :class:`Interrupted`.
+
 While a run trains, a progress bar (on a terminal) shows its updates done of
 the total, the latest training loss, the elapsed time and an estimate of what
 is left, read from fairseq's log as it is written.
@@ -264,7 +265,7 @@ def refuse_runner_options(args: Sequence[str], where: str, depths_set: bool,
 def check_train_options(config: Config, variants: Dict[str, Variant]) -> None:
     depths_set = any(d is not None for d in config.depths)
     refuse_runner_options(config.train_args, 'the configuration\'s "train_args"', depths_set)
-    refuse_runner_options(config.extra_args, "the options after --", depths_set)
+    refuse_runner_options(config.extra_args, 'the options after -- ("extra_args")', depths_set)
     for name in config.variants:
         if name in variants:
             refuse_runner_options(variants[name].flags, f"variant {name!r}'s \"args\"", depths_set,
@@ -337,6 +338,8 @@ def identity_differences(recorded: dict, current: dict) -> List[str]:
             return "absent"
         return " then ".join(v if v else "(set)" for v in values)
 
+    if "unknown" in recorded:  # a folder of an earlier runner that says too little
+        return [recorded["unknown"]]
     diffs = []
     then, now = _options(recorded["fairseq_train"]), _options(current["fairseq_train"])
     for name in dict.fromkeys([*then, *now]):
@@ -390,11 +393,11 @@ def recorded_identity(folder: Path, current: dict, data: Path) -> Optional[dict]
                     if line.startswith("### ") and " $ " in line]
     if not commands:
         if (folder / "checkpoints").is_dir() and any((folder / "checkpoints").iterdir()):
-            return {"fairseq_train": ["(not recorded)"], "data_bin": {"path": "(not recorded)"}}
+            return {"unknown": "it holds checkpoints but no record of the command that wrote them"}
         return None
     data_path, settings = _settings_of_command(commands[-1])
     if any(_settings_of_command(c)[1] != settings for c in commands):
-        settings = ["(several different commands)"]
+        return {"unknown": "its train.log holds several different fairseq-train commands"}
     if data_path is not None and Path(data_path).resolve() == data.resolve():
         return {**current, "fairseq_train": settings}
     return {**current, "fairseq_train": settings, "data_bin": {"path": data_path}}
