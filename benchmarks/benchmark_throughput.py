@@ -3,6 +3,8 @@
 
     python benchmarks/benchmark_throughput.py                 # iwslt_de_en size, CPU
     python benchmarks/benchmark_throughput.py --quick         # smoke test, seconds
+    python benchmarks/benchmark_throughput.py --sweep length depth width --plot docs/img/cost_sweep.png
+    python benchmarks/benchmark_throughput.py --device cuda --precision fp16   # on a GPU
 
 Prints figures (not a test). Needs fairseq_rskip installed (scripts/setup_env.sh).
 Every model is built by fairseq itself (argument parsing with ``--user-dir``
@@ -36,6 +38,20 @@ Saved activations
     the bytes autograd keeps for backward in one training forward of the
     first batch (distinct storages, parameters left out): exact, the part of
     training memory the normalisation/skip wiring decides.
+Precision
+    ``--precision fp32`` (default), or ``fp16`` / ``bf16``: forward, loss and
+    generation under ``torch.autocast`` with float32 weights, as fairseq's
+    ``--amp`` (fairseq's ``--fp16`` casts the weights too and keeps float32
+    master copies; both put the matrix products in half precision).
+Sweep
+    ``--sweep AXIS ...`` repeats the training and generation comparison
+    (without the memory part) while one axis grows: ``length`` (random
+    batches of ``--sweep-lengths`` tokens per sentence, ``--max-tokens``
+    scaled to keep 16 sentences a batch), ``depth`` (``--sweep-depths``
+    encoder and decoder layers) and ``width`` (``--sweep-sizes``, fairseq's
+    sizes); it reports seconds per target token of training and per
+    generated token, and both as ratios to Post-LN, with ``--plot`` a figure
+    of the ratios.
 Peak memory
     CPU: each model trains ``--mem-steps`` updates in a fresh child process;
     reported is the child's peak resident set size (``VmHWM``) and the
@@ -124,13 +140,29 @@ def to_device(sample, device):
     return utils.move_to_cuda(sample) if device == "cuda" else sample
 
 
-def train_steps(model, crit, opt, batches, steps: int, offset: int = 0) -> int:
+PRECISIONS = {"fp32": None, "fp16": "float16", "bf16": "bfloat16"}
+
+
+def autocast(opts):
+    """``torch.autocast`` for ``--precision`` fp16/bf16 (fairseq's --amp); nothing for fp32."""
+    import contextlib
+
+    import torch
+
+    dtype = PRECISIONS[getattr(opts, "precision", "fp32")]
+    if dtype is None:
+        return contextlib.nullcontext()
+    return torch.autocast(opts.device, dtype=getattr(torch, dtype))
+
+
+def train_steps(model, crit, opt, batches, steps: int, opts, offset: int = 0) -> int:
     """``steps`` training updates; returns the number of target tokens."""
     model.train()
     ntok = 0
     for i in range(steps):
         sample = batches[(offset + i) % len(batches)]
-        loss, _, _ = crit(model, sample)
+        with autocast(opts):
+            loss, _, _ = crit(model, sample)
         loss.backward()
         opt.step()
         opt.zero_grad(set_to_none=True)
@@ -138,12 +170,16 @@ def train_steps(model, crit, opt, batches, steps: int, offset: int = 0) -> int:
     return ntok
 
 
-def saved_for_backward_mib(model, crit, sample) -> float:
+def saved_for_backward_mib(model, crit, sample, opts) -> float:
     """Activations autograd keeps in one training forward (exact; parameters left out)."""
     from fairseq_rskip.analysis.memory import saved_activation_bytes
 
+    def forward():
+        with autocast(opts):
+            return crit(model, sample)
+
     model.train()
-    nbytes, (loss, _, _) = saved_activation_bytes(lambda: crit(model, sample), model.parameters())
+    nbytes, (loss, _, _) = saved_activation_bytes(forward, model.parameters())
     del loss
     return nbytes / 2**20
 
@@ -168,13 +204,13 @@ def generation_sample(batches, n: int):
             "target": first["target"][:k], "ntokens": int(torch.ne(first["target"][:k], 1).sum())}
 
 
-def generate_once(generator, model, sample, device) -> int:
+def generate_once(generator, model, sample, opts) -> int:
     import torch
 
     model.eval()
-    with torch.no_grad():
+    with torch.no_grad(), autocast(opts):
         hyps = generator.generate([model], sample)
-    sync(device)
+    sync(opts.device)
     return len(hyps)
 
 
@@ -208,7 +244,7 @@ def _memory_child(name: str, opts) -> dict:
     src, tgt, batches = load_batches(opts, opts.mem_steps)
     before = _rss_mib()
     model, crit, opt = build(name, opts, src, tgt)
-    train_steps(model, crit, opt, batches, opts.mem_steps)
+    train_steps(model, crit, opt, batches, opts.mem_steps, opts)
     peak = _peak_rss_mib()
     return {"peak_rss_mib": peak, "above_base_mib": peak - before}
 
@@ -247,7 +283,7 @@ def run(opts) -> dict:
     batches = [to_device(b, opts.device) for b in batches]
     models = {n: build(n, opts, src, tgt) for n in names}
     params = {n: sum(p.numel() for p in m[0].parameters()) for n, m in models.items()}
-    saved = {n: saved_for_backward_mib(*models[n][:2], batches[0]) for n in names}
+    saved = {n: saved_for_backward_mib(*models[n][:2], batches[0], opts) for n in names}
     gen_sample = generation_sample(batches, opts.gen_sentences)
     gens = {n: SequenceGenerator([models[n][0]], tgt, beam_size=opts.beam, max_len_a=0,
                                  max_len_b=opts.gen_len, min_len=opts.gen_len)
@@ -262,7 +298,7 @@ def run(opts) -> dict:
         for rep in range(opts.reps):
             order = names[rep % len(names):] + names[:rep % len(names)]
             for n in order:
-                train_steps(*models[n], batches, opts.warmup_steps)
+                train_steps(*models[n], batches, opts.warmup_steps, opts)
                 bar.update(opts.warmup_steps)
             # one update of each model in turn: a slow phase of a shared machine
             # hits all of them alike, and the ratios are paired per round
@@ -272,20 +308,20 @@ def run(opts) -> dict:
                     if opts.device == "cuda":
                         torch.cuda.reset_peak_memory_stats()
                     t = time.perf_counter()
-                    ntok = train_steps(*models[n], batches, 1, offset=opts.warmup_steps + i)
+                    ntok = train_steps(*models[n], batches, 1, opts, offset=opts.warmup_steps + i)
                     sync(opts.device)
                     train[n].append(ntok / (time.perf_counter() - t))
                     if opts.device == "cuda":
                         gpu_mem[n].append(torch.cuda.max_memory_allocated() / 2**20)
                     bar.update(1)
             for n in order:
-                generate_once(gens[n], models[n][0], gen_sample, opts.device)  # warm-up
+                generate_once(gens[n], models[n][0], gen_sample, opts)  # warm-up
                 bar.update(1)
             for n in order:
                 t = time.perf_counter()
                 k = 0
                 for _ in range(opts.gen_repeats):
-                    k += generate_once(gens[n], models[n][0], gen_sample, opts.device)
+                    k += generate_once(gens[n], models[n][0], gen_sample, opts)
                     bar.update(1)
                 gen[n].append(k / (time.perf_counter() - t))
             write(f"  repetition {rep + 1}/{opts.reps}: " + ", ".join(
@@ -320,10 +356,102 @@ def run(opts) -> dict:
     return result
 
 
+# ----------------------------------------------------------------------------
+# how cost grows: the comparison repeated along one axis at a time
+
+SWEEP_AXES = ("length", "depth", "width")
+
+
+def sweep_points(opts) -> list:
+    """``(axis, value, options)`` of every point of ``--sweep``."""
+    points = []
+    for axis in opts.sweep:
+        values = {"length": opts.sweep_lengths, "depth": opts.sweep_depths,
+                  "width": opts.sweep_sizes}[axis]
+        for value in values:
+            point = argparse.Namespace(**{**vars(opts), "mem_reps": 0, "json_out": None})
+            if axis == "length":  # random sentences of that length, 16 to a batch
+                point.data, point.random_len, point.max_tokens = None, int(value), 16 * int(value)
+            elif axis == "depth":
+                point.layers = int(value)
+            else:
+                point.size = value
+            points.append((axis, value, point))
+    return points
+
+
+def run_sweep(opts) -> list:
+    """Every point's figures: seconds per token and ratios to Post-LN, per variant."""
+    rows = []
+    for k, (axis, value, point) in enumerate(sweep_points(opts), 1):
+        write(f"sweep point {k}: {axis} = {value}")
+        result = run(point)
+        for n in result["names"]:
+            rows.append({
+                "axis": axis, "value": value, "name": n, "params": result["params"][n],
+                "train_s_per_tok": 1.0 / result["train_tok_s"][n],
+                "gen_s_per_tok": 1.0 / (result["gen_sent_s"][n] * point.gen_len),
+                "train_ratio": result["train_ratio"][n], "gen_ratio": result["gen_ratio"][n],
+            })
+    return rows
+
+
+def report_sweep(rows, opts) -> None:
+    print()
+    print(f"cost sweep, {opts.device}, precision {opts.precision}, {opts.threads} thread(s); "
+          f"ratios are throughput x postln (paired medians; < 1 is slower than Post-LN)")
+    names = list(dict.fromkeys(r["name"] for r in rows))
+    w = max(12, *(len(n) for n in names))
+    print(f"{'axis':<7} {'value':>12} {'architecture':<{w}} {'train ms/tok':>13} {'x postln':>9} "
+          f"{'gen ms/tok':>11} {'x postln':>9}")
+    for r in rows:
+        print(f"{r['axis']:<7} {str(r['value']):>12} {r['name']:<{w}} "
+              f"{1e3 * r['train_s_per_tok']:>13.4f} {r['train_ratio']:>9.3f} "
+              f"{1e3 * r['gen_s_per_tok']:>11.3f} {r['gen_ratio']:>9.3f}")
+
+
+def plot_sweep(rows, path, opts) -> Path:
+    """Training and generation throughput x Post-LN against each swept axis."""
+    import logging
+
+    logging.getLogger("matplotlib").setLevel(logging.WARNING)
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    axes_swept = list(dict.fromkeys(r["axis"] for r in rows))
+    names = [n for n in dict.fromkeys(r["name"] for r in rows) if n != BASELINE]
+    fig, grid = plt.subplots(2, len(axes_swept), figsize=(4.5 * len(axes_swept), 7), squeeze=False)
+    for col, axis in enumerate(axes_swept):
+        values = list(dict.fromkeys(r["value"] for r in rows if r["axis"] == axis))
+        for row, (key, what) in enumerate((("train_ratio", "training"), ("gen_ratio", "generation"))):
+            ax = grid[row][col]
+            for k, n in enumerate(names):
+                ys = [next(r[key] for r in rows if r["axis"] == axis and r["value"] == v
+                           and r["name"] == n) for v in values]
+                ax.plot(range(len(values)), ys, marker="o", color=f"C{k % 10}", label=n)
+            ax.axhline(1.0, color="black", lw=0.8)
+            ax.set_xticks(range(len(values)), [str(v) for v in values])
+            ax.set_xlabel({"length": "tokens per sentence", "depth": "encoder and decoder layers",
+                           "width": "fairseq size"}[axis])
+            ax.set_ylabel(f"{what} throughput x Post-LN")
+            ax.grid(alpha=0.3)
+    grid[0][-1].legend(fontsize=7)
+    fig.suptitle(f"cost against fairseq's Post-LN as the work grows ({opts.device}, "
+                 f"{opts.precision}, {opts.threads} thread(s))")
+    fig.tight_layout()
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+    return path
+
+
 def report(result: dict, opts) -> bool:
     names = result["names"]
     print()
-    print(f"size {opts.size}, {opts.device}, {opts.threads} thread(s), data "
+    print(f"size {opts.size}, {opts.device}, {opts.precision}, {opts.threads} thread(s), data "
           f"{opts.data or f'random (vocab {opts.vocab})'}, max tokens {opts.max_tokens}, "
           f"{opts.reps} repetitions x {opts.steps} timed updates (+{opts.warmup_steps} warm-up), "
           f"generation beam {opts.beam} x {opts.gen_sentences} sentences x {opts.gen_len} tokens")
@@ -400,6 +528,14 @@ def parse(argv=None):
     p.add_argument("--mem-steps", type=int, default=2)
     p.add_argument("--threads", type=int, default=1, help="torch CPU threads")
     p.add_argument("--device", choices=["cpu", "cuda"], default="cpu")
+    p.add_argument("--precision", choices=list(PRECISIONS), default="fp32",
+                   help="fp16/bf16: torch.autocast with float32 weights (fairseq's --amp)")
+    p.add_argument("--sweep", nargs="+", choices=SWEEP_AXES,
+                   help="repeat the comparison while each of these axes grows (no memory part)")
+    p.add_argument("--sweep-lengths", type=int, nargs="+", default=[16, 32, 64, 128])
+    p.add_argument("--sweep-depths", type=int, nargs="+", default=[3, 6, 12])
+    p.add_argument("--sweep-sizes", nargs="+", default=["iwslt_de_en", "wmt_en_de"])
+    p.add_argument("--plot", help="with --sweep: write the figure here")
     p.add_argument("--json-out", help="write the figures as JSON")
     p.add_argument("--memory-child", help=argparse.SUPPRESS)
     p.add_argument("--child-opts", help=argparse.SUPPRESS)
@@ -428,6 +564,19 @@ def main(argv=None) -> int:
 
     print(f"benchmark_throughput: torch {torch.__version__}, python {platform.python_version()}, "
           f"{platform.processor() or platform.machine()}, {os.cpu_count()} CPUs", flush=True)
+    if opts.device == "cuda" and not torch.cuda.is_available():
+        raise UserError("--device cuda: torch sees no GPU here (torch.cuda.is_available() is False)")
+    if opts.device == "cuda":
+        print(f"GPU: {torch.cuda.get_device_name(0)}", flush=True)
+    if opts.sweep:
+        rows = run_sweep(opts)
+        report_sweep(rows, opts)
+        if opts.plot:
+            print(f"wrote {plot_sweep(rows, opts.plot, opts)}")
+        if opts.json_out:
+            Path(opts.json_out).write_text(json.dumps({"options": vars(opts), "sweep": rows},
+                                                      indent=1) + "\n")
+        return 0
     result = run(opts)
     ok = report(result, opts)
     print(f"all targets met: {ok}")

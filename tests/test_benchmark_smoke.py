@@ -33,3 +33,52 @@ def test_quick_benchmark(tmp_path, capsys):
     assert abs(res["params"]["rskip"] - res["params"]["postln"]) < 0.02 * res["params"]["postln"]
     assert "rskip    train" in printed and "target >= 0.95" in printed
     assert "all targets met:" in printed
+
+
+def test_sweep_reports_every_point_and_plots(tmp_path, capsys):
+    """The cost sweep: each point is the paired comparison again, at that length/depth."""
+    bench = load_benchmark()
+    out, plot = tmp_path / "sweep.json", tmp_path / "sweep.png"
+    argv = ["--quick", "--archs", "rskip", "--sweep", "length", "depth", "--sweep-lengths", "6", "12",
+            "--sweep-depths", "1", "2", "--json-out", str(out), "--plot", str(plot)]
+    assert bench.main(argv) == 0
+    rows = json.loads(out.read_text())["sweep"]
+    assert [(r["axis"], r["value"], r["name"]) for r in rows] == [
+        (axis, value, name) for axis, values in (("length", [6, 12]), ("depth", [1, 2]))
+        for value in values for name in ("postln", "rskip")]
+    for r in rows:
+        assert r["train_s_per_tok"] > 0 and r["gen_s_per_tok"] > 0
+        assert math.isfinite(r["train_ratio"]) and math.isfinite(r["gen_ratio"])
+    by = {(r["axis"], r["value"], r["name"]): r for r in rows}
+    # the depth axis changes the model: twice the layers, more parameters
+    assert by[("depth", 2, "rskip")]["params"] > by[("depth", 1, "rskip")]["params"]
+    assert plot.stat().st_size > 10000
+    assert "cost sweep, cpu, precision fp32" in capsys.readouterr().out
+
+
+def test_half_precision_mode_runs_on_cpu(tmp_path):
+    """--precision bf16 (autocast, as the GPU mode runs fp16/bf16) as far as a CPU goes."""
+    bench = load_benchmark()
+    out = tmp_path / "bf16.json"
+    assert bench.main(["--quick", "--archs", "adanorm", "--precision", "bf16", "--mem-reps", "0",
+                       "--json-out", str(out)]) == 0
+    res = json.loads(out.read_text())
+    assert res["options"]["precision"] == "bf16"
+    assert all(res["train_tok_s"][n] > 0 for n in res["names"])
+    # autocast keeps less for backward than float32 (half-precision activations)
+    fp32 = tmp_path / "fp32.json"
+    assert bench.main(["--quick", "--archs", "adanorm", "--mem-reps", "0", "--json-out", str(fp32)]) == 0
+    assert res["saved_mib"]["postln"] < json.loads(fp32.read_text())["saved_mib"]["postln"]
+
+
+def test_gpu_mode_without_a_gpu_is_an_error_line(capsys):
+    import pytest
+    import torch
+
+    if torch.cuda.is_available():
+        pytest.skip("a GPU is present: the GPU mode runs instead")
+    bench = load_benchmark()
+    with pytest.raises(SystemExit) as exit_info:
+        bench.run_main(bench.main, ["--quick", "--device", "cuda"])
+    assert exit_info.value.code == 2
+    assert "error: --device cuda: torch sees no GPU here" in capsys.readouterr().err
