@@ -104,6 +104,7 @@ def test_runner_tables_resume_and_divergence(data_bin, fake_eval, tmp_path, monk
     boom = json.loads((out / "runs/boom-d2-s1/result.json").read_text())
     assert boom["diverged_at_update"] == 3
     assert "**diverged** at update 3 (the last logged before it: 2): FloatingPointError" in md
+    assert "| boom | 2 | 1 | diverged at update 3 |" in md
     assert (out / "valid_loss_d2.png").stat().st_size > 1000
     record = json.loads((out / "runs/rskip-d2-s1/result.json").read_text())
     assert record["fairseq_arch"] == "transformer_rskip_tiny"

@@ -195,14 +195,16 @@ def test_only_options_after_double_dash_reach_fairseq_train(data_bin, tmp_path, 
 # ---------------------------------------------------------------------------- 2. signals, lock
 
 
-def start_runner(out, data_bin, pidfile, seconds_per_update="0.05"):
+def start_runner(out, data_bin, pidfile, seconds_per_update="0.05", nohup=False):
     env = dict(os.environ, FAKE_TRAIN_SECONDS_PER_UPDATE=seconds_per_update,
                FAKE_TRAIN_PIDFILE=str(pidfile), PYTHONWARNINGS="ignore")
     return subprocess.Popen(
         [sys.executable, str(REPO / "scripts" / "reproduce.py"), "--data", str(data_bin),
          "--out", str(out), "--archs", "postln", "--depths", "2", "--no-bleu",
          "--train-command", " ".join(FAKE_TRAIN), "--", "--max-update", "100000"],
-        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env)
+        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env,
+        # as nohup starts it: SIGHUP ignored
+        preexec_fn=(lambda: signal.signal(signal.SIGHUP, signal.SIG_IGN)) if nohup else None)
 
 
 def wait_for(path, procs, timeout=120):
@@ -227,7 +229,8 @@ def test_signals_stop_the_trainer_and_a_second_runner_is_refused(data_bin, tmp_p
     runners = {}
     for sig in (signal.SIGTERM, signal.SIGINT, signal.SIGHUP):
         out = tmp_path / sig.name
-        runners[sig] = (out, start_runner(out, data_bin, tmp_path / f"{sig.name}.pid"))
+        runners[sig] = (out, start_runner(out, data_bin, tmp_path / f"{sig.name}.pid",
+                                          nohup=sig == signal.SIGTERM))
     try:
         pids = {sig: wait_for(tmp_path / f"{sig.name}.pid", [p for _, p in runners.values()])
                 for sig in runners}
@@ -238,6 +241,11 @@ def test_signals_stop_the_trainer_and_a_second_runner_is_refused(data_bin, tmp_p
         assert second.returncode == 2, err
         assert f"error: run folder {out / 'runs' / 'postln-d2-s1'} is in use by another process" in err
         assert not (tmp_path / "second.pid").exists()  # it started no trainer
+        # started under nohup, a runner goes on through SIGHUP
+        nohup = runners[signal.SIGTERM][1]
+        nohup.send_signal(signal.SIGHUP)
+        time.sleep(1.5)
+        assert nohup.poll() is None and not gone(pids[signal.SIGTERM])
         for sig, (out, proc) in runners.items():
             proc.send_signal(sig)
         for sig, (out, proc) in runners.items():
@@ -274,6 +282,7 @@ def test_a_diverged_run_says_where_and_no_target_means_no_target(data_bin, tmp_p
     assert any("[boom-d2-s1] DIVERGED after update 2" in line for line in lines)
     md = (out / "results.md").read_text()
     assert "**diverged** after update 2 (the last logged with a finite loss)" in md
+    assert "| boom | 2 | 1 | diverged after update 2 |" in md  # its row in the runs table
     assert "None" not in md and "<= None" not in md
     assert "no target validation loss set" in md
 
@@ -285,8 +294,11 @@ def test_report_of_a_crash_names_its_update(tmp_path):
 
     records = [{"arch": "a", "depth": 2, "seed": 1, "status": "diverged", "num_updates": 0,
                 "diverged_at": "at update 3 (the last logged before it: 0)", "message": "boom",
-                "valid_curve": []}]
+                "diverged_at_update": 3, "last_finite_update": 0, "valid_curve": []}]
     write_tables(tmp_path, Cfg, records, ["a"])
     md = (tmp_path / "results.md").read_text()
     assert "**diverged** at update 3 (the last logged before it: 0): boom" in md
+    assert "| a | 2 | 1 | diverged at update 3 |" in md
+    runs = (tmp_path / "runs.csv").read_text().splitlines()
+    assert runs[0].endswith(",diverged_at_update,last_finite_update,run") and ",3,0," in runs[1]
     assert "first validation with loss <= 4.0" in md

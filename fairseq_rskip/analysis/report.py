@@ -92,6 +92,15 @@ def stopped_at(record: dict) -> str:
     return f"after {record.get('num_updates')} updates"
 
 
+def status_cell(record: dict) -> str:
+    """A run's status; a diverged run's says at (or after) which update it diverged."""
+    if record["status"] != "diverged" or "last_finite_update" not in record:
+        return record["status"]
+    if record.get("diverged_at_update") is not None:
+        return f"diverged at update {record['diverged_at_update']}"
+    return f"diverged after update {record['last_finite_update']}"
+
+
 SUMMARY_COLUMNS = [
     ("arch", "architecture"), ("depth", "depth"), ("seeds", "seeds"), ("status", "status"),
     ("bleu", "BLEU (tok)"), ("sacrebleu", "sacreBLEU"), ("best_valid_loss", "best valid loss"),
@@ -102,7 +111,8 @@ SUMMARY_COLUMNS = [
 RUN_COLUMNS = [
     "arch", "depth", "seed", "status", "bleu", "sacrebleu", "best_valid_loss",
     "updates_to_target", "tokens_per_s", "peak_rss_mib", "peak_gpu_mem_gb", "num_updates",
-    "wall_s", "attempts", "params", "message", "fairseq_arch", "diverged_at_update", "run",
+    "wall_s", "attempts", "params", "message", "fairseq_arch", "diverged_at_update",
+    "last_finite_update", "run",
 ]
 
 
@@ -144,7 +154,7 @@ def write_tables(out: Path, config, records: List[dict], arch_order) -> List[dic
     for r in sorted(records, key=lambda r: (r["depth"] or 0, r["arch"], r["seed"])):
         cells = []
         for k in RUN_COLUMNS[:12]:
-            v = r.get(k)
+            v = status_cell(r) if k == "status" else r.get(k)
             cells.append(fmt(v, 3) if isinstance(v, float) else ("" if v is None else str(v)))
         md.append("| " + " | ".join(cells) + " |")
     problems = [r for r in records if r["status"] != "ok"]

@@ -454,8 +454,9 @@ STOP_SIGNALS = (signal.SIGINT, signal.SIGTERM, signal.SIGHUP)
 @contextlib.contextmanager
 def stop_on_signals(signums=STOP_SIGNALS):
     """While the block runs, SIGINT, SIGTERM and SIGHUP raise :class:`Interrupted` (once:
-    later ones are ignored while the runner stops its children). Only in the main thread,
-    where Python delivers signals."""
+    later ones are ignored while the runner stops its children). A signal the runner was
+    started ignoring stays ignored (``nohup`` ignores SIGHUP, a shell's ``&`` SIGINT). Only
+    in the main thread, where Python delivers signals."""
     if threading.current_thread() is not threading.main_thread():
         yield
         return
@@ -466,7 +467,8 @@ def stop_on_signals(signums=STOP_SIGNALS):
             received.append(signum)
             raise Interrupted(signum)
 
-    previous = {signum: signal.signal(signum, handler) for signum in signums}
+    previous = {signum: signal.signal(signum, handler) for signum in signums
+                if signal.getsignal(signum) is not signal.SIG_IGN}
     try:
         yield
     finally:
@@ -703,7 +705,7 @@ def _execute_run(config, run, data, evaluator, echo, train_program) -> dict:
         "wall_s": round(sum(a["wall_s"] for a in attempts), 2),
         "attempts": len(attempts),
         "peak_rss_mib": max(a["max_rss_mib"] for a in attempts),
-        **{k: v for k, v in parsed.items() if k not in ("nonfinite_loss", "last_finite_update")},
+        **{k: v for k, v in parsed.items() if k != "nonfinite_loss"},
         "updates_to_target": updates_to_target(parsed["valid_curve"], config.target_valid_loss),
         "target_valid_loss": config.target_valid_loss,
         "bleu": None,
