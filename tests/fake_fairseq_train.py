@@ -3,7 +3,7 @@
 Takes fairseq-train's command line, reads --save-dir, --max-update, --log-interval and
 the last --lr, and writes what the runner reads: fairseq's JSON log lines (``train_inner``
 every --log-interval updates, ``valid`` at the end), ``checkpoint_best.pt`` and
-``checkpoint_last.pt``. The loss falls with the rate; from --lr 1000 on it is nan from
+``checkpoint_last.pt`` (zip archives that hold no model). The loss falls with the rate; from --lr 1000 on it is nan from
 update 3 (a diverged run). Environment: ``FAKE_TRAIN_SECONDS_PER_UPDATE`` (default 0) makes
 it slow, ``FAKE_TRAIN_PIDFILE`` names a file it writes its process id into once started.
 """
@@ -12,6 +12,7 @@ import json
 import os
 import sys
 import time
+import zipfile
 from pathlib import Path
 
 
@@ -46,8 +47,9 @@ def main(argv):
         if update % interval == 0:
             log("train_inner", {"epoch": 1, "loss": str(loss), "wps": "1000", "num_updates": str(update)})
     log("valid", {"epoch": 1, "valid_loss": str(loss), "valid_num_updates": str(max_update)})
-    for name in ("checkpoint_best.pt", "checkpoint_last.pt"):
-        (save_dir / name).write_text(f"fake checkpoint after {max_update} updates\n")
+    for name in ("checkpoint_best.pt", "checkpoint_last.pt"):  # a zip archive, as torch.save's
+        with zipfile.ZipFile(save_dir / name, "w") as checkpoint:
+            checkpoint.writestr("fake/data.pkl", f"after {max_update} updates")
     print("2026-01-01 00:00:00 | INFO | fairseq_cli.train | done training", flush=True)
     return 0
 

@@ -138,6 +138,21 @@ def test_a_folder_of_the_earlier_runner_is_adopted_only_with_the_same_command(da
         run(cfg, out, data_bin)
 
 
+def test_a_damaged_checkpoint_to_resume_from_is_named(data_bin, tmp_path):
+    """fairseq copies checkpoint_last.pt into place; a kill during the copy leaves part of it."""
+    out = tmp_path / "out"
+    run(config(), out, data_bin)
+    run_dir = out / "runs" / "postln-d2-s1"
+    for name in ("result.json", "trained.json"):
+        (run_dir / name).unlink()
+    last = run_dir / "checkpoints" / "checkpoint_last.pt"
+    last.write_bytes(b"")
+    with pytest.raises(UserError, match=rf"cannot resume postln-d2-s1: {last} is empty \(0 bytes\)"
+                                        r".* move checkpoint_last\.pt away"):
+        run(config(), out, data_bin)
+    assert len((run_dir / "attempts.jsonl").read_text().splitlines()) == 1  # nothing started
+
+
 # ---------------------------------------------------------------------------- 3. options
 
 

@@ -71,6 +71,7 @@ from fairseq_rskip.analysis.trainlog import (
     parse_train_log,
     updates_to_target,
 )
+from fairseq_rskip.checkpoint_compat import check_checkpoint_file
 from fairseq_rskip.errors import UserError
 from fairseq_rskip.fairseq_tools import PLUGIN_DIR, child_env, fairseq_executable
 from fairseq_rskip.file_io import locked, write_json
@@ -678,7 +679,16 @@ def _execute_run(config, run, data, evaluator, echo, train_program) -> dict:
     cmd = train_command(config, run, data, train_program)
     (run.run_dir / "command.txt").write_text(shlex.join(cmd) + "\n", encoding="utf-8")
     if not trained_marker.exists():
-        resumed = (run.checkpoint_dir / "checkpoint_last.pt").exists()
+        last_checkpoint = run.checkpoint_dir / "checkpoint_last.pt"
+        resumed = last_checkpoint.exists()
+        if resumed:  # fairseq copies checkpoint_last.pt in place: a kill can leave half of it
+            try:
+                check_checkpoint_file(last_checkpoint)
+            except UserError as err:
+                raise UserError(
+                    f"cannot resume {run.key}: {err}. To go on, move {last_checkpoint.name} away "
+                    "(fairseq then trains the run from the start) or copy an intact "
+                    f"checkpoint of {run.checkpoint_dir} in its place") from None
         echo(f"[{run.key}] {'resuming' if resumed else 'training'}: {shlex.join(cmd)}")
         try:
             attempt = train_with_progress(cmd, log_path, run.key, threads=config.threads)
