@@ -28,8 +28,10 @@ def main(argv=None):
 
     args = build_parser().parse_args(argv)
     inputs = args.inputs
-    flag, n = ("--num-update-checkpoints", args.num_update_checkpoints) \
-        if args.num_update_checkpoints is not None else ("--num-epoch-checkpoints", args.num_epoch_checkpoints)
+    if args.num_update_checkpoints is not None:
+        flag, n = "--num-update-checkpoints", args.num_update_checkpoints
+    else:
+        flag, n = "--num-epoch-checkpoints", args.num_epoch_checkpoints
     if n is not None:
         if n < 1:
             raise UserError(f"{flag} must be at least 1 (the number of checkpoints to average); got {n}")

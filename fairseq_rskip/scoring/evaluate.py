@@ -153,21 +153,14 @@ def build_parser(prog="rskip-evaluate"):
     return p
 
 
-def check_data_bin(data: Path, translating: bool) -> None:
-    """``--data`` must be a data-bin: not the folder rskip-prepare made around it, and, to
-    translate, a folder with fairseq's dictionaries."""
+def check_data_folder(data: Path) -> None:
+    """``--data`` must be a folder, and not the one rskip-prepare made around the data-bin."""
     if not data.is_dir():
         raise UserError(f"data-bin not found: {data}")
-    has_dicts = any(data.glob("dict.*.txt"))
-    if not has_dicts and (data / "data-bin").is_dir():
+    if not any(data.glob("dict.*.txt")) and (data / "data-bin").is_dir():
         raise UserError(
             f"--data {data} is the folder rskip-prepare made, not its data-bin: give "
             f"--data {data / 'data-bin'}"
-        )
-    if translating and not has_dicts:
-        raise UserError(
-            f"--data {data} is not a fairseq data-bin (it has no dict.*.txt): give the data-bin "
-            "the checkpoint was trained on (rskip-prepare's DEST/data-bin)"
         )
 
 
@@ -184,14 +177,18 @@ def evaluate(args, extra=()):
             "wrote (its standard output), or leave --generate-output out to translate now"
         )
     data = Path(args.data)
-    check_data_bin(data, translating=False)
+    check_data_folder(data)
     meta = load_prep_meta(data)
     ckpt = resolve_checkpoint(args)
     expected = subset_size(data, args.subset)
     if args.generate_output:
         gen_out = Path(args.generate_output)
     else:
-        check_data_bin(data, translating=True)
+        if not any(data.glob("dict.*.txt")):  # fairseq-generate needs them
+            raise UserError(
+                f"--data {data} is not a fairseq data-bin (it has no dict.*.txt): give the "
+                "data-bin the checkpoint was trained on (rskip-prepare's DEST/data-bin)"
+            )
         suffix = f".avg{args.avg_last}" if args.avg_last else ""
         gen_out = ckpt.parent / f"generate-{args.subset}{suffix}.txt"
         run_generate(args, ckpt, meta, gen_out, extra, total=expected)
