@@ -293,7 +293,7 @@ def test_a_diverged_run_says_where_and_no_target_means_no_target(data_bin, tmp_p
     record = json.loads((out / "runs" / "boom-d2-s1" / "result.json").read_text())
     assert record["status"] == "diverged"
     # nan from update 3 on, logged at update 4: the last logged update with a finite loss is 2
-    assert record["diverged_at"] == "after update 2 (the last logged with a finite loss)"
+    assert record["last_finite_update"] == 2 and record["diverged_at_update"] is None  # no crash.pt
     assert any("[boom-d2-s1] DIVERGED after update 2" in line for line in lines)
     md = (out / "results.md").read_text()
     assert "**diverged** after update 2 (the last logged with a finite loss)" in md
@@ -308,12 +308,16 @@ def test_report_of_a_crash_names_its_update(tmp_path):
         name, description, target_valid_loss = "t", "", 4.0
 
     records = [{"arch": "a", "depth": 2, "seed": 1, "status": "diverged", "num_updates": 0,
-                "diverged_at": "at update 3 (the last logged before it: 0)", "message": "boom",
-                "diverged_at_update": 3, "last_finite_update": 0, "valid_curve": []}]
+                "message": "boom", "diverged_at_update": 3, "last_finite_update": 0,
+                "valid_curve": []},
+               # a record of the earlier runner, which did not say where
+               {"arch": "a", "depth": 2, "seed": 2, "status": "diverged", "num_updates": 10,
+                "message": "nan", "valid_curve": []}]
     write_tables(tmp_path, Cfg, records, ["a"])
     md = (tmp_path / "results.md").read_text()
     assert "**diverged** at update 3 (the last logged before it: 0): boom" in md
     assert "| a | 2 | 1 | diverged at update 3 |" in md
+    assert "**diverged** after 10 updates: nan" in md and "| a | 2 | 2 | diverged |" in md
     runs = (tmp_path / "runs.csv").read_text().splitlines()
     assert runs[0].endswith(",diverged_at_update,last_finite_update,run") and ",3,0," in runs[1]
     assert "first validation with loss <= 4.0" in md

@@ -18,7 +18,7 @@ import csv
 import math
 import statistics
 from pathlib import Path
-from typing import Dict, List, Sequence
+from typing import Dict, List, Optional, Sequence
 
 from fairseq_rskip.file_io import atomic_output
 
@@ -85,20 +85,29 @@ def summarise(records: List[dict], arch_order: Sequence[str]) -> List[dict]:
     return rows
 
 
+def divergence_point(record: dict, detail: bool = True) -> Optional[str]:
+    """Where a diverged run diverged: ``at update N``, the update fairseq crashed in (its
+    ``crash.pt`` holds the updates before), else ``after update N``, the last logged update
+    with a finite loss; None for a record that does not say (an earlier runner's)."""
+    if "last_finite_update" not in record:
+        return None
+    last = record["last_finite_update"]
+    if record.get("diverged_at_update") is not None:
+        return f"at update {record['diverged_at_update']}" + (
+            f" (the last logged before it: {last})" if detail else "")
+    return f"after update {last}" + (" (the last logged with a finite loss)" if detail else "")
+
+
 def stopped_at(record: dict) -> str:
-    """Where a diverged or failed run stopped: ``at update N`` / ``after update N (...)``."""
-    if record.get("diverged_at"):
-        return record["diverged_at"]
-    return f"after {record.get('num_updates')} updates"
+    """Where a diverged or failed run stopped, for the list of them."""
+    where = divergence_point(record) if record["status"] == "diverged" else None
+    return where or f"after {record.get('num_updates')} updates"
 
 
 def status_cell(record: dict) -> str:
     """A run's status; a diverged run's says at (or after) which update it diverged."""
-    if record["status"] != "diverged" or "last_finite_update" not in record:
-        return record["status"]
-    if record.get("diverged_at_update") is not None:
-        return f"diverged at update {record['diverged_at_update']}"
-    return f"diverged after update {record['last_finite_update']}"
+    where = divergence_point(record, detail=False) if record["status"] == "diverged" else None
+    return f"diverged {where}" if where else record["status"]
 
 
 SUMMARY_COLUMNS = [

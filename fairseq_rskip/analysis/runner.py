@@ -63,7 +63,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable, Dict, List, Optional, Sequence
 
-from fairseq_rskip.analysis.report import fmt, plot_curves, write_tables
+from fairseq_rskip.analysis.report import divergence_point, fmt, plot_curves, write_tables
 from fairseq_rskip.analysis.trainlog import (
     DIVERGENCE_MARKERS,
     LogFollower,
@@ -648,14 +648,6 @@ def crash_update(checkpoint_dir: Path, since: float) -> Optional[int]:
         return None
 
 
-def divergence_point(parsed: dict, crashed_in: Optional[int]) -> str:
-    """Where a diverged run diverged: the update fairseq crashed in, else the last logged
-    update before the first non-finite loss."""
-    if crashed_in is not None:
-        return f"at update {crashed_in} (the last logged before it: {parsed['last_finite_update']})"
-    return f"after update {parsed['last_finite_update']} (the last logged with a finite loss)"
-
-
 def _append_attempt(run: Run, attempt: dict) -> None:
     with open(run.run_dir / "attempts.jsonl", "a", encoding="utf-8") as f:
         f.write(json.dumps(attempt) + "\n")
@@ -737,10 +729,8 @@ def _execute_run(config, run, data, evaluator, echo, train_program) -> dict:
             (l.strip() for l in reversed(tail.splitlines()) if any(m in l for m in DIVERGENCE_MARKERS)),
             "non-finite loss in the log",
         )
-        crashed_in = crash_update(run.checkpoint_dir, since=last.get("started", 0))
-        record["diverged_at_update"] = crashed_in
-        record["diverged_at"] = divergence_point(parsed, crashed_in)
-        echo(f"[{run.key}] DIVERGED {record['diverged_at']}: {record['message']}")
+        record["diverged_at_update"] = crash_update(run.checkpoint_dir, since=last.get("started", 0))
+        echo(f"[{run.key}] DIVERGED {divergence_point(record)}: {record['message']}")
         write_json(run.result_path, record)
         return record
     if last["returncode"] != 0:
