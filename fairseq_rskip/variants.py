@@ -67,13 +67,25 @@ VARIANTS: Dict[str, Variant] = {v.name: v for v in (
     Variant("rskip", "transformer_rskip{size}", (), label="rSkip+LN n=2",
             description="rSkip+LN, 2 recursions"),
     Variant("adanorm", "transformer_adanorm{size}", (), label="AdaNorm",
-            description="AdaNorm (Post-norm)"),
+            description="AdaNorm as the authors' code: Pre-LN, AdaNorm (C = 1) on the final norms",
+            reference="preln"),
     Variant("prenorm_nowarmup", "transformer_prenorm_nowarmup{size}", (), nowarmup=True,
             label="Pre-LN, no warm-up", description="Pre-LN, no warm-up", reference="preln"),
     Variant("deepnorm", "transformer_deepnorm{size}", (), label="DeepNorm",
             description="DeepNorm (Post-LN, alpha, beta)"),
     Variant("admin", "transformer_admin{size}", (), label="Admin",
             description="Admin (Post-LN, profiled omega)"),
+    # the readings of AdaNorm and LayerNorm-simple (docs/adanorm.md)
+    Variant("adanorm_every", "transformer_adanorm{size}", ("--norm-type", "adanorm"),
+            label="AdaNorm, every norm", description="Pre-LN, AdaNorm (C = 1) on every norm",
+            reference="preln"),
+    Variant("adanorm_postln", "transformer_rskip{size}",
+            ("--skip-recursions", "1", "--norm-type", "adanorm"), label="Post-LN AdaNorm",
+            description="Post-LN, AdaNorm (C = 1) on every norm: transformer_adanorm before issue 14"),
+    Variant("preln_simple", "transformer_rskip{size}",
+            ("--skip-recursions", "1", *PRE_LN_FLAGS, "--norm-type", "simple"),
+            label="Pre-LN, LN-simple", description="Pre-LN, LayerNorm-simple on every norm",
+            reference="preln"),
 )}
 
 

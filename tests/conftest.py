@@ -50,10 +50,8 @@ VARIANTS = _Rows({
         "transformer_rskip_tiny", "--skip-recursions", "1", "--skip-scale", "0.5", "--norm-type", "none",
     ),
     "rskip2-simple": ("transformer_rskip_tiny", "--norm-type", "simple"),
-    "adanorm-prenorm": (
-        "transformer_adanorm_tiny", "--encoder-normalize-before", "--decoder-normalize-before",
-        "--adanorm-scale", "2", "--adanorm-k", "0.2",
-    ),
+    # AdaNorm on every norm of a Pre-LN model, other constants
+    "adanorm-prenorm": ("transformer_adanorm_tiny", "--norm-type", "adanorm", "--adanorm-scale", "2", "--adanorm-k", "0.2"),
     "deepnorm-torchscale": ("transformer_deepnorm_tiny", "--deepnorm-init", "torchscale"),
     "admin-logn": ("transformer_admin_tiny", "--admin-init", "logn"),
 })

@@ -246,3 +246,17 @@ def test_bad_flag_is_refused_by_fairseq_train(data_bin, tmp_path):
     ], check=False)
     assert proc.returncode != 0
     assert "--skip-recursions must be an integer >= 1; got 0" in proc.stderr
+
+
+def test_saved_arguments_carry_the_defaults_version(trained, data_bin):
+    """fairseq-train saves the version of the architectures' defaults, so the
+    checkpoint loads as the reading it was trained with (tests/test_old_checkpoints.py:
+    checkpoints without it)."""
+    from fairseq import checkpoint_utils
+
+    path = trained["transformer_adanorm_tiny"][0] / "checkpoint_last.pt"
+    assert torch.load(path)["cfg"]["model"].skip_norm_defaults_version == 2
+    [model], _ = checkpoint_utils.load_model_ensemble([str(path)], arg_overrides={"data": str(data_bin)})
+    assert model.encoder.layer_norm.norm_type == model.decoder.layer_norm.norm_type == "adanorm"
+    assert model.encoder.layer_norm.adanorm_scale == 1.0
+    assert model.decoder.layers[0].final_layer_norm.norm_type == "layernorm"

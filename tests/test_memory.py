@@ -40,12 +40,17 @@ def model_saved_bytes(*flags):
         (("transformer_rskip_tiny", "--skip-recursions", "4"), 3),
         (("transformer_rskip_tiny", "--skip-recursions", "3", "--skip-shared-norm"), 2),
         (("transformer_adanorm_tiny",), 0),
+        (("transformer_adanorm_tiny", "--norm-type", "adanorm"), 0),
+        (("transformer_rskip_tiny", "--skip-recursions", "1", "--norm-type", "adanorm"), 0),
         (("transformer_rskip_tiny", "--norm-type", "adanorm"), 1),
         (("transformer_prenorm_nowarmup_tiny",), 0),
         (("transformer_deepnorm_tiny",), 0),
         (("transformer_admin_tiny",), 0),
     ],
-    ids=["rskip2", "rskip4", "rskip3-shared", "adanorm", "rskip2-adanorm", "prenorm", "deepnorm", "admin"],
+    ids=[
+        "rskip2", "rskip4", "rskip3-shared", "adanorm", "adanorm-every", "adanorm-postln",
+        "rskip2-adanorm", "prenorm", "deepnorm", "admin",
+    ],
 )
 def test_saves_no_more_activations_than_fairseq_postln(flags, extra_norms):
     baseline = model_saved_bytes("transformer_tiny")

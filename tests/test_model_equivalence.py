@@ -138,8 +138,8 @@ def test_prenorm_formula():
     assert torch.equal(post.branch_input(x), x)
 
 
-def test_adanorm_architecture_has_no_norm_parameters():
-    model = build_model("transformer_adanorm_tiny")
+def test_postln_adanorm_has_no_norm_parameters():
+    model = build_model("transformer_rskip_tiny", "--skip-recursions", "1", "--norm-type", "adanorm")
     assert not [n for n, _ in model.named_parameters() if "norm" in n]
     norms = [m for m in model.modules() if isinstance(m, Normalization)]
     # 2 x 2 encoder + 2 x 3 decoder sublayers; no final norms (Post-LN)

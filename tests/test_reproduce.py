@@ -217,6 +217,13 @@ def test_shipped_configs_load():
         "bundled-demo.json": {"postln", "rskip"},
         "bundled-deep.json": {"postln_nowarmup", "prenorm_nowarmup", "rskip_nowarmup",
                               "deepnorm_nowarmup", "admin_nowarmup"},
+        # AdaNorm's readings (docs/adanorm.md)
+        "bundled-adanorm.json": {"preln", "preln_simple", "preln_adanorm_final",
+                                 "preln_adanorm_final_c1", "preln_adanorm_every", "postln",
+                                 "postln_adanorm"},
+        "iwslt14-adanorm-gpu.json": {"postln", "preln_layernorm", "preln_simple_final",
+                                     "adanorm_final", "adanorm_final_c2", "adanorm_every",
+                                     "simple_every"},
     }
     for path in (REPO / "examples/translation/configs").glob("*.json"):
         cfg = rp.Config.load(path)

@@ -17,12 +17,28 @@ REFUSED = [
     (("--skip-scale", "2"), r"--skip-scale must be 1 with --skip-recursions > 1"),
     (("--norm-type", "none"), r"--skip-recursions > 1 needs a normalisation"),
     (("--skip-recursions", "1", "--skip-shared-norm"), r"--skip-shared-norm needs --skip-recursions > 1"),
-    (("--adanorm-k", "0.2"), r"--adanorm-scale and --adanorm-k apply only with --norm-type adanorm"),
-    (("--adanorm-scale", "2"), r"--adanorm-scale and --adanorm-k apply only with --norm-type adanorm"),
+    (("--adanorm-k", "0.2"), r"--adanorm-scale and --adanorm-k apply only where a norm is AdaNorm"),
+    (("--adanorm-scale", "2"), r"--adanorm-scale and --adanorm-k apply only where a norm is AdaNorm"),
     (
         ("--encoder-normalize-before",),
         r"defined for Post-LN only, and the encoder of --arch transformer_rskip_tiny is Pre-LN "
         r"\(--encoder-normalize-before\)",
+    ),
+    (
+        ("--skip-recursions", "1", "--stack-norm-type", "adanorm"),
+        r"--stack-norm-type adanorm applies to the final norm of a Pre-LN stack and to "
+        r"--layernorm-embedding, and --arch transformer_rskip_tiny has neither",
+    ),
+    (
+        ("--skip-recursions", "1", "--decoder-normalize-before", "--no-decoder-final-norm",
+         "--stack-norm-type", "simple"),
+        r"--stack-norm-type simple applies to the final norm of a Pre-LN stack",
+    ),
+    (
+        ("--skip-recursions", "1", "--layernorm-embedding", "--adanorm-scale", "2"),
+        r"--adanorm-scale and --adanorm-k apply only where a norm is AdaNorm \(--norm-type "
+        r"adanorm, or --stack-norm-type adanorm with a final Pre-LN norm or "
+        r"--layernorm-embedding\); got --norm-type layernorm",
     ),
     (
         ("--decoder-normalize-before",),
@@ -38,6 +54,12 @@ ADANORM_REFUSED = [
     (("--adanorm-scale", "0"), r"--adanorm-scale must be a finite number > 0; got 0.0"),
     (("--adanorm-scale", "inf"), r"--adanorm-scale must be a finite number > 0; got inf"),
     (("--skip-scale", "3", "--encoder-normalize-before"), r"defined for Post-LN only"),
+    (("--skip-recursions", "2"), r"the encoder of --arch transformer_adanorm_tiny is Pre-LN"),
+    # no norm is AdaNorm: a C the user typed has no effect
+    (
+        ("--stack-norm-type", "layernorm", "--adanorm-scale", "3"),
+        r"apply only where a norm is AdaNorm .*; got --norm-type layernorm --stack-norm-type layernorm",
+    ),
 ]
 
 
@@ -78,10 +100,18 @@ def test_every_pre_ln_family_is_told_its_architecture_is_pre_ln(arch, flags):
         build_model(arch, *flags)
 
 
-def test_unknown_norm_type_is_refused_by_the_parser(capsys):
+@pytest.mark.parametrize("flag", ["--norm-type", "--stack-norm-type", "--attention-init"])
+def test_unknown_choice_is_refused_by_the_parser(capsys, flag):
     with pytest.raises(SystemExit):
-        build_model("transformer_rskip_tiny", "--norm-type", "batchnorm")
-    assert "argument --norm-type: invalid choice: 'batchnorm'" in capsys.readouterr().err
+        build_model("transformer_adanorm_tiny", flag, "batchnorm")
+    assert f"argument {flag}: invalid choice: 'batchnorm'" in capsys.readouterr().err
+
+
+def test_adanorm_architecture_with_layernorm_stacks_is_preln_layernorm():
+    """The LayerNorm baseline of the authors' recipe: no AdaNorm left, nothing refused."""
+    model = build_model("transformer_adanorm_tiny", "--stack-norm-type", "layernorm")
+    assert not any(getattr(m, "norm_type", None) == "adanorm" for m in model.modules())
+    assert model.encoder.layers[0].final_layer_norm.normalize_before
 
 
 def test_each_flag_is_validated_once_per_model(monkeypatch):
@@ -98,6 +128,10 @@ def test_each_flag_is_validated_once_per_model(monkeypatch):
 
 def test_accepted_edges_build():
     build_model("transformer_adanorm_tiny", "--adanorm-k", "0", "--adanorm-scale", "1e-3")
+    build_model(
+        "transformer_rskip_tiny", "--skip-recursions", "1", "--decoder-normalize-before",
+        "--stack-norm-type", "adanorm", "--adanorm-scale", "2",
+    )
     build_model("transformer_adanorm_tiny", "--adanorm-k", "0.999")
     build_model("transformer_rskip_tiny", "--skip-recursions", "1", "--skip-scale", "1e-3", "--norm-type", "none")
     model = build_model("transformer_rskip_tiny", "--skip-recursions", "6", "--norm-type", "simple")
@@ -111,8 +145,12 @@ def test_values_are_not_clamped():
 
 
 def test_arguments_saved_before_the_config_dataclass_build_the_same_model():
-    """Checkpoints of earlier versions saved adanorm_scale/adanorm_k as None, and
-    the oldest lack skip_shared_norm: they mean the flags' defaults."""
+    """Checkpoints of earlier versions saved adanorm_scale/adanorm_k as None, the
+    oldest lack skip_shared_norm, and none has the fields added since
+    (stack_norm_type, attention_init): they mean what they meant then, the
+    flags' defaults and transformer_adanorm's Post-LN AdaNorm on every norm
+    (today --arch transformer_rskip --skip-recursions 1 --norm-type adanorm).
+    tests/test_old_checkpoints.py loads real checkpoints of those versions."""
     import torch
     from types import SimpleNamespace
 
@@ -121,18 +159,25 @@ def test_arguments_saved_before_the_config_dataclass_build_the_same_model():
 
     d = make_dictionary()
     task = SimpleNamespace(source_dictionary=d, target_dictionary=d)
-    for arch in ("transformer_adanorm_tiny", "transformer_rskip_tiny"):
-        args = parse_args(arch)
+    for arch, flags_today in (
+        ("transformer_adanorm_tiny", ("--skip-recursions", "1", "--norm-type", "adanorm")),
+        ("transformer_rskip_tiny", ()),
+    ):
+        args = parse_args("transformer_rskip_tiny", *flags_today)
         torch.manual_seed(1)
         today = ARCH_MODEL_REGISTRY[args.arch].build_model(args, task)
+        # as the earlier version saved them
+        args.arch = arch
         args.adanorm_scale = args.adanorm_k = None
-        del args.skip_shared_norm
+        for name in ("skip_shared_norm", "stack_norm_type", "attention_init", "skip_norm_defaults_version"):
+            delattr(args, name)
         torch.manual_seed(1)
         old = ARCH_MODEL_REGISTRY[args.arch].build_model(args, task)
         assert str(old) == str(today)
         for (name, a), (_, b) in zip(today.state_dict().items(), old.state_dict().items()):
             assert torch.equal(a, b), name
         assert args.skip_shared_norm is False and args.adanorm_scale == 1.0
+        assert args.stack_norm_type is None and not args.encoder_normalize_before
         assert not hasattr(args, "_skip_norm")  # the saved arguments stay plain data
 
 
@@ -160,6 +205,9 @@ DEEP_REFUSED = [
     ("transformer_rskip_tiny", ("--admin-init", "logn"), r"--admin-init applies only with --skip-weight admin"),
     ("transformer_deepnorm_tiny", ("--skip-weight", "fixed", "--deepnorm-init", "torchscale"),
      r"--deepnorm-init applies only with --skip-weight deepnorm \(got --skip-weight fixed\)"),
+    ("transformer_deepnorm_tiny", ("--attention-init", "kaiming_uniform"),
+     r"--attention-init kaiming_uniform and --skip-weight deepnorm both initialise the attention "
+     r"projections: leave --attention-init out"),
 ]
 
 

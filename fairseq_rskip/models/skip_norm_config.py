@@ -14,12 +14,14 @@ is plain data: the modules build themselves from it
 import math
 from dataclasses import dataclass, field, fields
 from numbers import Integral, Real
-from typing import Any
+from typing import Any, Optional
 
 from fairseq.dataclass import ChoiceEnum, FairseqDataclass
 
 NORM_TYPES = ("layernorm", "simple", "adanorm", "none")
 NORM_TYPE_CHOICES = ChoiceEnum(list(NORM_TYPES))
+ATTENTION_INITS = ("fairseq", "kaiming_uniform")
+ATTENTION_INIT_CHOICES = ChoiceEnum(list(ATTENTION_INITS))
 # DeepNorm and Admin: see fairseq_rskip.modules.skip_weights
 SKIP_WEIGHTS = ("fixed", "deepnorm", "admin")
 DEEPNORM_INITS = ("paper", "torchscale")
@@ -38,12 +40,20 @@ def arch_description(arch: str) -> str:
 class SkipNormConfig(FairseqDataclass):
     """Skip connection and normalisation of every sublayer (see ``ResidualNorm``)."""
 
+    # which normalisation, where
     norm_type: NORM_TYPE_CHOICES = field(
         default="layernorm",
         metadata={
-            "help": "normalisation of every sublayer, of the final Pre-LN norms and of "
-            "--layernorm-embedding (simple = LayerNorm-simple, no gain or bias; adanorm = "
-            "AdaNorm; none = plain skip)"
+            "help": "normalisation of every sublayer, and of the stacks' own norms unless "
+            "--stack-norm-type says otherwise (simple = LayerNorm-simple, no gain or bias; "
+            "adanorm = AdaNorm; none = plain skip)"
+        },
+    )
+    stack_norm_type: Optional[NORM_TYPE_CHOICES] = field(
+        default=None,
+        metadata={
+            "help": "normalisation of the norms outside the layers: the final norm of a Pre-LN "
+            "encoder or decoder and --layernorm-embedding (default: --norm-type)"
         },
     )
     skip_recursions: int = field(
@@ -70,6 +80,15 @@ class SkipNormConfig(FairseqDataclass):
     adanorm_k: float = field(
         default=0.1, metadata={"help": "AdaNorm's k in [0, 1) (AdaNorm only)"}
     )
+    # initialisation
+    attention_init: ATTENTION_INIT_CHOICES = field(
+        default="fairseq",
+        metadata={
+            "help": "initial weights of every attention's q, k, v and output projections: "
+            "fairseq = fairseq's (xavier_uniform); kaiming_uniform = PyTorch's Linear default, "
+            "U(+-1/sqrt(fan_in)), with zero biases (the AdaNorm authors' --init_method km)"
+        },
+    )
     # deep Post-LN recipes: the weight of the skip, and how it is initialised
     skip_weight: ChoiceEnum(list(SKIP_WEIGHTS)) = field(
         default="fixed",
@@ -95,6 +114,12 @@ class SkipNormConfig(FairseqDataclass):
             "sqrt((n+1)/ln(n+1) - 1), n residual sublayers of the stack"
         },
     )
+
+    @property
+    def stack_norm(self) -> str:
+        """The normalisation of the stacks' own norms (``--stack-norm-type``,
+        else ``--norm-type``)."""
+        return self.norm_type if self.stack_norm_type is None else self.stack_norm_type
 
     @classmethod
     def flag_names(cls):
@@ -124,13 +149,38 @@ class SkipNormConfig(FairseqDataclass):
         return {f.name: f.default for f in fields(cls) if not f.name.startswith("_")}
 
     def validate(
-        self, encoder_normalize_before: bool, decoder_normalize_before: bool, arch: str = ""
+        self,
+        encoder_normalize_before: bool,
+        decoder_normalize_before: bool,
+        arch: str = "",
+        stack_norms: Optional[bool] = None,
     ) -> None:
         """Refuse values out of range and combinations without a defined meaning,
-        with a message naming the flags; never clamps."""
+        with a message naming the flags; never clamps. ``stack_norms``: whether
+        the model has a norm outside its layers (a final Pre-LN norm or
+        ``--layernorm-embedding``); by default, whether a side is Pre-LN."""
+        if stack_norms is None:
+            stack_norms = encoder_normalize_before or decoder_normalize_before
         if self.norm_type not in NORM_TYPES:
             raise ValueError(
                 f"--norm-type must be one of {', '.join(NORM_TYPES)}; got {self.norm_type!r}"
+            )
+        if self.stack_norm_type is not None and self.stack_norm_type not in NORM_TYPES:
+            raise ValueError(
+                f"--stack-norm-type must be one of {', '.join(NORM_TYPES)}; "
+                f"got {self.stack_norm_type!r}"
+            )
+        if self.stack_norm_type is not None and not stack_norms:
+            raise ValueError(
+                f"--stack-norm-type {self.stack_norm_type} applies to the final norm of a Pre-LN "
+                f"stack and to --layernorm-embedding, and {arch_description(arch)} has neither: "
+                "add --encoder-normalize-before/--decoder-normalize-before or "
+                "--layernorm-embedding, or leave --stack-norm-type out"
+            )
+        if self.attention_init not in ATTENTION_INITS:
+            raise ValueError(
+                f"--attention-init must be one of {', '.join(ATTENTION_INITS)}; "
+                f"got {self.attention_init!r}"
             )
         recursions = self.skip_recursions
         if not isinstance(recursions, Integral) or isinstance(recursions, bool) or recursions < 1:
@@ -157,12 +207,15 @@ class SkipNormConfig(FairseqDataclass):
         if not _finite_number(self.adanorm_k) or not 0 <= self.adanorm_k < 1:
             raise ValueError(f"--adanorm-k must be a number in [0, 1); got {self.adanorm_k!r}")
         defaults = self.defaults()
-        if self.norm_type != "adanorm" and (
+        uses_adanorm = self.norm_type == "adanorm" or (stack_norms and self.stack_norm == "adanorm")
+        if not uses_adanorm and (
             self.adanorm_scale != defaults["adanorm_scale"] or self.adanorm_k != defaults["adanorm_k"]
         ):
             raise ValueError(
-                "--adanorm-scale and --adanorm-k apply only with --norm-type adanorm "
-                f"(got --norm-type {self.norm_type})"
+                "--adanorm-scale and --adanorm-k apply only where a norm is AdaNorm (--norm-type "
+                "adanorm, or --stack-norm-type adanorm with a final Pre-LN norm or "
+                f"--layernorm-embedding); got --norm-type {self.norm_type}"
+                + (f" --stack-norm-type {self.stack_norm_type}" if self.stack_norm_type else "")
             )
         self._validate_skip_weight(encoder_normalize_before, decoder_normalize_before, arch)
         for side, pre in (("encoder", encoder_normalize_before), ("decoder", decoder_normalize_before)):
@@ -197,6 +250,11 @@ class SkipNormConfig(FairseqDataclass):
         if weight != "admin" and self.admin_init != defaults["admin_init"]:
             raise ValueError(
                 f"--admin-init applies only with --skip-weight admin (got --skip-weight {weight})"
+            )
+        if weight == "deepnorm" and self.attention_init != defaults["attention_init"]:
+            raise ValueError(
+                f"--attention-init {self.attention_init} and --skip-weight deepnorm both "
+                "initialise the attention projections: leave --attention-init out"
             )
         if weight == "fixed":
             return

@@ -5,7 +5,10 @@ One model, five families of architectures, each in fairseq's usual sizes:
 
 ==============================  ==============================================
 ``transformer_rskip*``          rSkip+LN, ``--skip-recursions 2``
-``transformer_adanorm*``        AdaNorm in place of every LayerNorm
+``transformer_adanorm*``        AdaNorm as its authors' translation code runs
+                                it: Pre-LN, LayerNorm in the sublayers, AdaNorm
+                                (C = 1) on the encoder's and decoder's final
+                                norms (``docs/adanorm.md``)
 ``transformer_prenorm_nowarmup*``  Pre-LN (meant for ``--lr-scheduler
                                 inverse_sqrt_nowarmup``)
 ``transformer_deepnorm*``       DeepNorm, ``--skip-weight deepnorm``
@@ -72,10 +75,11 @@ class _SkipNormStack:
     __jit_ignored_attributes__ = ["skip_norm"]  # plain data, not scripted
 
     def _replace_stack_norms(self) -> None:
+        norm_type = self.skip_norm.stack_norm
         for name in ("layernorm_embedding", "layer_norm"):
             old = getattr(self, name)
             if old is not None:
-                setattr(self, name, Normalization(old.normalized_shape[0], self.skip_norm))
+                setattr(self, name, Normalization(old.normalized_shape[0], self.skip_norm, norm_type))
 
 
 class RSkipTransformerEncoder(_SkipNormStack, TransformerEncoderBase):
@@ -199,16 +203,27 @@ class RSkipTransformerModel(TransformerModel):
         # fairseq hands us its model group, whose default is argparse.SUPPRESS:
         # flags left unset stay absent, and the architecture fills them in.
         gen_parser_from_dataclass(parser, SkipNormConfig(), delete_default=True)
+        # arguments parsed now carry the version of the family defaults; saved
+        # arguments without it come from an earlier version (a parser default,
+        # not an option: fairseq's legacy upgrade of saved arguments copies
+        # option defaults only)
+        parser.set_defaults(**{DEFAULTS_VERSION_ATTR: DEFAULTS_VERSION})
 
     @classmethod
     def build_model(cls, args, task):
-        # checkpoints written before a flag existed: the architecture's defaults
+        # fairseq has run the architecture already; run it here too for callers
+        # that build the model from arguments directly
         ARCH_CONFIG_REGISTRY[args.arch](args)
         skip_norm = SkipNormConfig.from_namespace(args)
+        encoder_pre = bool(getattr(args, "encoder_normalize_before", False))
+        decoder_pre = bool(getattr(args, "decoder_normalize_before", False))
         skip_norm.validate(
-            getattr(args, "encoder_normalize_before", False),
-            getattr(args, "decoder_normalize_before", False),
+            encoder_pre,
+            decoder_pre,
             args.arch,
+            encoder_pre
+            or (decoder_pre and not getattr(args, "no_decoder_final_norm", False))
+            or bool(getattr(args, "layernorm_embedding", False)),
         )
         # handed to build_encoder/build_decoder through fairseq's build_model,
         # which passes only the TransformerConfig it makes of ``args``
@@ -235,13 +250,39 @@ class RSkipTransformerModel(TransformerModel):
 # the flags' own defaults. Each only fills what the command line left unset.
 FAMILIES = {
     "transformer_rskip": {"skip_recursions": 2},
-    "transformer_adanorm": {"norm_type": "adanorm"},
+    # The AdaNorm authors' translation setting (lancopku/AdaNorm, "machine
+    # translation/"): Pre-LN; the sublayer norms are LayerNorm with gain and
+    # bias, only the final norms of the stacks are AdaNorm; C = 1 (their
+    # README's command; their script's C = 2 trained worse on our data). See
+    # docs/adanorm.md.
+    "transformer_adanorm": {
+        "encoder_normalize_before": True,
+        "decoder_normalize_before": True,
+        "norm_type": "layernorm",
+        "stack_norm_type": "adanorm",
+        "adanorm_scale": 1.0,
+    },
     "transformer_prenorm_nowarmup": {
         "encoder_normalize_before": True,
         "decoder_normalize_before": True,
     },
     "transformer_deepnorm": {"skip_weight": "deepnorm"},
     "transformer_admin": {"skip_weight": "admin"},
+}
+# Version of the family defaults. Arguments from this version's parser carry
+# it (``args.skip_norm_defaults_version``); saved arguments without it come
+# from version 1, before --stack-norm-type, and fill their missing or None
+# fields with EARLIER_FAMILIES: transformer_adanorm was then Post-LN with
+# AdaNorm on every norm and C = 1.
+DEFAULTS_VERSION = 2
+DEFAULTS_VERSION_ATTR = "skip_norm_defaults_version"
+EARLIER_FAMILIES = {
+    "transformer_adanorm": {
+        "encoder_normalize_before": False,
+        "decoder_normalize_before": False,
+        "norm_type": "adanorm",
+        "adanorm_scale": 1.0,
+    },
 }
 SIZES = {
     "": base_architecture,
@@ -253,10 +294,27 @@ SIZES = {
 }
 
 
+ARCH_FAMILY = {}  # architecture name -> family
+
+
+def fill_earlier_defaults(args) -> None:
+    """Set the missing or None fields of ``args`` to their family's defaults of
+    version 1 (:data:`EARLIER_FAMILIES`), and mark them as of this version."""
+    for key, value in EARLIER_FAMILIES.get(ARCH_FAMILY.get(args.arch), {}).items():
+        if getattr(args, key, None) is None:
+            setattr(args, key, value)
+    if not hasattr(args, "stack_norm_type"):
+        args.stack_norm_type = None  # then every norm was of --norm-type
+    setattr(args, DEFAULTS_VERSION_ATTR, DEFAULTS_VERSION)
+
+
 def _register_architecture(family: str, suffix: str):
     family_defaults, size_defaults = FAMILIES[family], SIZES[suffix]
+    ARCH_FAMILY[family + suffix] = family
 
     def architecture(args):
+        if getattr(args, DEFAULTS_VERSION_ATTR, 1) < DEFAULTS_VERSION:  # saved by version 1
+            fill_earlier_defaults(args)
         for key, value in family_defaults.items():
             setattr(args, key, getattr(args, key, value))
         size_defaults(args)

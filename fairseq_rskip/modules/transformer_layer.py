@@ -10,10 +10,11 @@ With ``--skip-weight deepnorm`` the layer's projections are then initialised
 as DeepNorm prescribes (:func:`~fairseq_rskip.modules.skip_weights.deepnorm_initialise_`).
 """
 
+import math
 from typing import Dict, List, Optional, Tuple
 
 import torch
-from torch import Tensor
+from torch import Tensor, nn
 
 from fairseq.modules.transformer_layer import (
     TransformerDecoderLayerBase,
@@ -36,6 +37,21 @@ def _check_unsupported(cfg) -> None:
                 f"--{name.replace('_', '-')} (NormFormer) is not supported by the "
                 "fairseq_rskip architectures"
             )
+
+
+def init_attention(attention, method: str) -> None:
+    """``--attention-init``. ``fairseq`` keeps fairseq's initialisation;
+    ``kaiming_uniform`` draws the q, k, v and output projection weights from
+    PyTorch's default for ``nn.Linear``, ``kaiming_uniform_(a=sqrt(5))``, i.e.
+    ``U(-1/sqrt(fan_in), 1/sqrt(fan_in))``, and zeroes their biases: what the
+    AdaNorm authors' ``--init_method km`` does to the attention projections
+    (lancopku/AdaNorm, ``fairseq/modules/multihead_attention.py``)."""
+    if method == "fairseq":
+        return
+    for projection in (attention.q_proj, attention.k_proj, attention.v_proj, attention.out_proj):
+        nn.init.kaiming_uniform_(projection.weight, a=math.sqrt(5))
+        if projection.bias is not None:
+            nn.init.zeros_(projection.bias)
 
 
 def _saved_state(prev_state: List[Tensor]) -> Dict[str, Optional[Tensor]]:
@@ -66,6 +82,7 @@ class RSkipTransformerEncoderLayer(_FeedForwardSublayer, TransformerEncoderLayer
     def __init__(self, cfg, skip_norm: SkipNormConfig, return_fc: bool = False):
         _check_unsupported(cfg)
         super().__init__(cfg, return_fc=return_fc)
+        init_attention(self.self_attn, skip_norm.attention_init)
         pre = cfg.encoder.normalize_before
         weight = initial_skip_weight(skip_norm, "encoder", cfg, sublayers_per_layer=2)
         # inplace: each sublayer output is fresh and used once, so the skip adds into it
@@ -122,6 +139,9 @@ class RSkipTransformerDecoderLayer(_FeedForwardSublayer, TransformerDecoderLayer
             add_bias_kv=add_bias_kv,
             add_zero_attn=add_zero_attn,
         )
+        init_attention(self.self_attn, skip_norm.attention_init)
+        if self.encoder_attn is not None:
+            init_attention(self.encoder_attn, skip_norm.attention_init)
         pre = cfg.decoder.normalize_before
         sublayers = 2 if self.encoder_attn is None else 3
         weight = initial_skip_weight(skip_norm, "decoder", cfg, sublayers_per_layer=sublayers)
