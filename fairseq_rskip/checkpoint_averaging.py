@@ -4,7 +4,8 @@ fairseq's own ``average_checkpoints.py`` (a script in fairseq's repository)
 is not installed with fairseq, and its bare ``torch.load`` fails on fairseq
 checkpoints under torch >= 2.6. This is that script's ``average_checkpoints`` and
 ``last_n_checkpoints`` (fairseq 0.12.3.1), loading with ``weights_only=True``
-and the allow-list of :mod:`fairseq_rskip.checkpoint_compat`. What differs:
+and the allow-list of :mod:`fairseq_rskip.checkpoint_compat` (its ``load_checkpoint``,
+which names the cause of a file that does not load). What differs:
 sums are kept in float64 and cast back to each parameter's dtype (fairseq:
 float32 for half tensors, the tensor's own dtype otherwise), integer buffers
 are taken from the first checkpoint instead of divided, and problems are
@@ -19,7 +20,7 @@ from typing import List, Optional, Sequence
 
 import torch
 
-import fairseq_rskip  # noqa: F401 (allow-lists fairseq's checkpoint types)
+from fairseq_rskip.checkpoint_compat import load_checkpoint
 from fairseq_rskip.errors import UserError
 from fairseq_rskip.file_io import atomic_output
 
@@ -31,6 +32,9 @@ def last_n_checkpoints(folder, n: int, update_based: bool, upper_bound: Optional
     """The last ``n`` epoch (``checkpointEPOCH.pt``) or update (``checkpoint_EPOCH_UPDATE.pt``)
     checkpoints in ``folder``, newest first, ignoring those after ``upper_bound``."""
     pattern = UPDATE_CHECKPOINT if update_based else EPOCH_CHECKPOINT
+    if not os.path.isdir(folder):
+        raise UserError(f"{folder} is not a folder: --num-*-checkpoints N averages the last N "
+                        "checkpoints of the folder given in --inputs")
     found = []
     for name in os.listdir(folder):
         m = pattern.fullmatch(name)
@@ -48,7 +52,7 @@ def average_checkpoints(inputs: Sequence[str]) -> dict:
     state = None
     sums = collections.OrderedDict()
     for path in inputs:
-        ckpt = torch.load(path, map_location="cpu")  # weights_only=True (torch default)
+        ckpt = load_checkpoint(path)
         if state is None:
             state = ckpt
         params = ckpt["model"]
@@ -71,6 +75,11 @@ def average_checkpoints(inputs: Sequence[str]) -> dict:
 def write_average(inputs: Sequence[str], output) -> Path:
     """Average ``inputs`` into the checkpoint ``output``, written atomically."""
     for path in inputs:
+        if os.path.isdir(path):
+            raise UserError(
+                f"{path} is a folder: give --num-epoch-checkpoints N or --num-update-checkpoints N "
+                "to average its last N checkpoints, or list the checkpoint files in --inputs"
+            )
         if not os.path.isfile(path):
             raise UserError(f"no checkpoint file {path}")
     state = average_checkpoints(inputs)

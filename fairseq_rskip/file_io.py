@@ -73,15 +73,34 @@ def remove_partials(folder):
         remove(p)
 
 
+_HELD = {}  # folders this process holds locked (resolved path -> depth)
+
+
 @contextlib.contextmanager
 def locked(folder, what="folder"):
     """Hold an exclusive lock on ``folder`` (the file ``folder/.lock``, with ``filelock``)
-    while the block runs. If another process holds it, raise :class:`UserError` at once
-    rather than wait: two writers in one folder would mix their outputs."""
+    while the block runs, creating the folder if needed. If another process holds it, raise
+    :class:`UserError` at once rather than wait: two writers in one folder would mix their
+    outputs. Within one process the lock nests (a recipe locks its --dest, then runs the
+    pipeline, which locks it again)."""
     from filelock import FileLock, Timeout
 
     folder = Path(folder)
-    folder.mkdir(parents=True, exist_ok=True)
+    if folder.exists() and not folder.is_dir():
+        raise UserError(f"{what} {folder} is a file, not a folder: give a folder (it is made "
+                        "if it does not exist)")
+    try:
+        folder.mkdir(parents=True, exist_ok=True)
+    except OSError as err:
+        raise UserError(f"cannot make {what} {folder}: {err.strerror}") from None
+    key = folder.resolve()
+    if key in _HELD:
+        _HELD[key] += 1
+        try:
+            yield folder
+        finally:
+            _HELD[key] -= 1
+        return
     lock = FileLock(folder / ".lock")
     try:
         lock.acquire(timeout=0)
@@ -90,7 +109,9 @@ def locked(folder, what="folder"):
             f"{what} {folder} is in use by another process (it holds {folder / '.lock'}); "
             "wait for it to finish, or use another folder"
         ) from None
+    _HELD[key] = 1
     try:
         yield folder
     finally:
+        del _HELD[key]
         lock.release()

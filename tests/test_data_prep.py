@@ -23,7 +23,7 @@ import pytest
 from fairseq_rskip.cli import prepare as prepare_cli
 from fairseq_rskip.data_prep import bundled, datasets, download, pipeline
 from fairseq_rskip.errors import UserError, run_main
-from fairseq_rskip.data_prep.formats import parse_segments, parse_tagged
+from fairseq_rskip.data_prep.formats import pair_up, parse_segments, parse_tagged
 from fairseq_rskip.data_prep.text import Tokenizer, keep_pair
 
 REPO = Path(__file__).resolve().parents[1]
@@ -139,6 +139,10 @@ def test_clean_rule_and_tokenizer():
         "don't stop the \"state-of-the-art\" work!",
         "don &apos;t stop the &quot; state-of-the-art &quot; work !",
     )
+    # a control character inside a line is a space (the words stay apart); format
+    # characters (zero width space, soft hyphen) vanish
+    assert tok("one\x0btwo\x0cthree\x85four\rfive\x1fsix")[0] == "one two three four five six"
+    assert tok("Wort\u00adteil zero\u200bwidth")[0] == "wortteil zerowidth"
     aggressive = Tokenizer("en", aggressive_dash_splits=True, normalize_punct=True)
     # normalize-punctuation.perl for English also moves the full stop inside the quotes
     assert aggressive("A state-of-the-art \u201etest\u201c.")[1] == "A state @-@ of @-@ the @-@ art &quot; test . &quot;"
@@ -292,6 +296,8 @@ def test_killed_process_then_rerun(small_corpus, tmp_path):
         ("empty", r"empty lines in parallel data: .*train\.en:2"),
         ("utf8", r"train\.de:3: not valid UTF-8 \(byte 0xff"),
         ("missing", r"missing train file .*train\.en"),
+        ("cr", r"train\.de: its lines end in CR alone \(old Mac OS line breaks\)"),
+        ("invisible", r"empty lines in parallel data: .*train\.en:2, .*train\.en:3"),
     ],
 )
 def test_bad_input_clear_error_and_no_output(tmp_path, capsys, case, pattern):
@@ -310,6 +316,10 @@ def test_bad_input_clear_error_and_no_output(tmp_path, capsys, case, pattern):
         (raw / "train.de").write_bytes(data)
     elif case == "missing":
         (raw / "train.en").unlink()
+    elif case == "cr":  # old-Mac line breaks: read by LF, one line of four glued sentences
+        (raw / "train.de").write_bytes("".join(x + "\r" for x in src).encode())
+    elif case == "invisible":  # nothing visible: zero width space, word joiner, BOM
+        write_pair(raw / "train", src, [tgt[0], "\u200b", " \u2060\ufeff ", tgt[3]])
     dest = tmp_path / "out"
     if case == "count":  # through the shell entry point: exit status 2, one error line, no traceback
         proc = run_script("prepare-parallel.sh", *prep_args(raw, dest, "--bpe-size", "10"), check=False)
@@ -327,6 +337,68 @@ def test_bad_input_clear_error_and_no_output(tmp_path, capsys, case, pattern):
     assert re.search(pattern, err[0]), err[0]
     assert_no_finished_output(dest)
     assert not (dest / ".stamps" / "tokenize.json").exists()
+
+
+def test_blank_pairs_of_a_recipe_are_dropped():
+    pairs, dropped = pair_up(["Ja.", "\u200b", "Nein."], ["Yes.", "Well.", "\u200c\u200d"], "t")
+    assert pairs == [("Ja.", "Yes.")] and dropped == 2
+
+
+HOLD_LOCK = """
+import os, sys, time
+from filelock import FileLock
+os.makedirs(sys.argv[1], exist_ok=True)
+with FileLock(os.path.join(sys.argv[1], ".lock")):  # what fairseq_rskip.file_io.locked holds
+    print("holding", flush=True)
+    time.sleep(120)
+"""
+
+# every prepare command, with a --dest; the refusals come before any input is read
+PREPARE_COMMANDS = {
+    "parallel": ["--src-lang", "de", "--tgt-lang", "en", "--train-prefix", "raw/train",
+                 "--valid-prefix", "raw/valid", "--test-prefix", "raw/test"],
+    "bundled": [],
+    "iwslt14": ["--archive-dir", "nowhere"],
+    "iwslt15-envi": ["--archive-dir", "nowhere"],
+    "wmt14-en2de": ["--archive-dir", "nowhere"],
+}
+
+
+def prepare_error(capsys, name, dest):
+    with pytest.raises(SystemExit) as exc:
+        run_main(prepare_cli.main, [name, *PREPARE_COMMANDS[name], "--dest", str(dest)])
+    out, err = capsys.readouterr()
+    assert exc.value.code == 2 and out == "" and "Traceback" not in err, err
+    lines = [line for line in err.splitlines() if line.startswith("error: ")]
+    assert len(lines) == 1, err
+    return lines[0]
+
+
+def test_a_dest_in_use_or_a_file_is_refused_by_every_prepare_command(tmp_path, capsys):
+    dest = tmp_path / "dest"
+    holder = subprocess.Popen([sys.executable, "-c", HOLD_LOCK, str(dest)], stdout=subprocess.PIPE, text=True)
+    try:
+        assert holder.stdout.readline().strip() == "holding"
+        for name in PREPARE_COMMANDS:
+            assert prepare_error(capsys, name, dest).startswith(
+                f"error: --dest {dest} is in use by another process"), name
+        # the shell wrapper: the same line, exit status 2
+        proc = run_script("prepare-bundled.sh", dest, check=False)
+        assert proc.returncode == 2 and "Traceback" not in proc.stderr
+        assert f"error: --dest {dest} is in use by another process" in proc.stderr
+        assert sorted(p.name for p in dest.iterdir()) == [".lock"]  # nothing written
+    finally:
+        holder.kill()
+        holder.wait()
+    afile = tmp_path / "a-file"
+    afile.write_text("not a folder\n")
+    for name in PREPARE_COMMANDS:
+        assert prepare_error(capsys, name, afile) == (
+            f"error: --dest {afile} is a file, not a folder: give a folder (it is made if it does "
+            "not exist)"), name
+        assert prepare_error(capsys, name, afile / "sub").startswith(
+            f"error: cannot make --dest {afile / 'sub'}: "), name
+    assert afile.read_text() == "not a folder\n"
 
 
 # ------------------------------------------------------------------ downloads

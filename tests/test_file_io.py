@@ -56,3 +56,19 @@ def test_a_locked_folder_is_refused_clearly(tmp_path, capsys):
         holder.wait()
     with locked(tmp_path / "dest"):  # free again once its holder is gone
         pass
+
+
+def test_the_lock_nests_within_a_process_and_refuses_a_file(tmp_path):
+    """A recipe locks its --dest and runs the pipeline, which locks it again."""
+    from filelock import FileLock, Timeout
+
+    with locked(tmp_path / "dest", what="--dest"):
+        with locked(tmp_path / "dest" / ".." / "dest", what="--dest"):  # the same folder
+            pass
+        with pytest.raises(Timeout):  # still held after the inner block
+            FileLock(tmp_path / "dest" / ".lock").acquire(timeout=0)
+    FileLock(tmp_path / "dest" / ".lock").acquire(timeout=0)  # released by the outer one
+    (tmp_path / "file").write_text("x")
+    with pytest.raises(UserError, match=r"--dest .*file is a file, not a folder"):
+        with locked(tmp_path / "file", what="--dest"):
+            pass

@@ -99,7 +99,12 @@ def test_runner_tables_resume_and_divergence(data_bin, fake_eval, tmp_path, monk
     runs = list(csv.DictReader(open(out / "runs.csv")))
     assert {r["arch"]: r["status"] for r in runs} == {"postln": "ok", "rskip": "ok", "boom": "diverged"}
     md = (out / "results.md").read_text()
-    assert "| boom | 2 | 1 | 1 diverged |" in md and "**diverged**" in md
+    assert "| boom | 2 | 1 | 1 diverged |" in md
+    # fairseq crashed in update 3 (its crash.pt holds the 2 updates before); update 2 was logged
+    boom = json.loads((out / "runs/boom-d2-s1/result.json").read_text())
+    assert boom["diverged_at_update"] == 3
+    assert "**diverged** at update 3 (the last logged before it: 2): FloatingPointError" in md
+    assert "| boom | 2 | 1 | diverged at update 3 |" in md
     assert (out / "valid_loss_d2.png").stat().st_size > 1000
     record = json.loads((out / "runs/rskip-d2-s1/result.json").read_text())
     assert record["fairseq_arch"] == "transformer_rskip_tiny"
@@ -120,18 +125,22 @@ def test_runner_tables_resume_and_divergence(data_bin, fake_eval, tmp_path, monk
     (run_dir / "result.json").unlink()
     (run_dir / "trained.json").unlink()
     lines.clear()
-    cfg = tiny_config()
-    cfg.train_args = [a if a != "12" else "16" for a in cfg.train_args]  # --max-update 16
     capsys.readouterr()
-    rp.reproduce(cfg, out, data=data_bin, archs=["postln"], evaluate_command=fake_eval,
+    rp.reproduce(tiny_config(), out, data=data_bin, archs=["postln"], evaluate_command=fake_eval,
                  echo=lines.append)
     assert capsys.readouterr().err == ""  # no bar when stderr is not a terminal
     assert any("[postln-d2-s1] resuming" in l for l in lines)
     attempts = [json.loads(l) for l in (run_dir / "attempts.jsonl").read_text().splitlines()]
     assert len(attempts) == 2 and attempts[1]["resumed"] is True
     assert "Loaded checkpoint" in (run_dir / "train.log").read_text()
+    assert "@ 12 updates)" in (run_dir / "train.log").read_text()
     record = json.loads((run_dir / "result.json").read_text())
-    assert record["num_updates"] == 16
+    assert record["num_updates"] >= 12  # fairseq checks --max-update after one more update
+    # under other settings (--max-update 16) the folder is not resumed: refused
+    cfg = tiny_config()
+    cfg.train_args = [a if a != "12" else "16" for a in cfg.train_args]
+    with pytest.raises(UserError, match=r"postln-d2-s1: --max-update: 12 there, 16 now"):
+        rp.reproduce(cfg, out, data=data_bin, archs=["postln"], evaluate_command=fake_eval)
 
 
 def test_no_bleu_and_dry_run(data_bin, tmp_path):

@@ -5,6 +5,7 @@ import math
 import pytest
 
 from conftest import build_model
+from fairseq_rskip.models.transformer_rskip import FAMILIES, SIZES
 
 REFUSED = [
     (("--skip-recursions", "0"), r"--skip-recursions must be an integer >= 1; got 0"),
@@ -82,6 +83,21 @@ def test_prenorm_refuses_recursions_naming_its_architecture():
         r"encoder of --arch transformer_prenorm_nowarmup_tiny is Pre-LN",
     ):
         build_model("transformer_prenorm_nowarmup_tiny", "--skip-recursions", "2")
+
+
+PRE_LN_FAMILIES = [family for family, defaults in FAMILIES.items()
+                   if defaults.get("encoder_normalize_before") or defaults.get("decoder_normalize_before")]
+
+
+@pytest.mark.parametrize("arch", [family + size for family in PRE_LN_FAMILIES for size in SIZES])
+@pytest.mark.parametrize("flags", [("--skip-recursions", "2"), ("--skip-recursions", "1", "--skip-scale", "2")])
+def test_every_pre_ln_family_is_told_its_architecture_is_pre_ln(arch, flags):
+    """Every size of every family whose architecture is Pre-LN (issue 10): the message names
+    the architecture, though the user typed no --*-normalize-before."""
+    assert "transformer_prenorm_nowarmup" in PRE_LN_FAMILIES
+    with pytest.raises(ValueError, match=rf"are defined for Post-LN only, and the encoder of "
+                                         rf"--arch {arch} is Pre-LN"):
+        build_model(arch, *flags)
 
 
 @pytest.mark.parametrize("flag", ["--norm-type", "--stack-norm-type", "--attention-init"])

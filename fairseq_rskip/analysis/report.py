@@ -18,7 +18,7 @@ import csv
 import math
 import statistics
 from pathlib import Path
-from typing import Dict, List, Sequence
+from typing import Dict, List, Optional, Sequence
 
 from fairseq_rskip.file_io import atomic_output
 
@@ -85,6 +85,31 @@ def summarise(records: List[dict], arch_order: Sequence[str]) -> List[dict]:
     return rows
 
 
+def divergence_point(record: dict, detail: bool = True) -> Optional[str]:
+    """Where a diverged run diverged: ``at update N``, the update fairseq crashed in (its
+    ``crash.pt`` holds the updates before), else ``after update N``, the last logged update
+    with a finite loss; None for a record that does not say (an earlier runner's)."""
+    if "last_finite_update" not in record:
+        return None
+    last = record["last_finite_update"]
+    if record.get("diverged_at_update") is not None:
+        return f"at update {record['diverged_at_update']}" + (
+            f" (the last logged before it: {last})" if detail else "")
+    return f"after update {last}" + (" (the last logged with a finite loss)" if detail else "")
+
+
+def stopped_at(record: dict) -> str:
+    """Where a diverged or failed run stopped, for the list of them."""
+    where = divergence_point(record) if record["status"] == "diverged" else None
+    return where or f"after {record.get('num_updates')} updates"
+
+
+def status_cell(record: dict) -> str:
+    """A run's status; a diverged run's says at (or after) which update it diverged."""
+    where = divergence_point(record, detail=False) if record["status"] == "diverged" else None
+    return f"diverged {where}" if where else record["status"]
+
+
 SUMMARY_COLUMNS = [
     ("arch", "architecture"), ("depth", "depth"), ("seeds", "seeds"), ("status", "status"),
     ("bleu", "BLEU (tok)"), ("sacrebleu", "sacreBLEU"), ("best_valid_loss", "best valid loss"),
@@ -95,7 +120,8 @@ SUMMARY_COLUMNS = [
 RUN_COLUMNS = [
     "arch", "depth", "seed", "status", "bleu", "sacrebleu", "best_valid_loss",
     "updates_to_target", "tokens_per_s", "peak_rss_mib", "peak_gpu_mem_gb", "num_updates",
-    "wall_s", "attempts", "params", "message", "fairseq_arch",
+    "wall_s", "attempts", "params", "message", "fairseq_arch", "diverged_at_update",
+    "last_finite_update", "run",
 ]
 
 
@@ -118,8 +144,10 @@ def write_tables(out: Path, config, records: List[dict], arch_order) -> List[dic
     md += [
         "BLEU: mean ± sample standard deviation over the seeds that finished "
         "(`bleu_tokenized` of rskip-evaluate; n/a with --no-bleu). "
-        f"Updates to target: first validation with loss <= {target} "
-        "(mean over the seeds that reached it). Target tok/s: fairseq's `wps` "
+        + (f"Updates to target: first validation with loss <= {target} "
+           "(mean over the seeds that reached it). " if target is not None else
+           "Updates to target: n/a, no target validation loss set (--target-valid-loss). ")
+        + "Target tok/s: fairseq's `wps` "
         "(median of the logged intervals after the first). Peak RSS: the "
         "fairseq-train process's maximum resident set size (interpreter, data and "
         "model together). Diverged runs (non-finite loss) are counted in the status "
@@ -135,14 +163,14 @@ def write_tables(out: Path, config, records: List[dict], arch_order) -> List[dic
     for r in sorted(records, key=lambda r: (r["depth"] or 0, r["arch"], r["seed"])):
         cells = []
         for k in RUN_COLUMNS[:12]:
-            v = r.get(k)
+            v = status_cell(r) if k == "status" else r.get(k)
             cells.append(fmt(v, 3) if isinstance(v, float) else ("" if v is None else str(v)))
         md.append("| " + " | ".join(cells) + " |")
     problems = [r for r in records if r["status"] != "ok"]
     if problems:
         md += ["", "## Diverged or failed runs", ""]
         md += [f"- {r['arch']} depth {r['depth']} seed {r['seed']}: **{r['status']}** "
-               f"after {r.get('num_updates')} updates: {r.get('message', '')}" for r in problems]
+               f"{stopped_at(r)}: {r.get('message', '')}" for r in problems]
     plots = sorted(p.name for p in out.glob("valid_loss_*.png"))
     if plots:
         md += ["", "## Validation loss", ""] + [f"![{p}]({p})" for p in plots]

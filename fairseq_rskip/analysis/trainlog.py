@@ -43,6 +43,7 @@ def parse_train_log(text: str) -> dict:
     gb_free = []
     params = None
     nonfinite = False
+    last_finite = 0  # the last update logged before the first non-finite loss
     for line in text.splitlines():
         if "num. model params:" in line or "num. shared model params:" in line:
             try:
@@ -56,17 +57,24 @@ def parse_train_log(text: str) -> dict:
         tag, entry = parsed
         if tag == "valid" and "valid_loss" in entry:
             loss = _to_float(entry["valid_loss"])
-            valid[int(float(entry.get("valid_num_updates", 0)))] = loss
-            nonfinite |= not math.isfinite(loss)
+            update = int(float(entry.get("valid_num_updates", 0)))
+            valid[update] = loss
         elif tag == "train_inner":
             loss = _to_float(entry.get("loss"))
-            nonfinite |= not math.isfinite(loss)
+            update = int(_to_float(entry.get("num_updates", 0)) or 0)
             train_inner.append(entry)
             if "gb_free" in entry:
                 gb_free.append(_to_float(entry["gb_free"]))
         elif tag == "train":
+            loss = _to_float(entry.get("train_loss"))
+            update = int(_to_float(entry.get("train_num_updates", 0)) or 0)
             train_epoch.append(entry)
-            nonfinite |= not math.isfinite(_to_float(entry.get("train_loss")))
+        else:
+            continue
+        if not math.isfinite(loss):
+            nonfinite = True
+        elif not nonfinite:
+            last_finite = max(last_finite, update)
     # throughput: median of the logged intervals, the first (warm-up) left out
     wps = [_to_float(e.get("wps")) for e in train_inner[1:]]
     wps = [w for w in wps if math.isfinite(w) and w > 0]
@@ -85,6 +93,7 @@ def parse_train_log(text: str) -> dict:
         "min_gb_free": min(gb_free) if gb_free else None,
         "params": params,
         "nonfinite_loss": nonfinite,
+        "last_finite_update": last_finite,
     }
 
 

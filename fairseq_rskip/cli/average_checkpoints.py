@@ -28,10 +28,13 @@ def main(argv=None):
 
     args = build_parser().parse_args(argv)
     inputs = args.inputs
-    n = args.num_epoch_checkpoints or args.num_update_checkpoints
+    if args.num_update_checkpoints is not None:
+        flag, n = "--num-update-checkpoints", args.num_update_checkpoints
+    else:
+        flag, n = "--num-epoch-checkpoints", args.num_epoch_checkpoints
     if n is not None:
         if n < 1:
-            raise UserError("--num-*-checkpoints must be >= 1")
+            raise UserError(f"{flag} must be at least 1 (the number of checkpoints to average); got {n}")
         if len(inputs) != 1:
             raise UserError("--num-*-checkpoints takes a single directory in --inputs")
         inputs = last_n_checkpoints(

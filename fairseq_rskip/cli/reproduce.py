@@ -4,14 +4,16 @@ rskip-evaluate (see :mod:`fairseq_rskip.analysis.runner` and :mod:`~fairseq_rski
     rskip-reproduce --config examples/translation/configs/bundled-cpu.json \
         --data work/bundled/data-bin --out work/repro-bundled
 
-Resumable: run the same command again after a crash; finished runs are skipped.
+Resumable: run the same command again after a crash; finished runs are skipped. Options
+after ``--`` go to every fairseq-train.
 """
 
 import argparse
+import logging
 import shlex
 import sys
 
-from fairseq_rskip.errors import run_main
+from fairseq_rskip.errors import UserError, run_main
 from fairseq_rskip.variants import VARIANTS
 
 
@@ -19,9 +21,11 @@ def build_parser(prog="rskip-reproduce"):
     p = argparse.ArgumentParser(
         prog=prog,
         allow_abbrev=False,
+        usage=f"{prog} [options] [-- FAIRSEQ_TRAIN_OPTIONS]",
         description="Compare architectures over depths and seeds with fairseq-train and "
-        "rskip-evaluate; resumable (finished runs are skipped). Unknown "
-        "arguments after -- go to every fairseq-train.",
+        "rskip-evaluate; resumable (finished runs are skipped). Options after -- go to every "
+        "fairseq-train (after the variant's flags); those the runner sets itself (--seed, "
+        "--save-dir, --arch, --lr, ...) are refused with the option to use instead.",
     )
     p.add_argument("--config", help="JSON configuration (examples/translation/configs/)")
     p.add_argument("--data", help="fairseq data-bin (overrides the configuration's)")
@@ -40,18 +44,42 @@ def build_parser(prog="rskip-reproduce"):
     p.add_argument("--evaluate-command", metavar="CMD",
                    help="evaluation command line, given the options of rskip-evaluate (default: "
                    "rskip-evaluate of this Python)")
+    p.add_argument("--train-command", metavar="CMD",
+                   help="training command line in place of fairseq-train, given its arguments "
+                   "(default: fairseq-train of this Python)")
+    p.add_argument("--rerun-changed", action="store_true",
+                   help="when a run's folder holds a run made with other settings, train the "
+                   "run into a new folder beside it (runs/<run>-<id>) instead of stopping")
     p.add_argument("--dry-run", action="store_true", help="print the fairseq-train commands")
     p.add_argument("--report-only", action="store_true",
                    help="rebuild tables and plots from finished runs; train nothing")
     return p
 
 
-def main(argv=None) -> int:
-    from fairseq_rskip.analysis.runner import Config, reproduce
+def split_at_double_dash(argv):
+    """``(the runner's options, the options after --)``."""
+    argv = list(sys.argv[1:] if argv is None else argv)
+    if "--" in argv:
+        i = argv.index("--")
+        return argv[:i], argv[i + 1:]
+    return argv, []
 
-    args, extra = build_parser().parse_known_args(argv)
-    if "--" in extra:
-        extra.remove("--")
+
+def main(argv=None) -> int:
+    from fairseq_rskip.analysis.runner import RUNNER_OPTIONS, Config, Interrupted, reproduce
+
+    # importing fairseq set the root logger to DEBUG (its wav2vec2_classification module
+    # calls logging.basicConfig); the runner's own lines are printed, not logged
+    logging.basicConfig(level=logging.WARNING, stream=sys.stderr, force=True)
+    own, extra = split_at_double_dash(argv)
+    args, unknown = build_parser().parse_known_args(own)
+    if unknown:
+        hint = next((f"; {u} is set by the runner: use {RUNNER_OPTIONS[u.split('=')[0]]}"
+                     for u in unknown if u.split("=")[0] in RUNNER_OPTIONS), "")
+        raise UserError(
+            f"unknown option(s) {' '.join(unknown)}: options for fairseq-train go after -- "
+            f"(rskip-reproduce ... -- --max-update 100){hint}"
+        )
     config = Config.load(args.config) if args.config else Config()
     if args.depths:
         config.depths = args.depths
@@ -64,10 +92,15 @@ def main(argv=None) -> int:
     if args.target_valid_loss is not None:
         config.target_valid_loss = args.target_valid_loss
     evaluate_command = shlex.split(args.evaluate_command) if args.evaluate_command else None
+    train_program = shlex.split(args.train_command) if args.train_command else None
     try:
         rows = reproduce(config, args.out, data=args.data, archs=args.archs, extra_args=extra,
                          no_bleu=args.no_bleu, evaluate_command=evaluate_command,
-                         dry_run=args.dry_run, report_only=args.report_only)
+                         dry_run=args.dry_run, report_only=args.report_only,
+                         rerun_changed=args.rerun_changed, train_program=train_program)
+    except Interrupted as err:
+        print(f"interrupted ({err.name}); run the same command again to resume", file=sys.stderr)
+        return 128 + err.signum
     except KeyboardInterrupt:
         print("interrupted; run the same command again to resume", file=sys.stderr)
         return 130

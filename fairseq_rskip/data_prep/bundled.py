@@ -45,7 +45,7 @@ from fairseq_rskip.data_prep.common import logger
 from fairseq_rskip.data_prep.download import verify
 from fairseq_rskip.errors import UserError
 from fairseq_rskip.fairseq_tools import PLUGIN_DIR
-from fairseq_rskip.file_io import atomic_output
+from fairseq_rskip.file_io import atomic_output, locked
 
 CORPUS_DIR = PLUGIN_DIR / "corpus" / "ding-de-en"
 # the generic recipe: Moses tokenisation, lowercased, joint subword-nmt BPE of 4000 merges,
@@ -184,8 +184,13 @@ def prepare(dest, corpus_dir=CORPUS_DIR, pipeline_argv=(), prog=None):
 
     The shipped files are decompressed into ``dest/raw`` (atomically, again only when the
     shipped file is newer), then the pipeline runs with :data:`PIPELINE` and ``pipeline_argv``.
+    ``dest`` is locked meanwhile: a second process is refused.
     """
-    dest, corpus_dir = Path(dest), Path(corpus_dir)
+    with locked(dest, what="--dest"):
+        return _prepare(Path(dest), Path(corpus_dir), pipeline_argv, prog)
+
+
+def _prepare(dest, corpus_dir, pipeline_argv, prog):
     raw = dest / "raw"
     for split in ("train", "valid", "test"):
         for lang in ("de", "en"):

@@ -19,7 +19,7 @@ from fairseq_rskip.data_prep.common import Stamps, fingerprint, logger
 from fairseq_rskip.data_prep.download import fetch
 from fairseq_rskip.data_prep.formats import pair_up, parse_plain, parse_segments, parse_tagged
 from fairseq_rskip.errors import UserError
-from fairseq_rskip.file_io import atomic_outputs, remove_partials
+from fairseq_rskip.file_io import atomic_outputs, locked, remove_partials
 
 
 class Archive:
@@ -210,9 +210,12 @@ def prepare(name, dest, pipeline_argv=(), archive_dir=None, download_dir=None, p
     ``archive_dir``: take the archives from there instead of downloading them into
     ``download_dir`` (default ``dest/orig``).
     """
+    with locked(dest, what="--dest"):
+        return _prepare(name, Path(dest), pipeline_argv, archive_dir, download_dir, prog)
+
+
+def _prepare(name, dest, pipeline_argv, archive_dir, download_dir, prog):
     recipe, make_raw = RECIPES[name]
-    dest = Path(dest)
-    dest.mkdir(parents=True, exist_ok=True)
     remove_partials(dest)
     download_dir = Path(download_dir) if download_dir else dest / "orig"
     archives = {}

@@ -12,7 +12,7 @@ written in Python instead of grep and sed.
 
 import re
 
-from fairseq_rskip.data_prep.text import iter_lines
+from fairseq_rskip.data_prep.text import is_blank, iter_lines
 from fairseq_rskip.errors import UserError
 
 _SEG = re.compile(r"<seg\b[^>]*>\s*(.*?)\s*</seg>", re.IGNORECASE)
@@ -62,7 +62,7 @@ def pair_up(src_lines, tgt_lines, what, drop_empty=True):
         )
     pairs, dropped = [], 0
     for a, b in zip(src_lines, tgt_lines):
-        if drop_empty and (not a.strip() or not b.strip()):
+        if drop_empty and (is_blank(a) or is_blank(b)):
             dropped += 1
             continue
         pairs.append((a, b))

@@ -32,7 +32,7 @@ from fairseq_rskip.data_prep import bpe as bpe_mod
 from fairseq_rskip.data_prep.common import Stamps, count_lines, fingerprint, logger
 from fairseq_rskip.data_prep.text import Tokenizer, iter_lines, keep_pair, tokenize_file, validate_parallel
 from fairseq_rskip.errors import UserError
-from fairseq_rskip.file_io import atomic_output, atomic_outputs, remove, remove_partials
+from fairseq_rskip.file_io import atomic_output, atomic_outputs, locked, remove, remove_partials
 
 
 def build_parser(prog="rskip-prepare parallel"):
@@ -132,9 +132,14 @@ def fairseq_preprocess(argv):
 
 
 def run(args):
+    """Prepare ``args.dest`` (locked meanwhile: a second process is refused); returns the data-bin."""
     check_args(args)
+    with locked(args.dest, what="--dest"):
+        return _run(args)
+
+
+def _run(args):
     dest = Path(args.dest)
-    dest.mkdir(parents=True, exist_ok=True)
     remove_partials(dest)
     stamps = Stamps(dest)
     cfg = config_of(args)

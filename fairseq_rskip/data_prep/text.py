@@ -16,15 +16,30 @@ from fairseq_rskip.errors import UserError
 MAX_REPORTED = 5
 
 
+def check_line_breaks(path, sample_bytes=1 << 20):
+    """Refuse a file whose lines end in CR alone (classic Mac OS): read by LF it would be a
+    few very long lines, its sentences glued together. Decided on the first ``sample_bytes``:
+    more lone CRs than LFs."""
+    with open(path, "rb") as f:
+        sample = f.read(sample_bytes)
+    lone_cr = sample.count(b"\r") - sample.count(b"\r\n")
+    if lone_cr > 0 and lone_cr > sample.count(b"\n"):
+        raise UserError(
+            f"{path}: its lines end in CR alone (old Mac OS line breaks), not LF or CR LF; "
+            f"convert them first, e.g. tr '\\r' '\\n' < {path} > {path}.unix"
+        )
+
+
 def iter_lines(path):
     """Yield ``(line_number, text)`` of a UTF-8 file, without the line ending.
 
     Raises UserError naming the file, line and byte offset of the first line
-    that is not valid UTF-8.
+    that is not valid UTF-8, or naming a file with CR-only line breaks.
     """
     path = Path(path)
     if not path.is_file():
         raise UserError(f"input file not found: {path}")
+    check_line_breaks(path)
     with open(path, "rb") as f:
         for n, raw in enumerate(f, 1):
             try:
@@ -47,7 +62,7 @@ def validate_parallel(src_path, tgt_path, allow_empty=False):
     """Check that two files are a valid parallel pair; return the number of lines.
 
     Both must be UTF-8, have the same number of lines, and (unless
-    ``allow_empty``) contain no empty or whitespace-only line.
+    ``allow_empty``) contain no blank line (:func:`is_blank`).
     """
     empty = []
     n_src = n_tgt = 0
@@ -58,7 +73,7 @@ def validate_parallel(src_path, tgt_path, allow_empty=False):
             n_tgt = b[0]
         if not allow_empty:
             for item, path in ((a, src_path), (b, tgt_path)):
-                if item is not None and not item[1].strip():
+                if item is not None and is_blank(item[1]):
                     empty.append(f"{path}:{item[0]}")
     if n_src != n_tgt:
         raise UserError(
@@ -74,8 +89,19 @@ def validate_parallel(src_path, tgt_path, allow_empty=False):
 
 
 def remove_non_printing(text):
-    """remove-non-printing-char.perl: drop control and format characters (Unicode category C)."""
-    return "".join(ch for ch in text if ch == "\t" or unicodedata.category(ch)[0] != "C")
+    """remove-non-printing-char.perl's cleaning: a control character (Unicode category Cc:
+    tab, vertical tab, form feed, a stray CR, ...) becomes a space, so the words on either
+    side stay apart; the other invisible ones (category C: format characters such as
+    U+200B ZERO WIDTH SPACE or a soft hyphen, private-use and unassigned code points) are
+    dropped."""
+    return "".join(" " if cat == "Cc" else ch for ch, cat in
+                   ((ch, unicodedata.category(ch)) for ch in text) if cat[0] != "C" or cat == "Cc")
+
+
+def is_blank(text):
+    """True for a line with nothing visible: only whitespace and the characters
+    :func:`remove_non_printing` removes (e.g. U+200B ZERO WIDTH SPACE, U+FEFF)."""
+    return not remove_non_printing(text).strip()
 
 
 class Tokenizer:

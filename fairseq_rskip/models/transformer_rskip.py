@@ -25,6 +25,7 @@ transformer_rskip --skip-recursions 1`` is fairseq's Post-LN ``transformer``
 --skip-recursions 1 --skip-scale 2`` is the paper's xSkip+LN.
 """
 
+import os
 from typing import Optional
 
 import torch
@@ -51,6 +52,7 @@ from fairseq.models.transformer.transformer_legacy import (
 )
 from fairseq.modules.checkpoint_activations import checkpoint_wrapper
 
+from fairseq_rskip.checkpoint_compat import check_checkpoint_file
 from fairseq_rskip.models.skip_norm_config import SkipNormConfig
 from fairseq_rskip.modules import (
     Normalization,
@@ -197,6 +199,18 @@ class RSkipTransformerModel(TransformerModel):
     @classmethod
     def hub_models(cls):
         return {}
+
+    @classmethod
+    def from_pretrained(cls, model_name_or_path, checkpoint_file="model.pt", data_name_or_path=".",
+                        **kwargs):
+        """fairseq's ``BaseFairseqModel.from_pretrained`` (0.12.3.1), after checking each
+        checkpoint file: an empty, damaged or other file is a UserError that names the cause
+        and the fix (from fairseq's loader: EOFError with no message, KeyError, RuntimeError)."""
+        if os.path.isdir(model_name_or_path):
+            for name in checkpoint_file.split(os.pathsep):
+                check_checkpoint_file(os.path.join(model_name_or_path, name))
+        return super().from_pretrained(model_name_or_path, checkpoint_file, data_name_or_path,
+                                       **kwargs)
 
     @classmethod
     def add_args(cls, parser):

@@ -25,6 +25,7 @@ import tempfile
 from pathlib import Path
 
 from fairseq_rskip.checkpoint_averaging import last_n_checkpoints, write_average
+from fairseq_rskip.checkpoint_compat import check_checkpoint_file, explain_load_error
 from fairseq_rskip.data_prep.bpe import post_process_flag
 from fairseq_rskip.data_prep.common import logger
 from fairseq_rskip.data_prep.text import read_lines
@@ -106,7 +107,8 @@ def generate_command(args, ckpt, meta, extra):
 
 def run_generate(args, ckpt, meta, out_path, extra, total=None):
     """Run fairseq-generate into ``out_path`` (atomically), counting the translated sentences
-    on a progress bar."""
+    on a progress bar. A checkpoint it cannot load is reported with its cause."""
+    check_checkpoint_file(ckpt)
     cmd = generate_command(args, ckpt, meta, extra)
     logger.info("running %s", " ".join(cmd))
     with atomic_output(out_path) as tmp, tempfile.TemporaryFile("w+", encoding="utf-8") as err:
@@ -120,7 +122,11 @@ def run_generate(args, ckpt, meta, out_path, extra, total=None):
             proc.wait()
         if proc.returncode != 0:
             err.seek(0)
-            raise UserError(f"fairseq-generate failed ({proc.returncode}):\n{err.read()[-3000:]}")
+            output = err.read()
+            cause = explain_load_error(ckpt, output)
+            if cause is not None:
+                raise UserError(f"fairseq-generate could not load the checkpoint: {cause}")
+            raise UserError(f"fairseq-generate failed ({proc.returncode}):\n{output[-3000:]}")
 
 
 def build_parser(prog="rskip-evaluate"):
@@ -147,19 +153,42 @@ def build_parser(prog="rskip-evaluate"):
     return p
 
 
+def check_data_folder(data: Path) -> None:
+    """``--data`` must be a folder, and not the one rskip-prepare made around the data-bin."""
+    if not data.is_dir():
+        raise UserError(f"data-bin not found: {data}")
+    if not any(data.glob("dict.*.txt")) and (data / "data-bin").is_dir():
+        raise UserError(
+            f"--data {data} is the folder rskip-prepare made, not its data-bin: give "
+            f"--data {data / 'data-bin'}"
+        )
+
+
 def evaluate(args, extra=()):
     """Translate (unless ``args.generate_output``) and score; writes and returns the JSON record."""
     if args.avg_last < 0:
         raise UserError("--avg-last must be positive")
+    if args.beam < 1:
+        raise UserError(f"--beam must be at least 1 (the hypotheses beam search keeps; 1 is "
+                        f"greedy search); got {args.beam}")
+    if args.generate_output and not Path(args.generate_output).is_file():
+        raise UserError(
+            f"--generate-output {args.generate_output} not found: give a file fairseq-generate "
+            "wrote (its standard output), or leave --generate-output out to translate now"
+        )
     data = Path(args.data)
-    if not data.is_dir():
-        raise UserError(f"data-bin not found: {data}")
+    check_data_folder(data)
     meta = load_prep_meta(data)
     ckpt = resolve_checkpoint(args)
     expected = subset_size(data, args.subset)
     if args.generate_output:
         gen_out = Path(args.generate_output)
     else:
+        if not any(data.glob("dict.*.txt")):  # fairseq-generate needs them
+            raise UserError(
+                f"--data {data} is not a fairseq data-bin (it has no dict.*.txt): give the "
+                "data-bin the checkpoint was trained on (rskip-prepare's DEST/data-bin)"
+            )
         suffix = f".avg{args.avg_last}" if args.avg_last else ""
         gen_out = ckpt.parent / f"generate-{args.subset}{suffix}.txt"
         run_generate(args, ckpt, meta, gen_out, extra, total=expected)
