@@ -235,16 +235,22 @@ def markdown(records: Sequence[LayerRecord], depths: Sequence[int], variants: Se
     labels = {r.variant: r.label for r in records}
     last = last_layers(records)
     first = {(r.variant, r.depth, r.stack): r for r in records if r.layer == 0}
-    lines = ["Mean pairwise cosine similarity of the token representations at the last layer "
-             "(layer 0, the embeddings, in the first column):", ""]
-    head = ["variant", "layer 0 (enc / dec)"] + [f"enc L={d}" for d in depths] + [f"dec L={d}" for d in depths]
-    lines += ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
-    for name in variants:
-        zero = [first.get((name, depths[0], s)) for s in ("encoder", "decoder")]
-        row = [labels.get(name, name), " / ".join(_fmt(z.cosine if z else None) for z in zero)]
-        for stack in ("encoder", "decoder"):
-            row += [_fmt(last[(name, d, stack)].cosine) if (name, d, stack) in last else "" for d in depths]
-        lines.append("| " + " | ".join(row) + " |")
+
+    def last_layer_table(title: str, field: str, fmt) -> List[str]:
+        """One row per variant: ``field`` at layer 0, then at the last layer of each depth."""
+        head = ["variant", "layer 0 (enc / dec)"] + [f"enc L={d}" for d in depths] + [f"dec L={d}" for d in depths]
+        table = [title, "", "| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
+        for name in variants:
+            zero = [first.get((name, depths[0], s)) for s in ("encoder", "decoder")]
+            row = [labels.get(name, name), " / ".join(fmt(getattr(z, field) if z else None) for z in zero)]
+            for stack in ("encoder", "decoder"):
+                row += [fmt(getattr(last[(name, d, stack)], field)) if (name, d, stack) in last else ""
+                        for d in depths]
+            table.append("| " + " | ".join(row) + " |")
+        return table
+
+    lines = last_layer_table("Mean pairwise cosine similarity of the token representations at the last "
+                             "layer (layer 0, the embeddings, in the first column):", "cosine", _fmt)
     shaped = [n for n in variants if any(r.variant == n and r.mean_field is not None for r in records)]
     if shaped:
         lines += ["", "Shaped models at the last layer: measured / SPA target Sigma_L / mean-field "
@@ -259,16 +265,8 @@ def markdown(records: Sequence[LayerRecord], depths: Sequence[int], variants: Se
                     cells.append("" if r is None else " / ".join(
                         _fmt(v) or "-" for v in (r.cosine, r.target, r.mean_field)))
                 lines.append("| " + " | ".join([labels[name], stack] + cells) + " |")
-    lines += ["", "q = ||h||^2 / d at the last layer (1 where a normalisation holds it; layer 0: "
-              "the embeddings):", ""]
-    head = ["variant", "layer 0 (enc / dec)"] + [f"enc L={d}" for d in depths] + [f"dec L={d}" for d in depths]
-    lines += ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
-    for name in variants:
-        zero = [first.get((name, depths[0], s)) for s in ("encoder", "decoder")]
-        row = [labels.get(name, name), " / ".join(_fmt_q(z.q if z else None) for z in zero)]
-        for stack in ("encoder", "decoder"):
-            row += [_fmt_q(last[(name, d, stack)].q) if (name, d, stack) in last else "" for d in depths]
-        lines.append("| " + " | ".join(row) + " |")
+    lines += [""] + last_layer_table("q = ||h||^2 / d at the last layer (1 where a normalisation holds "
+                                     "it; layer 0: the embeddings):", "q", _fmt_q)
     return "\n".join(lines) + "\n"
 
 
