@@ -52,7 +52,7 @@ Sweep
     encoder and decoder layers) and ``width`` (``--sweep-sizes``, fairseq's
     sizes); it reports seconds per target token of training and per
     generated token, and both as ratios to Post-LN, with ``--plot`` a figure
-    of the ratios.
+    of the ratios. Each point runs in a fresh child process.
 Peak memory
     CPU: each model trains ``--mem-steps`` updates in a fresh child process;
     reported is the child's peak resident set size (``VmHWM``) and the
@@ -253,22 +253,39 @@ def _memory_child(name: str, opts) -> dict:
     return {"peak_rss_mib": peak, "above_base_mib": peak - before}
 
 
+RESULT = "RESULT "  # a child's last line: this prefix, then its figures as JSON
+
+
+def in_child(opts, *flags: str, quiet: bool = True) -> dict:
+    """The figures of this script run again in a fresh process with ``flags`` (``--memory-child
+    NAME`` or ``--point-child``) and ``opts``, importing the same fairseq_rskip: what one
+    measurement allocated never stays for the next. Its other lines are printed as they come;
+    its stderr is kept for an error (``quiet``) or left to show its progress bars."""
+    proc = subprocess.Popen(
+        [sys.executable, str(Path(__file__).resolve()), *flags, "--child-opts", json.dumps(vars(opts))],
+        stdout=subprocess.PIPE, stderr=subprocess.PIPE if quiet else None, text=True,
+        env={**child_env(), "PYTHONWARNINGS": "ignore"})
+    result = None
+    for line in proc.stdout:
+        if line.startswith(RESULT):
+            result = json.loads(line[len(RESULT):])
+        else:
+            write(line.rstrip("\n"))
+    stderr = proc.stderr.read() if quiet else ""
+    if proc.wait() != 0 or result is None:
+        raise RuntimeError(f"{' '.join(flags)} failed (exit code {proc.returncode})"
+                           + (f":\n{stderr[-3000:]}" if stderr else "; its error is above"))
+    return result
+
+
 def measure_memory_cpu(names, opts) -> dict:
-    """Each model in its own child process (this script, ``--memory-child``, importing the same
-    fairseq_rskip), alternated."""
+    """Each model in its own child process, alternated."""
     out = {n: [] for n in names}
     with progress_bar(opts.mem_reps * len(names), desc="memory", unit="model") as bar:
         for rep in range(opts.mem_reps):
             order = names[rep % len(names):] + names[:rep % len(names)]
             for name in order:
-                proc = subprocess.run(
-                    [sys.executable, str(Path(__file__).resolve()), "--memory-child", name,
-                     "--child-opts", json.dumps(vars(opts))],
-                    capture_output=True, text=True, env={**child_env(), "PYTHONWARNINGS": "ignore"})
-                lines = [l for l in proc.stdout.splitlines() if l.startswith("MEMORY ")]
-                if proc.returncode != 0 or not lines:
-                    raise RuntimeError(f"memory child for {name} failed:\n{proc.stderr[-3000:]}")
-                out[name].append(json.loads(lines[-1][len("MEMORY "):]))
+                out[name].append(in_child(opts, "--memory-child", name))
                 bar.update(1)
     return {n: {k: statistics.median(r[k] for r in rs) for k in rs[0]} for n, rs in out.items()}
 
@@ -385,11 +402,13 @@ def sweep_points(opts) -> list:
 
 
 def run_sweep(opts) -> list:
-    """Every point's figures: seconds per token and ratios to Post-LN, per variant."""
+    """Every point's figures: seconds per token and ratios to Post-LN, per variant. Each
+    point runs in a process of its own (the models of one point are not freed in time for
+    the next: the RSS grew by their size at every point)."""
     rows = []
     for k, (axis, value, point) in enumerate(sweep_points(opts), 1):
         write(f"sweep point {k}: {axis} = {value}")
-        result = run(point)
+        result = in_child(point, "--point-child", quiet=False)
         for n in result["names"]:
             rows.append({
                 "axis": axis, "value": value, "name": n, "params": result["params"][n],
@@ -542,6 +561,7 @@ def parse(argv=None):
     p.add_argument("--plot", help="with --sweep: write the figure here")
     p.add_argument("--json-out", help="write the figures as JSON")
     p.add_argument("--memory-child", help=argparse.SUPPRESS)
+    p.add_argument("--point-child", action="store_true", help=argparse.SUPPRESS)
     p.add_argument("--child-opts", help=argparse.SUPPRESS)
     p.add_argument("--quick", action="store_true",
                    help="smoke test: tiny size, 2 repetitions of 2 updates, small generation")
@@ -557,9 +577,10 @@ def parse(argv=None):
 
 def main(argv=None) -> int:
     opts = parse(argv)
-    if opts.memory_child:
+    if opts.memory_child or opts.point_child:
         child = argparse.Namespace(**json.loads(opts.child_opts))
-        print("MEMORY " + json.dumps(_memory_child(opts.memory_child, child)), flush=True)
+        figures = _memory_child(opts.memory_child, child) if opts.memory_child else run(child)
+        print(RESULT + json.dumps(figures), flush=True)
         return 0
     import logging
 
