@@ -138,6 +138,20 @@ def build(name: str, opts, src_dict, tgt_dict, seed: int = 1):
     return model, crit, opt
 
 
+def configure_torch(opts) -> None:
+    """``--threads`` CPU threads; with ``--flush-denormal``, subnormal floats read and
+    written as zero on CPU (``torch.set_flush_denormal``; fairseq-train does not do this)."""
+    import torch
+
+    torch.set_num_threads(opts.threads)
+    if getattr(opts, "flush_denormal", False) and not torch.set_flush_denormal(True):
+        raise UserError("--flush-denormal: this CPU cannot flush subnormal numbers to zero")
+
+
+def flushed(opts) -> str:
+    return ", subnormals flushed to zero" if opts.flush_denormal else ""
+
+
 def to_device(sample, device):
     from fairseq import utils
 
@@ -241,10 +255,8 @@ def _memory_child(name: str, opts) -> dict:
     """In a fresh process: RSS before building ``name``, and the peak after training it."""
     import logging
 
-    import torch
-
-    torch.set_num_threads(opts.threads)
     logging.disable(logging.WARNING)
+    configure_torch(opts)
     src, tgt, batches = load_batches(opts, opts.mem_steps)
     before = _rss_mib()
     model, crit, opt = build(name, opts, src, tgt)
@@ -296,7 +308,7 @@ def measure_memory_cpu(names, opts) -> dict:
 def run(opts) -> dict:
     import torch
 
-    torch.set_num_threads(opts.threads)
+    configure_torch(opts)
     from fairseq.sequence_generator import SequenceGenerator
 
     names = measured_names(opts.archs)
@@ -421,7 +433,7 @@ def run_sweep(opts) -> list:
 
 def report_sweep(rows, opts) -> None:
     print()
-    print(f"cost sweep, {opts.device}, precision {opts.precision}, {opts.threads} thread(s); "
+    print(f"cost sweep, {opts.device}, precision {opts.precision}, {opts.threads} thread(s){flushed(opts)}; "
           f"ratios are throughput x postln (paired medians; < 1 is slower than Post-LN)")
     names = list(dict.fromkeys(r["name"] for r in rows))
     w = max(12, *(len(n) for n in names))
@@ -474,7 +486,7 @@ def plot_sweep(rows, path, opts) -> Path:
 def report(result: dict, opts) -> bool:
     names = result["names"]
     print()
-    print(f"size {opts.size}, {opts.device}, {opts.precision}, {opts.threads} thread(s), data "
+    print(f"size {opts.size}, {opts.device}, {opts.precision}, {opts.threads} thread(s){flushed(opts)}, data "
           f"{opts.data or f'random (vocab {opts.vocab})'}, max tokens {opts.max_tokens}, "
           f"{opts.reps} repetitions x {opts.steps} timed updates (+{opts.warmup_steps} warm-up), "
           f"generation beam {opts.beam} x {opts.gen_sentences} sentences x {opts.gen_len} tokens")
@@ -550,6 +562,9 @@ def parse(argv=None):
     p.add_argument("--mem-reps", type=int, default=3, help="0: no memory measurement")
     p.add_argument("--mem-steps", type=int, default=2)
     p.add_argument("--threads", type=int, default=1, help="torch CPU threads")
+    p.add_argument("--flush-denormal", action="store_true",
+                   help="CPU: treat subnormal floats as zero (torch.set_flush_denormal), to see "
+                        "what they cost; training with fairseq-train keeps them")
     p.add_argument("--device", choices=["cpu", "cuda"], default="cpu")
     p.add_argument("--precision", choices=list(PRECISIONS), default="fp32",
                    help="fp16/bf16: torch.autocast with float32 weights (fairseq's --amp)")

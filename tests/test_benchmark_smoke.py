@@ -82,3 +82,19 @@ def test_gpu_mode_without_a_gpu_is_an_error_line(capsys):
         bench.run_main(bench.main, ["--quick", "--device", "cuda"])
     assert exit_info.value.code == 2
     assert "error: --device cuda: torch sees no GPU here" in capsys.readouterr().err
+
+
+def test_flush_denormal_is_said_and_applied(tmp_path, capsys):
+    """--flush-denormal: subnormal floats become zero in the measuring process, and the
+    report says so (it is not what fairseq-train does)."""
+    import torch
+
+    bench = load_benchmark()
+    tiny = torch.tensor([1e-40], dtype=torch.float32)
+    assert tiny.item() != 0.0
+    try:
+        assert bench.main(["--quick", "--archs", "rskip", "--mem-reps", "0", "--flush-denormal"]) == 0
+        assert (tiny * 1.0).item() == 0.0
+    finally:
+        torch.set_flush_denormal(False)
+    assert "subnormals flushed to zero" in capsys.readouterr().out
