@@ -73,6 +73,7 @@ from pathlib import Path
 
 from fairseq_rskip.errors import UserError, run_main
 from fairseq_rskip.fairseq_tools import child_env
+from fairseq_rskip.file_io import write_json
 from fairseq_rskip.progress import progress_bar, write
 from fairseq_rskip.variants import VARIANTS
 
@@ -428,6 +429,8 @@ def run_sweep(opts) -> list:
                 "gen_s_per_tok": 1.0 / (result["gen_sent_s"][n] * point.gen_len),
                 "train_ratio": result["train_ratio"][n], "gen_ratio": result["gen_ratio"][n],
             })
+        if opts.json_out:  # the points measured so far, should a later one fail
+            write_json(opts.json_out, {"options": vars(opts), "sweep": rows})
     return rows
 
 
@@ -614,15 +617,13 @@ def main(argv=None) -> int:
         if opts.plot:
             print(f"wrote {plot_sweep(rows, opts.plot, opts)}")
         if opts.json_out:
-            Path(opts.json_out).write_text(json.dumps({"options": vars(opts), "sweep": rows},
-                                                      indent=1) + "\n")
+            write_json(opts.json_out, {"options": vars(opts), "sweep": rows})
         return 0
     result = run(opts)
     ok = report(result, opts)
     print(f"all targets met: {ok}")
     if opts.json_out:
-        Path(opts.json_out).write_text(json.dumps({"options": vars(opts), **result,
-                                                   "all_targets_met": ok}, indent=1) + "\n")
+        write_json(opts.json_out, {"options": vars(opts), **result, "all_targets_met": ok})
     return 0
 
 
