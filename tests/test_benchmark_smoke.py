@@ -98,3 +98,30 @@ def test_flush_denormal_is_said_and_applied(tmp_path, capsys):
     finally:
         torch.set_flush_denormal(False)
     assert "subnormals flushed to zero" in capsys.readouterr().out
+
+
+def test_sweep_keeps_the_points_measured_before_one_fails(tmp_path, monkeypatch):
+    """The JSON is written after every point: a point killed later (e.g. out of memory)
+    does not take the earlier points' figures with it."""
+    import pytest
+
+    bench = load_benchmark()
+    opts = bench.parse(["--archs", "rskip", "--sweep", "depth", "--sweep-depths", "1", "2",
+                        "--json-out", str(tmp_path / "sweep.json")])
+    figures = {"names": ["postln", "rskip"], "params": {"postln": 1, "rskip": 1},
+               "train_tok_s": {"postln": 10.0, "rskip": 9.0}, "gen_sent_s": {"postln": 1.0, "rskip": 1.0},
+               "train_ratio": {"postln": 1.0, "rskip": 0.9}, "gen_ratio": {"postln": 1.0, "rskip": 1.0}}
+    calls = []
+
+    def child(point, *flags, quiet=True):
+        calls.append(point.layers)
+        if len(calls) > 1:
+            raise RuntimeError("--point-child failed (exit code -9)")
+        return figures
+
+    monkeypatch.setattr(bench, "in_child", child)
+    with pytest.raises(RuntimeError):
+        bench.run_sweep(opts)
+    rows = json.loads((tmp_path / "sweep.json").read_text())["sweep"]
+    assert [(r["value"], r["name"], r["train_ratio"]) for r in rows] == [(1, "postln", 1.0), (1, "rskip", 0.9)]
+    assert calls == [1, 2]
