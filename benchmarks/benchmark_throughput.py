@@ -3,7 +3,7 @@
 
     python benchmarks/benchmark_throughput.py                 # iwslt_de_en size, CPU
     python benchmarks/benchmark_throughput.py --quick         # smoke test, seconds
-    python benchmarks/benchmark_throughput.py --sweep length depth width --plot docs/img/cost_sweep.png
+    python benchmarks/benchmark_throughput.py --sweep length width depth --plot cost_sweep.png
     python benchmarks/benchmark_throughput.py --device cuda --precision fp16   # on a GPU
 
 Prints figures (not a test). Needs fairseq_rskip installed (scripts/setup_env.sh).
