@@ -68,6 +68,7 @@ import platform
 import statistics
 import subprocess
 import sys
+import tempfile
 import time
 from pathlib import Path
 
@@ -145,7 +146,7 @@ def configure_torch(opts) -> None:
     import torch
 
     torch.set_num_threads(opts.threads)
-    if getattr(opts, "flush_denormal", False) and not torch.set_flush_denormal(True):
+    if opts.flush_denormal and not torch.set_flush_denormal(True):
         raise UserError("--flush-denormal: this CPU cannot flush subnormal numbers to zero")
 
 
@@ -274,21 +275,23 @@ def in_child(opts, *flags: str, quiet: bool = True) -> dict:
     NAME`` or ``--point-child``) and ``opts``, importing the same fairseq_rskip: what one
     measurement allocated never stays for the next. Its other lines are printed as they come;
     its stderr is kept for an error (``quiet``) or left to show its progress bars."""
-    proc = subprocess.Popen(
-        [sys.executable, str(Path(__file__).resolve()), *flags, "--child-opts", json.dumps(vars(opts))],
-        stdout=subprocess.PIPE, stderr=subprocess.PIPE if quiet else None, text=True,
-        env={**child_env(), "PYTHONWARNINGS": "ignore"})
-    result = None
-    for line in proc.stdout:
-        if line.startswith(RESULT):
-            result = json.loads(line[len(RESULT):])
-        else:
-            write(line.rstrip("\n"))
-    stderr = proc.stderr.read() if quiet else ""
-    if proc.wait() != 0 or result is None:
-        raise RuntimeError(f"{' '.join(flags)} failed (exit code {proc.returncode})"
-                           + (f":\n{stderr[-3000:]}" if stderr else "; its error is above"))
-    return result
+    with tempfile.TemporaryFile("w+") as errors:
+        proc = subprocess.Popen(
+            [sys.executable, str(Path(__file__).resolve()), *flags, "--child-opts", json.dumps(vars(opts))],
+            stdout=subprocess.PIPE, stderr=errors if quiet else None, text=True,
+            env={**child_env(), "PYTHONWARNINGS": "ignore"})
+        result = None
+        for line in proc.stdout:
+            if line.startswith(RESULT):
+                result = json.loads(line[len(RESULT):])
+            else:
+                write(line.rstrip("\n"))
+        if proc.wait() == 0 and result is not None:
+            return result
+        errors.seek(0)
+        stderr = errors.read()[-3000:]
+    why = "killed (SIGKILL: out of memory?)" if proc.returncode == -9 else f"exit code {proc.returncode}"
+    raise RuntimeError(f"{' '.join(flags)} failed ({why})" + (f":\n{stderr}" if stderr else "; its error is above"))
 
 
 def measure_memory_cpu(names, opts) -> dict:

@@ -125,3 +125,13 @@ def test_sweep_keeps_the_points_measured_before_one_fails(tmp_path, monkeypatch)
     rows = json.loads((tmp_path / "sweep.json").read_text())["sweep"]
     assert [(r["value"], r["name"], r["train_ratio"]) for r in rows] == [(1, "postln", 1.0), (1, "rskip", 0.9)]
     assert calls == [1, 2]
+
+
+def test_a_failing_child_is_named_with_its_error():
+    """A measuring child process that fails raises with the child's own error text."""
+    import pytest
+
+    bench = load_benchmark()
+    opts = bench.parse(["--quick"])
+    with pytest.raises(RuntimeError, match=r"(?s)--memory-child no_such_variant failed \(exit code 1\).*no_such_variant"):
+        bench.in_child(opts, "--memory-child", "no_such_variant")
