@@ -14,7 +14,7 @@ import torch.nn.functional as F
 from fairseq.models.transformer import TransformerConfig
 from fairseq.modules.transformer_layer import TransformerDecoderLayerBase, TransformerEncoderLayerBase
 
-from conftest import REPO, build_model, make_dictionary, sample_batch
+from conftest import REPO, build_model, sample_batch
 from fairseq_rskip.modules import ResidualNorm
 from fairseq_rskip.modules.skip_weights import (
     admin_logn_omega,
@@ -147,9 +147,9 @@ def test_deepnorm_leaves_everything_else_as_fairseq_initialises_it():
 # the forward pass against fairseq's layers
 
 
-class WeightedSkipEncoderLayer(TransformerEncoderLayerBase):
-    """fairseq's encoder layer with ``residual_connection`` = ``w * residual + x``;
-    ``w`` cycles through one weight per sublayer, in the order fairseq calls it."""
+class WeightedSkip:
+    """fairseq's layer with ``residual_connection`` = ``w * residual + x``; ``w`` cycles
+    through one weight per sublayer, in the order fairseq calls it."""
 
     weights: list = []
     calls = 0
@@ -160,14 +160,12 @@ class WeightedSkipEncoderLayer(TransformerEncoderLayerBase):
         return w * residual + x
 
 
-class WeightedSkipDecoderLayer(TransformerDecoderLayerBase):
-    weights: list = []
-    calls = 0
+class WeightedSkipEncoderLayer(WeightedSkip, TransformerEncoderLayerBase):
+    pass
 
-    def residual_connection(self, x, residual):
-        w = self.weights[self.calls % len(self.weights)]
-        self.calls += 1
-        return w * residual + x
+
+class WeightedSkipDecoderLayer(WeightedSkip, TransformerDecoderLayerBase):
+    pass
 
 
 def fairseq_reference(ours, arch_flags):

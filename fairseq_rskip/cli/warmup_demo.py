@@ -5,12 +5,12 @@
 """
 
 import argparse
-import json
 import logging
 import sys
 from pathlib import Path
 
 from fairseq_rskip.errors import run_main
+from fairseq_rskip.file_io import write_json
 from fairseq_rskip.progress import write
 
 
@@ -45,8 +45,7 @@ def main(argv=None) -> int:
     results = demo(args.runs, args.depth, args.dim, args.lrs, args.timescale, args.updates,
                    args.eval_every, args.seed)
     out = Path(args.out)
-    out.mkdir(parents=True, exist_ok=True)
-    (out / "warmup_demo.json").write_text(json.dumps(results, indent=1) + "\n", encoding="utf-8")
+    write_json(out / "warmup_demo.json", results)
     write(f"wrote {plot(results, out / 'warmup_demo.png')} and {out / 'warmup_demo.json'}")
     return 0
 

@@ -32,7 +32,6 @@ Extraction, all deterministic:
 
 import gzip
 import io
-import json
 import random
 import re
 import shutil
@@ -45,7 +44,7 @@ from fairseq_rskip.data_prep.common import logger
 from fairseq_rskip.data_prep.download import verify
 from fairseq_rskip.errors import UserError
 from fairseq_rskip.fairseq_tools import PLUGIN_DIR
-from fairseq_rskip.file_io import atomic_output, locked
+from fairseq_rskip.file_io import atomic_output, locked, write_json
 
 CORPUS_DIR = PLUGIN_DIR / "corpus" / "ding-de-en"
 # the generic recipe: Moses tokenisation, lowercased, joint subword-nmt BPE of 4000 merges,
@@ -173,8 +172,7 @@ def build(deb_path, out_dir=CORPUS_DIR):
         "sentences": stats,
         "entries": len(entries),
     }
-    with atomic_output(out_dir / "manifest.json") as tmp:
-        tmp.write_text(json.dumps(manifest, indent=1) + "\n", encoding="utf-8")
+    write_json(out_dir / "manifest.json", manifest)
     logger.info("wrote %s: %s", out_dir, stats)
     return stats
 
