@@ -28,6 +28,7 @@ from torch import nn
 
 from fairseq_rskip.models.skip_norm_config import SkipNormConfig
 from fairseq_rskip.modules.residual_norm import ResidualNorm
+from fairseq_rskip.optim.master_params import carry_into_master_copies
 
 logger = logging.getLogger(__name__)
 
@@ -174,7 +175,10 @@ def profile_admin_(model, run_forward: Callable[[], object]) -> Dict[str, List[f
     With data parallelism only data-parallel rank 0 profiles, on its own batch,
     and broadcasts the values, so that every rank holds the same omega. The
     forward pass runs on a copy of the random state: the training batch that
-    follows sees the same dropout masks as without profiling. Returns the
+    follows sees the same dropout masks as without profiling. The values also
+    reach the float32 master copies of fairseq's ``FP16Optimizer``, which was
+    built before this pass (:mod:`fairseq_rskip.optim.master_params`); under
+    ``--fp16`` the model's own omega holds them rounded to float16. Returns the
     values per stack.
     """
     from fairseq.distributed import utils as distributed_utils
@@ -192,9 +196,13 @@ def profile_admin_(model, run_forward: Callable[[], object]) -> Dict[str, List[f
         group = distributed_utils.get_data_parallel_group()
         src = torch.distributed.get_global_rank(group, 0) if group is not None else 0
         distributed_utils.broadcast(values, src=src, group=group)
+    exact = {}
     for norm, value in zip(norms, values.tolist()):
         norm.omega.fill_(value)
-    profiled = {name: [float(n.omega[0]) for n in stacks[name]] for name in STACKS}
+        exact[norm.omega] = torch.full(norm.omega.shape, value, dtype=torch.float32)
+    # and into the float32 copies of an optimizer wrapper built before this pass
+    carry_into_master_copies(model, exact)
+    profiled = {name: [float(exact[n.omega][0]) for n in stacks[name]] for name in STACKS}
     where = f" (data-parallel rank 0's, sent to all {world_size} ranks)" if world_size > 1 else ""
     for name in STACKS:
         logger.info(
@@ -208,11 +216,13 @@ def _run_profile(stacks: Dict[str, List[ResidualNorm]], run_forward, device) -> 
     """One forward pass with a hook before every Admin sublayer; the omegas in
     stack order."""
     visited: Dict[int, int] = {}
+    exact: Dict[int, float] = {}  # omega before rounding to the model's type
     handles = []
 
     def hook_for(running: Dict[str, float]):
         def before_skip(module, args):
             fx, residual = args[0], args[1]
+            exact[id(module)] = running["v"]
             module.omega.fill_(running["v"])
             visited[id(module)] = visited.get(id(module), 0) + 1
             running["v"] = math.sqrt(_variance(residual * module.omega) + _variance(fx))
@@ -236,4 +246,4 @@ def _run_profile(stacks: Dict[str, List[ResidualNorm]], run_forward, device) -> 
             "Admin profiling: the forward pass must go through every sublayer once; "
             f"{len(missed)} of {len(norms)} were not (or more than once)"
         )
-    return [float(norm.omega[0]) for norm in norms]
+    return [exact[id(norm)] for norm in norms]
