@@ -2,6 +2,7 @@
 (fairseq_rskip.analysis.modelbuild, the tools' builder), run its command-line tools."""
 
 import os
+import random
 import subprocess
 import sys
 from pathlib import Path
@@ -98,6 +99,71 @@ def run(cmd, cwd=None, check=True, env=None):
             f"{' '.join(map(str, cmd))} failed ({proc.returncode}):\n{proc.stdout[-3000:]}\n{proc.stderr[-6000:]}"
         )
     return proc
+
+
+WORDS = "the a cat dog house tree runs sees big small red blue eats old new".split()
+
+
+def write_corpus(folder, seed=0):
+    """A word-for-word 'translation' (reversed words plus a suffix) that a tiny model can learn."""
+    rng = random.Random(seed)
+    for split, n in (("train", 400), ("valid", 40), ("test", 20)):
+        with open(folder / f"{split}.src", "w") as fs, open(folder / f"{split}.tgt", "w") as ft:
+            for _ in range(n):
+                words = [rng.choice(WORDS) for _ in range(rng.randint(3, 8))]
+                fs.write(" ".join(words) + "\n")
+                ft.write(" ".join(w[::-1] + "x" for w in words) + "\n")
+
+
+@pytest.fixture(scope="session")
+def data_bin(tmp_path_factory):
+    """The tiny corpus of write_corpus, binarised by fairseq-preprocess (shared: read only)."""
+    folder = tmp_path_factory.mktemp("corpus")
+    write_corpus(folder)
+    run([
+        "fairseq-preprocess", "--source-lang", "src", "--target-lang", "tgt",
+        "--trainpref", folder / "train", "--validpref", folder / "valid", "--testpref", folder / "test",
+        "--destdir", folder / "bin", "--joined-dictionary", "--workers", "1",
+    ])
+    return folder / "bin"
+
+
+WORKER = Path(__file__).with_name("distributed_worker.py")
+# fairseq-train options of the worker runs: tiny batches, no dropout (so that
+# runs in other precisions or on other ranks see the same computation)
+WORKER_TRAIN = [
+    "--user-dir", str(USER_DIR), "--share-all-embeddings", "--optimizer", "adam",
+    "--lr", "2e-3", "--max-tokens", "400", "--dropout", "0",
+    "--criterion", "label_smoothed_cross_entropy", "--label-smoothing", "0.1",
+    "--seed", "3", "--num-workers", "0", "--no-epoch-checkpoints", "--log-format", "json",
+    "--log-interval", "1", "--required-batch-size-multiple", "1",
+]
+
+
+def start_worker(data, out, names, *train_flags, rank=0, world=1, update_freq=1, port=0, worker_flags=()):
+    """Start tests/distributed_worker.py: fairseq-train's ``main`` for each of
+    ``names`` (rows of the table or architectures) in one process."""
+    cmd = [sys.executable, WORKER, "--rank", rank, "--world-size", world, "--port", port,
+           "--data", data, "--out", out, "--update-freq", update_freq, *worker_flags, *names,
+           "--", *WORKER_TRAIN, *train_flags]
+    env = dict(os.environ, OMP_NUM_THREADS="1")
+    return subprocess.Popen([str(c) for c in cmd], stdout=subprocess.PIPE,
+                            stderr=subprocess.STDOUT, text=True, env=env)
+
+
+def finish_workers(procs, timeout=300):
+    """Wait for workers started together; their outputs, or the failing one's log."""
+    logs = []
+    for proc in procs:
+        try:
+            out, _ = proc.communicate(timeout=timeout)
+        except subprocess.TimeoutExpired:
+            for p in procs:
+                p.kill()
+            raise
+        logs.append(out)
+        assert proc.returncode == 0, out[-5000:]
+    return logs
 
 
 @pytest.fixture(params=sorted(VARIANTS))

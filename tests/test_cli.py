@@ -2,7 +2,6 @@
 preprocess, train, generate, resume, interactive, checkpoint averaging, hub loading."""
 
 import json
-import random
 import re
 import subprocess
 import sys
@@ -21,32 +20,6 @@ ARCHS = {
     "transformer_espa_tiny": ["--lr-scheduler", "inverse_sqrt", "--warmup-updates", "4"],
 }
 ADMIN_LOG = "Admin: omega of the encoder sublayers profiled on the first training batch"
-WORDS = "the a cat dog house tree runs sees big small red blue eats old new".split()
-
-
-def write_corpus(folder, seed=0):
-    """A word-for-word 'translation' (reversed words plus a suffix) that a tiny model can learn."""
-    rng = random.Random(seed)
-    for split, n in (("train", 400), ("valid", 40), ("test", 20)):
-        with open(folder / f"{split}.src", "w") as fs, open(folder / f"{split}.tgt", "w") as ft:
-            for _ in range(n):
-                words = [rng.choice(WORDS) for _ in range(rng.randint(3, 8))]
-                fs.write(" ".join(words) + "\n")
-                ft.write(" ".join(w[::-1] + "x" for w in words) + "\n")
-
-
-@pytest.fixture(scope="module")
-def data_bin(tmp_path_factory):
-    folder = tmp_path_factory.mktemp("corpus")
-    write_corpus(folder)
-    run([
-        "fairseq-preprocess", "--source-lang", "src", "--target-lang", "tgt",
-        "--trainpref", folder / "train", "--validpref", folder / "valid", "--testpref", folder / "test",
-        "--destdir", folder / "bin", "--joined-dictionary", "--workers", "1",
-    ])
-    return folder / "bin"
-
-
 def train(data_bin, arch, save_dir, max_update, *extra, program=("fairseq-train",)):
     return run([
         *program, data_bin, "--user-dir", USER_DIR, "--arch", arch,

@@ -12,34 +12,25 @@ the gradients are the same two terms summed, and the parameters must be equal
 bit for bit.
 """
 
-import os
 import re
 import socket
-import subprocess
-import sys
-from pathlib import Path
 
 import pytest
 import torch
 
-from conftest import USER_DIR, run
-from test_cli import write_corpus
+from conftest import USER_DIR, WORKER_TRAIN, finish_workers, run, start_worker
 
 from fairseq_rskip.variants import VARIANTS
 
-WORKER = Path(__file__).with_name("distributed_worker.py")
 # the architecture of every row of the table of variants, at its tiny size: fairseq's
 # own transformer first, then every family of the plugin (tests/test_variants.py checks
 # that the table has them all)
 ARCHS = list(dict.fromkeys(v.fairseq_arch("tiny") for v in VARIANTS.values()))
 UPDATES = 3
-TRAIN = [
-    "--user-dir", str(USER_DIR), "--share-all-embeddings", "--optimizer", "adam",
-    "--lr", "2e-3", "--max-tokens", "400", "--max-update", str(UPDATES), "--dropout", "0",
-    "--criterion", "label_smoothed_cross_entropy", "--label-smoothing", "0.1",
-    "--seed", "3", "--num-workers", "0", "--no-epoch-checkpoints", "--log-format", "json",
-    "--log-interval", "1", "--required-batch-size-multiple", "1",
-]
+TRAIN = ["--max-update", str(UPDATES)]
+# fairseq's FP16Optimizer with a float32 copy per parameter (its CPU path; see
+# tests/test_half_precision_training.py), at a loss scale that does not overflow
+FP16 = ["--fp16", "--fp16-no-flatten-grads", "--fp16-init-scale", "4"]
 
 
 def free_port() -> int:
@@ -48,46 +39,26 @@ def free_port() -> int:
         return s.getsockname()[1]
 
 
-def start(data, out, rank, world, update_freq, port, archs=ARCHS):
-    cmd = [sys.executable, WORKER, "--rank", rank, "--world-size", world, "--port", port,
-           "--data", data, "--out", out, "--update-freq", update_freq, *archs, "--", *TRAIN]
-    env = dict(os.environ, OMP_NUM_THREADS="1")
-    return subprocess.Popen([str(c) for c in cmd], stdout=subprocess.PIPE,
-                            stderr=subprocess.STDOUT, text=True, env=env)
-
-
-def finish(procs, timeout=240):
-    logs = []
-    for proc in procs:
-        try:
-            out, _ = proc.communicate(timeout=timeout)
-        except subprocess.TimeoutExpired:
-            for p in procs:
-                p.kill()
-            raise
-        logs.append(out)
-        assert proc.returncode == 0, out[-5000:]
-    return logs
-
-
 @pytest.fixture(scope="module")
-def runs(tmp_path_factory):
+def runs(data_bin, tmp_path_factory):
     """Every architecture: 2 ranks with --update-freq 1, 1 rank with --update-freq 2,
     and (the control) 1 rank with --update-freq 1, all at once."""
     folder = tmp_path_factory.mktemp("distributed")
-    write_corpus(folder)
-    run(["fairseq-preprocess", "--source-lang", "src", "--target-lang", "tgt",
-         "--trainpref", folder / "train", "--validpref", folder / "valid",
-         "--testpref", folder / "test", "--destdir", folder / "bin",
-         "--joined-dictionary", "--workers", "1"])
-    data, port = folder / "bin", free_port()
+
+    def start(out, rank, world, update_freq, port, names=ARCHS, flags=()):
+        return start_worker(data_bin, folder / out, names, *TRAIN, *flags, rank=rank, world=world,
+                            update_freq=update_freq, port=port)
+
+    port, fp16_port = free_port(), free_port()
     procs = [
-        start(data, folder / "two", 0, 2, 1, port),
-        start(data, folder / "two", 1, 2, 1, port),
-        start(data, folder / "one", 0, 1, 2, port),
-        start(data, folder / "control", 0, 1, 1, port, archs=ARCHS[:1]),
+        start("two", 0, 2, 1, port),
+        start("two", 1, 2, 1, port),
+        start("one", 0, 1, 2, port),
+        start("control", 0, 1, 1, port, names=ARCHS[:1]),
+        start("two-fp16", 0, 2, 1, fp16_port, names=["admin"], flags=FP16),
+        start("two-fp16", 1, 2, 1, fp16_port, names=["admin"], flags=FP16),
     ]
-    logs = finish(procs)
+    logs = finish_workers(procs, timeout=240)
     return folder, logs
 
 
@@ -125,6 +96,22 @@ def test_two_ranks_train_what_one_rank_trains_with_update_freq_2(runs, arch):
     assert any(not torch.equal(v, one[k]) for k, v in params(folder / "control", ARCHS[0]).items())
 
 
+def test_admin_under_fp16_has_the_profiled_omega_on_every_rank(runs):
+    """Rank 0 profiles and sends omega to rank 1; under --fp16 each rank's
+    optimizer keeps float32 copies built before the profiling, and each must
+    receive the values: the ranks end equal, with float32 training's omega
+    (within 2 %: float16 weights and gradients)."""
+    folder, _ = runs
+    rank0, rank1 = params(folder / "two-fp16", "admin", 0), params(folder / "two-fp16", "admin", 1)
+    float32 = params(folder / "one", "transformer_admin_tiny")
+    for key in float32:
+        assert torch.equal(rank0[key], rank1[key]), f"ranks differ in {key}"
+    omegas = [k for k in float32 if k.endswith("omega")]
+    assert omegas and max(float(float32[k].max()) for k in omegas) > 1.2  # profiled, not the initial 1
+    for key in omegas:
+        assert ((rank0[key] - float32[key]).abs() <= 0.02 * float32[key].abs()).all(), key
+
+
 def test_the_comparison_can_fail(runs):
     """The control, 1 rank with --update-freq 1, trains on other batches per update:
     its parameters differ, so equality above is not trivially true."""
@@ -141,18 +128,16 @@ def test_the_ranks_trained_as_one_job_of_two(runs):
     assert "training on 1 devices" in logs[2]
 
 
-def test_two_rank_checkpoint_resumes_and_generates_on_one_rank(runs):
+def test_two_rank_checkpoint_resumes_and_generates_on_one_rank(runs, data_bin):
     folder, _ = runs
     arch = "transformer_rskip_tiny"
     save_dir = folder / "two" / arch
-    more = list(TRAIN)
-    more[more.index("--max-update") + 1] = str(UPDATES + 2)
-    resumed = run(["fairseq-train", folder / "bin", "--arch", arch, "--save-dir", save_dir,
-                   "--update-freq", "2", "--cpu", *more])
+    resumed = run(["fairseq-train", data_bin, "--arch", arch, "--save-dir", save_dir,
+                   "--update-freq", "2", "--cpu", *WORKER_TRAIN, "--max-update", str(UPDATES + 2)])
     text = resumed.stdout + resumed.stderr
     assert re.search(rf"Loaded checkpoint .*checkpoint_last\.pt \(epoch \d+ @ {UPDATES} updates\)", text)
     assert re.search(rf'"num_updates": "{UPDATES + 2}"', text)
-    generated = run(["fairseq-generate", folder / "bin", "--user-dir", USER_DIR,
+    generated = run(["fairseq-generate", data_bin, "--user-dir", USER_DIR,
                      "--path", save_dir / "checkpoint_last.pt", "--beam", "2",
                      "--required-batch-size-multiple", "1"])
     assert "Translated 20 sentences" in generated.stdout + generated.stderr

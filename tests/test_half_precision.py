@@ -25,7 +25,7 @@ import pytest
 import torch
 
 from conftest import VARIANTS, build_model, sample_batch
-from test_cli import data_bin, json_logs, train  # noqa: F401 (data_bin: the tiny corpus fixture)
+from test_cli import json_logs, train
 from test_model_features import decode_incrementally
 from fairseq_rskip.modules import NORM_TYPES, Normalization, ResidualNorm, SkipNormConfig, adanorm
 
