@@ -8,7 +8,20 @@ registers the architectures (``transformer_rskip*``, ``transformer_adanorm*``,
 scheduler, and lets torch load fairseq checkpoints with ``weights_only=True``.
 """
 
+import logging
+
 from fairseq_rskip.checkpoint_compat import allow_fairseq_checkpoint_globals
+
+
+class _WithoutTensorboardNotice(logging.Filter):
+    """fairseq's speech task logs, when imported without tensorboardX (which
+    translation never uses), "Please install tensorboardX": not for our tools' users."""
+
+    def filter(self, record):
+        return "install tensorboardX" not in record.getMessage()
+
+
+logging.getLogger("fairseq.tasks.text_to_speech").addFilter(_WithoutTensorboardNotice())
 
 allow_fairseq_checkpoint_globals()
 

@@ -107,3 +107,17 @@ def distinct_plugin_builds(size: str = "") -> List[Variant]:
             seen.add(build)
             rows.append(variant)
     return rows
+
+
+def family_rows(size: str = "") -> List[str]:
+    """The first row of each architecture of the table, and every row whose flags
+    add parameters to its architecture's (Value-SkipInit's gains): one row per
+    family, what a check of every family runs."""
+    rows: Dict[str, str] = {}
+    for variant in VARIANTS.values():
+        rows.setdefault(variant.fairseq_arch(size), variant.name)
+    return [*rows.values(), *ADDS_PARAMETERS]
+
+
+# rows whose flags add parameters to their architecture's
+ADDS_PARAMETERS = ("value_skipinit",)

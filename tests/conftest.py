@@ -12,7 +12,7 @@ import torch
 
 import fairseq_rskip  # noqa: F401 (registers the architectures)
 from fairseq.data import Dictionary
-from fairseq_rskip.analysis import modelbuild
+from fairseq_rskip.analysis import gpu_check, modelbuild
 from fairseq_rskip.fairseq_tools import PLUGIN_DIR
 from fairseq_rskip.variants import distinct_plugin_builds
 
@@ -129,15 +129,9 @@ def data_bin(tmp_path_factory):
 
 
 WORKER = Path(__file__).with_name("distributed_worker.py")
-# fairseq-train options of the worker runs: tiny batches, no dropout (so that
-# runs in other precisions or on other ranks see the same computation)
-WORKER_TRAIN = [
-    "--user-dir", str(USER_DIR), "--share-all-embeddings", "--optimizer", "adam",
-    "--lr", "2e-3", "--max-tokens", "400", "--dropout", "0",
-    "--criterion", "label_smoothed_cross_entropy", "--label-smoothing", "0.1",
-    "--seed", "3", "--num-workers", "0", "--no-epoch-checkpoints", "--log-format", "json",
-    "--log-interval", "1", "--required-batch-size-multiple", "1",
-]
+# fairseq-train options of the worker runs: those of rskip-gpu-check's runs
+# (tiny batches, no dropout), on the tiny corpus's joined dictionary
+WORKER_TRAIN = ["--user-dir", str(USER_DIR), "--share-all-embeddings", *gpu_check.TRAIN_FLAGS]
 
 
 def start_worker(data, out, names, *train_flags, rank=0, world=1, update_freq=1, port=0, worker_flags=()):

@@ -1,20 +1,20 @@
-"""benchmarks/benchmark_throughput.py --quick runs end to end (figures are not checked:
+"""The benchmark (fairseq_rskip.benchmark.throughput) --quick runs end to end (figures are not checked:
 this is not a timed test)."""
 
-import importlib.util
 import json
 import math
+import sys
 from pathlib import Path
+
+from conftest import run
 
 REPO = Path(__file__).resolve().parents[1]
 
 
 def load_benchmark():
-    spec = importlib.util.spec_from_file_location("benchmark_throughput",
-                                                  REPO / "benchmarks/benchmark_throughput.py")
-    mod = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(mod)
-    return mod
+    from fairseq_rskip.benchmark import throughput
+
+    return throughput
 
 
 def test_quick_benchmark(tmp_path, capsys):
@@ -135,3 +135,9 @@ def test_a_failing_child_is_named_with_its_error():
     opts = bench.parse(["--quick"])
     with pytest.raises(RuntimeError, match=r"(?s)--memory-child no_such_variant failed \(exit code 1\).*no_such_variant"):
         bench.in_child(opts, "--memory-child", "no_such_variant")
+
+
+def test_the_script_in_benchmarks_runs_the_package_module():
+    """benchmarks/benchmark_throughput.py is a thin command over the package."""
+    proc = run([sys.executable, REPO / "benchmarks/benchmark_throughput.py", "--help"])
+    assert "--sweep" in proc.stdout and "--device" in proc.stdout

@@ -1,7 +1,6 @@
 """The table of compared variants (fairseq_rskip/variants.py): complete, consistent, and
 all that the runner, benchmark and analyses read."""
 
-import importlib.util
 
 import pytest
 import torch
@@ -51,9 +50,8 @@ def test_tests_and_tools_read_the_table(monkeypatch):
     for v in distinct_plugin_builds("tiny"):
         arch, flags = v.plugin_build("tiny")
         assert FIXTURE_VARIANTS[v.name] == (arch, *flags)
-    spec = importlib.util.spec_from_file_location("benchmark_throughput", REPO / "benchmarks/benchmark_throughput.py")
-    bench = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(bench)
+    from fairseq_rskip.benchmark import throughput as bench
+
     # every row of the plugin, in the table's order; fairseq's own rows are the baselines
     assert bench.candidates()[:3] == ["rskip", "adanorm", "prenorm_nowarmup"]
     assert set(bench.candidates()) == set(VARIANTS) - {"postln", "preln"}

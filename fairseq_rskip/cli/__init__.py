@@ -13,6 +13,8 @@ is the entry point, which reports a :class:`~fairseq_rskip.errors.UserError` as 
 ``rskip-reproduce``            the comparison runner: variants x depths x seeds
 ``rskip-gradient-analysis``    per-sublayer gradient norms (Liu et al. 2020)
 ``rskip-warmup-demo``          Post-LN vs Pre-LN without warm-up (Xiong et al. 2020)
+``rskip-gpu-check``            every family through fairseq's GPU paths (--fp16,
+                               --amp, pytorch_ddp, fused Adam) on this machine
 =============================  ==============================================
 
 Every command also runs as ``python -m fairseq_rskip.cli.NAME`` (what the

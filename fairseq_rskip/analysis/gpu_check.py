@@ -1,0 +1,287 @@
+"""``rskip-gpu-check``: every family trains and decodes on this machine's GPUs
+along the paths researchers use there, each against float32 training of the
+same batches.
+
+Every run is stock fairseq-train (and fairseq-generate) on a small synthetic
+corpus, ``UPDATES`` updates of each family's tiny size (one row per family of
+the table of variants, :func:`fairseq_rskip.variants.family_rows`), several
+runs to a process (:mod:`fairseq_rskip.analysis.fairseq_runs`).
+"""
+
+import json
+import math
+import os
+import subprocess
+import sys
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Dict, List, Optional, Sequence
+
+from fairseq_rskip.fairseq_tools import child_env
+from fairseq_rskip.progress import write
+
+UPDATES, LR = 3, 2e-3
+# the runs' fairseq-train options: tiny batches, no dropout (runs in other
+# precisions or on other devices see the same computation)
+TRAIN_FLAGS = (
+    "--optimizer", "adam", "--lr", str(LR), "--max-tokens", "400",
+    "--dropout", "0", "--criterion", "label_smoothed_cross_entropy", "--label-smoothing", "0.1",
+    "--seed", "3", "--num-workers", "0", "--no-epoch-checkpoints", "--log-format", "json",
+    "--log-interval", "1", "--required-batch-size-multiple", "1",
+)
+# What --help lists; each check's runs and what passes.
+CHECKS = {
+    "fp16": "--fp16 (fairseq's FP16Optimizer, flattened float32 copy) for every family: finite "
+            "losses, every parameter within Adam's steps of float32 training, Admin's omega within "
+            "2 %; trained to 2 updates, resumed to 3, then fairseq-generate --fp16 decodes the test set",
+    "amp": "--amp (AMPOptimizer, torch.cuda.amp) for every family: the same, decoded in float32",
+    "ddp": "--ddp-backend pytorch_ddp on every visible GPU against one GPU with --update-freq N "
+           "(float32): the same parameters within float32 tolerance (skipped with one GPU)",
+    "fused-adam": "which Adam fairseq picks here (apex's FusedAdam where installed) and that the "
+                  "runs above used it",
+    "benchmark": "the benchmark's training and generation ratios to Post-LN with --device cuda, "
+                 "--precision fp16 and bf16 (iwslt_de_en size)",
+}
+TEST_SENTENCES = 40
+
+
+@dataclass
+class Outcome:
+    check: str
+    row: str
+    ok: Optional[bool]  # None: skipped, or a figure with no pass mark
+    detail: str
+
+
+# -- comparisons ----------------------------------------------------------------------
+
+
+def adam_step_bound(reference, updates: int = UPDATES, lr: float = LR):
+    """How far two runs of the same batches may be apart, element by element:
+    an Adam step moves an element by about ``lr`` whatever its gradient, so
+    ``2 * updates * lr`` (every step of the other sign), plus a float16
+    rounding of the weight, ``2**-10 * |reference|``."""
+    return 2 * updates * lr + 2**-10 * reference.abs()
+
+
+def worst_step_ratio(half: Dict, float32: Dict, updates: int = UPDATES, lr: float = LR) -> float:
+    """The largest ``|half - float32| / adam_step_bound`` over every element of
+    every floating-point parameter (1 and below: within the bound)."""
+    worst = 0.0
+    for key, value in float32.items():
+        if value.is_floating_point():
+            ratio = (half[key].double() - value.double()).abs() / adam_step_bound(value.double(), updates, lr)
+            worst = max(worst, float(ratio.max()))
+    return worst
+
+
+def omega_error(half: Dict, float32: Dict) -> Optional[float]:
+    """The largest relative difference of Admin's omega between two runs (None
+    without omega)."""
+    keys = [k for k in float32 if k.endswith(".omega")]
+    if not keys:
+        return None
+    return max(float(((half[k] - float32[k]).abs() / float32[k].abs()).max()) for k in keys)
+
+
+def update_units(a: Dict, b: Dict, updates: int = UPDATES, lr: float = LR) -> float:
+    """The largest ``||a - b|| / (updates * lr * sqrt(numel))`` over the
+    parameters: how much of the movement of ``updates`` Adam steps two runs
+    disagree on (runs with other batches or another gradient: order 1)."""
+    return max(
+        float((a[k].double() - v.double()).norm() / (updates * lr * math.sqrt(v.numel())))
+        for k, v in b.items() if v.is_floating_point()
+    )
+
+
+def hypotheses(path: Path) -> List[float]:
+    """The scores of fairseq-generate's hypotheses (``H-`` lines) in ``path``."""
+    if not path.exists():
+        return []
+    return [float(line.split("\t")[1]) for line in path.read_text().splitlines() if line.startswith("H-")]
+
+
+def training_losses(save_dir: Path) -> List[float]:
+    path = save_dir / "train_inner.json"
+    return [float(r["loss"]) for r in json.loads(path.read_text())] if path.exists() else []
+
+
+def weights(save_dir: Path) -> Dict:
+    import torch
+
+    return torch.load(save_dir / "checkpoint_last.pt", map_location="cpu")["model"]
+
+
+def compare_with_float32(check: str, row: str, run: Path, float32: Path, decoded: bool) -> Outcome:
+    """A row trained under ``check``'s path against the float32 run."""
+    losses = training_losses(run)
+    if len(losses) != UPDATES or not all(math.isfinite(x) for x in losses):
+        return Outcome(check, row, False, f"training losses {losses}: expected {UPDATES} finite")
+    half, reference = weights(run), weights(float32)
+    ratio, omega = worst_step_ratio(half, reference), omega_error(half, reference)
+    problems = []
+    if ratio > 1:
+        problems.append(f"parameters {ratio:.2f} x the bound from float32's")
+    if omega is not None and omega > 0.02:
+        problems.append(f"Admin's omega {100 * omega:.1f} % from float32's")
+    scores = hypotheses(run / "generate-test.txt") if decoded else []
+    if decoded and (len(scores) != TEST_SENTENCES or not all(math.isfinite(s) for s in scores)):
+        problems.append(f"fairseq-generate: {len(scores)} finite hypotheses of {TEST_SENTENCES}")
+    detail = f"loss {losses[-1]:.3f}, parameters {ratio:.2f} x bound" + (
+        f", omega {100 * omega:.2f} %" if omega is not None else "") + (
+        f", {len(scores)} sentences decoded" if decoded else "")
+    return Outcome(check, row, not problems, "; ".join(problems) or detail)
+
+
+# -- runs ---------------------------------------------------------------------------
+
+
+class Runner:
+    """Trains rows under one set of flags in a child process (one CUDA context a mode)."""
+
+    def __init__(self, out: Path, data: Path, rows: Sequence[str], device: str):
+        self.out, self.data, self.rows, self.device = out, data, list(rows), device
+
+    def train(self, mode: str, flags: Sequence[str], stops=(UPDATES,), decode=False) -> subprocess.CompletedProcess:
+        base = ["--cpu"] if self.device == "cpu" else []
+        cmd = [sys.executable, "-m", "fairseq_rskip.analysis.fairseq_runs", *self.rows,
+               "--data", str(self.data), "--out", str(self.out / mode), "--stops", *map(str, stops),
+               *(["--generate"] if decode else []), "--", *TRAIN_FLAGS, *base, *flags]
+        write(f"  {mode}: training {len(self.rows)} rows ({' '.join(flags) or 'float32'})")
+        log = self.out / f"{mode}.log"
+        with open(log, "w") as f:
+            proc = subprocess.run(cmd, stdout=f, stderr=subprocess.STDOUT, text=True,
+                                  env={**child_env(), "PYTHONWARNINGS": "ignore"})
+        proc.log = log.read_text()
+        if proc.returncode != 0:
+            write(f"  {mode}: failed (exit {proc.returncode}); log {log}")
+        return proc
+
+
+def half_precision_flags(device: str) -> Dict[str, List[str]]:
+    """The ``fp16`` and ``amp`` paths. On CPU (``--device cpu``, for testing
+    this tool): FP16Optimizer without flattening (the flat copy needs CUDA),
+    a loss scale that does not overflow (fairseq's CPU path crashes on an
+    overflow), and --amp in float32 (torch.cuda.amp is off without CUDA)."""
+    if device == "cpu":
+        return {"fp16": ["--fp16", "--fp16-no-flatten-grads", "--fp16-init-scale", "4"], "amp": ["--amp"]}
+    return {"fp16": ["--fp16"], "amp": ["--amp"]}
+
+
+def check_training(runner: Runner) -> List[Outcome]:
+    outcomes = []
+    reference = runner.train("float32", [])
+    paths = half_precision_flags(runner.device)
+    runs = {"fp16": runner.train("fp16", paths["fp16"], stops=(2, UPDATES), decode=True),
+            "amp": runner.train("amp", paths["amp"], decode=True)}
+    for check, proc in runs.items():
+        for row in runner.rows:
+            if reference.returncode != 0 or proc.returncode != 0:
+                failed = "float32" if reference.returncode != 0 else check
+                outcomes.append(Outcome(check, row, False, f"the {failed} runs failed: {runner.out}/{failed}.log"))
+                continue
+            outcomes.append(compare_with_float32(check, row, runner.out / check / row,
+                                                 runner.out / "float32" / row, decoded=True))
+    runner.logs = {"float32": reference.log, **{k: p.log for k, p in runs.items()}}
+    return outcomes
+
+
+def check_ddp(runner: Runner, gpus: int) -> List[Outcome]:
+    if gpus < 2:
+        return [Outcome("ddp", "all", None, f"skipped: {gpus} GPU visible, pytorch_ddp needs 2 or more")]
+    single = runner.train("ddp-1gpu", ["--distributed-world-size", "1", "--update-freq", str(gpus)])
+    ddp = runner.train("ddp", ["--distributed-world-size", str(gpus), "--ddp-backend", "pytorch_ddp"])
+    outcomes = []
+    for row in runner.rows:
+        if single.returncode != 0 or ddp.returncode != 0:
+            outcomes.append(Outcome("ddp", row, False, f"runs failed: {runner.out}/ddp*.log"))
+            continue
+        units = update_units(weights(runner.out / "ddp" / row), weights(runner.out / "ddp-1gpu" / row))
+        outcomes.append(Outcome("ddp", row, units <= 0.05,
+                                f"{gpus} GPUs vs 1 with --update-freq {gpus}: {units:.4f} of the updates "
+                                "apart (pass: 0.05)"))
+    return outcomes
+
+
+def check_fused_adam(logs: Dict[str, str]) -> Outcome:
+    from fairseq.optim.fused_adam import get_fused_adam_class
+
+    picked = get_fused_adam_class()
+    if picked is None:
+        return Outcome("fused-adam", "all", None, "apex's FusedAdam is not installed: fairseq uses its own Adam")
+    used = [mode for mode, log in logs.items() if "using FusedAdam" in log]
+    return Outcome("fused-adam", "all", len(used) == len(logs),
+                   f"fairseq picks {picked.__name__}; used by the {', '.join(used) or 'no'} runs")
+
+
+def check_benchmark(out: Path, device: str, rows: Sequence[str]) -> List[Outcome]:
+    """The benchmark of the rows (every candidate of the benchmark among them)."""
+    from fairseq_rskip.benchmark.throughput import candidates
+
+    archs = [r for r in rows if r in candidates()]
+    outcomes = []
+    for precision in ("fp16", "bf16"):
+        json_out = out / f"benchmark-{precision}.json"
+        flags = ["--quick"] if device == "cpu" else ["--size", "iwslt_de_en", "--reps", "3", "--steps", "4"]
+        flags += ["--archs", *archs] if archs else []
+        cmd = [sys.executable, "-m", "fairseq_rskip.benchmark.throughput", "--device", device,
+               "--precision", precision, "--mem-reps", "0", *flags, "--json-out", str(json_out)]
+        write(f"  benchmark: --device {device} --precision {precision}")
+        with open(out / f"benchmark-{precision}.log", "w") as f:
+            code = subprocess.run(cmd, stdout=f, stderr=subprocess.STDOUT, env=child_env()).returncode
+        if code != 0 or not json_out.exists():
+            outcomes.append(Outcome("benchmark", precision, False, f"failed: {out}/benchmark-{precision}.log"))
+            continue
+        result = json.loads(json_out.read_text())
+        ratios = ", ".join(f"{n} {result['train_ratio'][n]:.2f}/{result['gen_ratio'][n]:.2f}"
+                           for n in result["names"] if n != "postln")
+        outcomes.append(Outcome("benchmark", precision, None, f"train/generation x Post-LN: {ratios}"))
+    return outcomes
+
+
+# -- the whole check ------------------------------------------------------------------
+
+
+def machine_lines(device: str) -> List[str]:
+    import fairseq
+    import torch
+
+    lines = [f"torch {torch.__version__} (CUDA {torch.version.cuda}), fairseq {fairseq.__version__}, "
+             f"python {sys.version.split()[0]}"]
+    if device == "cuda":
+        lines += [f"GPU {i}: {torch.cuda.get_device_name(i)}" for i in range(torch.cuda.device_count())]
+    else:
+        lines.append(f"CPU only ({os.cpu_count()} CPUs): the checks' CPU paths, for testing this tool")
+    return lines
+
+
+def run_checks(out: Path, rows: Sequence[str], checks: Sequence[str], device: str = "cuda") -> List[Outcome]:
+    from fairseq_rskip.analysis.synthetic import make_synthetic_databin
+
+    import torch
+
+    out.mkdir(parents=True, exist_ok=True)
+    data = make_synthetic_databin(out / "data-bin", n_train=400, n_valid=40, n_test=TEST_SENTENCES)
+    runner = Runner(out, data, rows, device)
+    runner.logs = {}
+    outcomes = []
+    if "fp16" in checks or "amp" in checks:
+        outcomes += [o for o in check_training(runner) if o.check in checks]
+    if "ddp" in checks:
+        outcomes += check_ddp(runner, torch.cuda.device_count() if device == "cuda" else 0)
+    if "fused-adam" in checks:
+        outcomes.append(check_fused_adam({k: v for k, v in runner.logs.items() if k != "float32"})
+                        if device == "cuda" else Outcome("fused-adam", "all", None, "skipped on CPU"))
+    if "benchmark" in checks:
+        outcomes += check_benchmark(out, device, rows)
+    return outcomes
+
+
+def report(outcomes: Sequence[Outcome], device: str) -> str:
+    mark = {True: "pass", False: "FAIL", None: "-"}
+    lines = ["# rskip-gpu-check", "", *machine_lines(device), "",
+             "| check | row | result | detail |", "|---|---|---|---|"]
+    lines += [f"| {o.check} | {o.row} | {mark[o.ok]} | {o.detail} |" for o in outcomes]
+    failed = sum(o.ok is False for o in outcomes)
+    lines += ["", f"{sum(o.ok is True for o in outcomes)} checks passed, {failed} failed"]
+    return "\n".join(lines) + "\n"
