@@ -40,6 +40,7 @@ setup(
             "rskip-gradient-analysis = fairseq_rskip.cli.gradient_analysis:cli_main",
             "rskip-warmup-demo = fairseq_rskip.cli.warmup_demo:cli_main",
             "rskip-signal-propagation = fairseq_rskip.cli.signal_propagation:cli_main",
+            "rskip-output-change = fairseq_rskip.cli.output_change:cli_main",
         ],
     },
 )
