@@ -32,6 +32,7 @@ batches. The *growth* of a variant is its change at the deepest depth minus (its
 
 import copy
 import csv
+import logging
 import math
 from dataclasses import asdict, dataclass
 from pathlib import Path
@@ -45,6 +46,8 @@ from fairseq_rskip.progress import progress_bar
 from fairseq_rskip.variants import VARIANTS, Variant, size_suffix
 
 KINDS = ("update", "perturbation")
+# the paper's comparison: Post-LN against Pre-LN (either row that builds it) and Admin
+PAPER_VARIANTS = ("postln", "preln", "prenorm_nowarmup", "admin")
 # Liu et al.'s comparison, and the two other deep Post-LN recipes of the table
 DEFAULT_VARIANTS = ("postln", "preln", "admin", "deepnorm", "rskip")
 
@@ -61,7 +64,7 @@ class Record:
     loss: float  # the batch's mean token cross-entropy at W
 
 
-def model_flags(depth: int, embed_dim: int = 64, ffn_dim: int = 128, heads: int = 4) -> List[str]:
+def model_flags(depth: int, embed_dim: int = 256, ffn_dim: int = 1024, heads: int = 4) -> List[str]:
     """Depth and width of every model; dropout 0, so that the output is a function of W alone."""
     return ["--encoder-layers", str(depth), "--decoder-layers", str(depth),
             "--encoder-embed-dim", str(embed_dim), "--decoder-embed-dim", str(embed_dim),
@@ -146,8 +149,8 @@ def measure_model(variant: Variant, depth: int, model, samples: Sequence[dict], 
     return records
 
 
-def run(data: str, variants: Sequence[str], depths: Sequence[int], width: Sequence[int] = (64, 128, 4),
-        extra: Sequence[str] = (), split: str = "train", max_tokens: int = 1024, batches: int = 4,
+def run(data: str, variants: Sequence[str], depths: Sequence[int], width: Sequence[int] = (256, 1024, 4),
+        extra: Sequence[str] = (), split: str = "train", max_tokens: int = 1024, batches: int = 2,
         lr: float = 1e-5, eps: float = 0.01, seed: int = 1) -> List[Record]:
     """Every variant x depth on the first ``batches`` batches of ``split`` (``width``: embedding
     and feed-forward dimensions, attention heads)."""
@@ -196,18 +199,23 @@ def growth(records: Sequence[Record], kind: str) -> Dict[str, Tuple[float, float
     return out
 
 
-def verdict(records: Sequence[Record], kind: str, reference: str = "postln") -> Optional[str]:
-    """Whether ``reference`` (Post-LN) shows the paper's ordering, its output change growing
-    fastest with depth: the largest increase and the largest factor from the shallowest depth
-    to the deepest; also whether it is the largest change at every depth. None without
-    Post-LN or without two depths."""
+def verdict(records: Sequence[Record], kind: str, reference: str = "postln",
+            compared: Sequence[str] = PAPER_VARIANTS) -> Optional[str]:
+    """Whether ``reference`` (Post-LN) shows the paper's ordering among the ``compared``
+    variants present (the paper's Pre-LN and Admin; every variant when none of them is):
+    its output change growing fastest with depth, the largest increase and the largest
+    factor from the shallowest depth to the deepest; and whether its change is the largest
+    at every depth. None without Post-LN, another variant or two depths."""
     labels = {r.variant: r.label for r in records}
     depths = sorted({r.depth for r in records})
     g = {name: v for name, v in growth(records, kind).items() if all(map(math.isfinite, v))}
+    if any(name in g for name in compared if name != reference):
+        g = {name: v for name, v in g.items() if name in compared}
     if reference not in g or len(g) < 2 or len(depths) < 2:
         return None
     table = summary(records)
     ref = labels[reference]
+    among = ", ".join(labels[n] for n in g)
     span = f"from {depths[0]} to {depths[-1]} layers"
     by_increase = sorted(g, key=lambda n: -g[n][0])
     by_factor = sorted(g, key=lambda n: -g[n][1])
@@ -234,7 +242,7 @@ def verdict(records: Sequence[Record], kind: str, reference: str = "postln") -> 
         head = (f"{kind}: NOT as the paper reports: {span} {labels[by_factor[0]]}'s output change "
                 f"grows by the largest factor and {labels[by_increase[0]]}'s by the largest "
                 f"increase, not {ref}'s")
-    return f"{head}; {level} (increase: {increases}; factor: {factors})."
+    return f"{head}; {level} (among {among}; increase: {increases}; factor: {factors})."
 
 
 def _fmt(value: Optional[float]) -> str:
@@ -267,6 +275,9 @@ def markdown(records: Sequence[Record], depths: Sequence[int], variants: Sequenc
 
 
 def plot(records: Sequence[Record], depths: Sequence[int], variants: Sequence[str], path: Path) -> Path:
+    """Mean relative change against depth, one line per variant; after an update, after a
+    perturbation."""
+    logging.getLogger("matplotlib").setLevel(logging.WARNING)
     import matplotlib
 
     matplotlib.use("Agg")

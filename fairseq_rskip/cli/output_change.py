@@ -31,12 +31,12 @@ def build_parser(prog="rskip-output-change"):
                    help="rows of fairseq_rskip/variants.py (default: %(default)s)")
     p.add_argument("--depths", type=int, nargs="+", default=[6, 12, 18],
                    help="layers of the encoder and of the decoder")
-    p.add_argument("--embed-dim", type=int, default=64)
-    p.add_argument("--ffn-dim", type=int, default=128)
-    p.add_argument("--heads", type=int, default=4)
+    p.add_argument("--embed-dim", type=int, default=256, help="model width")
+    p.add_argument("--ffn-dim", type=int, default=1024, help="feed-forward width")
+    p.add_argument("--heads", type=int, default=4, help="attention heads")
     p.add_argument("--split", default="train", help="the data-bin split the batches come from")
     p.add_argument("--max-tokens", type=int, default=1024, help="tokens per batch")
-    p.add_argument("--batches", type=int, default=4, help="batches to average over")
+    p.add_argument("--batches", type=int, default=2, help="batches to average over")
     p.add_argument("--lr", type=float, default=1e-5, help="learning rate of the one Adam update")
     p.add_argument("--perturbation", type=float, default=0.01,
                    help="relative size eps of the random perturbation: W += eps * rms(W) * N(0, 1)")
