@@ -41,6 +41,7 @@ setup(
             "rskip-warmup-demo = fairseq_rskip.cli.warmup_demo:cli_main",
             "rskip-signal-propagation = fairseq_rskip.cli.signal_propagation:cli_main",
             "rskip-gpu-check = fairseq_rskip.cli.gpu_check:cli_main",
+            "rskip-output-change = fairseq_rskip.cli.output_change:cli_main",
         ],
     },
 )

@@ -3,6 +3,7 @@ preprocess, train, generate, resume, interactive, checkpoint averaging, hub load
 
 import json
 import re
+import shutil
 import subprocess
 import sys
 
@@ -20,15 +21,21 @@ ARCHS = {
     "transformer_espa_tiny": ["--lr-scheduler", "inverse_sqrt", "--warmup-updates", "4"],
 }
 ADMIN_LOG = "Admin: omega of the encoder sublayers profiled on the first training batch"
-def train(data_bin, arch, save_dir, max_update, *extra, program=("fairseq-train",)):
-    return run([
+
+
+def train_command(data_bin, arch, save_dir, max_update, program=("fairseq-train",)):
+    return [
         *program, data_bin, "--user-dir", USER_DIR, "--arch", arch,
         "--share-all-embeddings", "--optimizer", "adam", "--adam-betas", "(0.9, 0.98)",
         "--lr", "2e-3", "--max-tokens", "800", "--max-update", max_update,
         "--criterion", "label_smoothed_cross_entropy", "--label-smoothing", "0.1",
         "--save-dir", save_dir, "--log-format", "json", "--log-interval", "1",
-        "--seed", "3", "--num-workers", "0", *extra,
-    ])
+        "--seed", "3", "--num-workers", "0",
+    ]
+
+
+def train(data_bin, arch, save_dir, max_update, *extra, program=("fairseq-train",)):
+    return run([*train_command(data_bin, arch, save_dir, max_update, program), *extra])
 
 
 def json_logs(proc, kind="train_inner"):
@@ -145,6 +152,69 @@ def test_admin_profiles_once_inside_fairseq_train_and_keeps_omega(trained, data_
     src = torch.tensor([[d.index("the"), d.index("cat"), d.eos()]])
     model(src, torch.tensor([3]), torch.tensor([[d.eos(), d.index("eht" + "x")]]))
     assert all(torch.equal(v, loaded[k]) for k, v in model.state_dict().items() if k.endswith(".omega"))
+
+
+def profile_rows(path):
+    return [(int(i), float(v)) for i, v in (line.split() for line in path.read_text().splitlines())]
+
+
+def test_admin_profiling_run_writes_its_profile_beside_the_checkpoints(trained):
+    """profile.ratio.init in --save-dir, Transformer-Clinic's format: the encoder's 2N
+    lines, then the decoder's 3M (3 + 2 layers here), the values fairseq-train logged."""
+    save_dir, first, resumed = trained["transformer_admin_tiny"]
+    rows = profile_rows(save_dir / "profile.ratio.init")
+    assert [i for i, _ in rows] == [1, 2, 3, 4, 5, 6] + [1, 2, 3, 4, 5, 6]
+    logged = []
+    for stack in ("encoder", "decoder"):
+        line = re.search(rf"omega of the {stack} sublayers profiled on the first training batch: (.*)",
+                         first.stderr + first.stdout).group(1)
+        logged += [float(v) for v in line.split()]
+    assert [v for _, v in rows] == pytest.approx(logged, abs=5e-5)
+    written = "Admin: profile written to " + str(save_dir / "profile.ratio.init")
+    assert (first.stdout + first.stderr).count(written) == 1
+    assert "profile written" not in resumed.stdout + resumed.stderr  # resuming never profiles
+
+
+def test_admin_runs_start_from_the_profile_file(trained, data_bin, tmp_path):
+    """The two-stage workflow: runs started from the profile with --admin-profile never
+    profile; on the profiling run's seed the run is that run, update for update; on
+    another seed omega starts from the file; a file of another depth is refused; the
+    checkpoint generates once the file is gone."""
+    arch = "transformer_admin_tiny"
+    save_dir, first, _ = trained[arch]
+    profile = tmp_path / "profile.ratio.init"
+    shutil.copy(save_dir / "profile.ratio.init", profile)
+    same = train(data_bin, arch, tmp_path / "same", 6, *ARCHS[arch], "--admin-profile", profile)
+    log = same.stdout + same.stderr
+    assert ADMIN_LOG not in log and f"omega of the encoder sublayers read from {profile}" in log
+    assert not (tmp_path / "same" / "profile.ratio.init").exists()
+    assert [r["loss"] for r in json_logs(same)] == [r["loss"] for r in json_logs(first)][:6]
+    ours, theirs = (torch.load(d / "checkpoint1.pt")["model"] for d in (tmp_path / "same", save_dir))
+    assert all(torch.equal(ours[k], theirs[k]) for k in theirs)
+
+    other = train(data_bin, arch, tmp_path / "other", 1, *ARCHS[arch], "--admin-profile", profile,
+                  "--seed", "4")
+    assert ADMIN_LOG not in other.stdout + other.stderr
+    state = torch.load(tmp_path / "other" / "checkpoint_last.pt")["model"]
+    assert float(state["admin_profiled"]) == 1.0
+    names = [f"encoder.layers.{l}.{n}_layer_norm.omega" for l in range(3) for n in ("self_attn", "final")]
+    names += [f"decoder.layers.{l}.{n}_layer_norm.omega" for l in range(2)
+              for n in ("self_attn", "encoder_attn", "final")]
+    for name, (_, value) in zip(names, profile_rows(profile)):
+        assert (state[name] - value).abs().max() <= 2e-3 * 1.001, name  # one Adam step of lr 2e-3
+    assert not torch.equal(state["encoder.embed_tokens.weight"], theirs["encoder.embed_tokens.weight"])
+
+    deeper = run([*train_command(data_bin, arch, tmp_path / "deeper", 1), "--encoder-layers", "4",
+                  "--admin-profile", profile], check=False)
+    assert deeper.returncode != 0
+    assert (f"--admin-profile {profile} has 12 lines (encoder 1..6, then decoder 1..6: a profile of "
+            "3 encoder layers and 2 decoder layers), but this model (4 encoder and 2 decoder layers) "
+            "needs 8 + 6 = 14 lines") in deeper.stderr
+
+    profile.unlink()  # generation reads omega from the checkpoint
+    proc = run(["fairseq-generate", data_bin, "--user-dir", USER_DIR, "--path",
+                tmp_path / "other" / "checkpoint_last.pt", "--beam", "2", "--required-batch-size-multiple", "1"])
+    assert "Translated 20 sentences" in proc.stdout + proc.stderr
 
 
 @pytest.mark.parametrize("arch", ["transformer_prenorm_nowarmup_tiny", "transformer_espa_tiny"])

@@ -14,7 +14,8 @@ from conftest import BIN, REPO, run
 from fairseq_rskip.data_prep.bundled import CORPUS_DIR
 
 COMMANDS = ("rskip-prepare", "rskip-evaluate", "rskip-average-checkpoints", "rskip-reproduce",
-            "rskip-gradient-analysis", "rskip-warmup-demo", "rskip-signal-propagation", "rskip-gpu-check")
+            "rskip-gradient-analysis", "rskip-warmup-demo", "rskip-signal-propagation",
+            "rskip-output-change", "rskip-gpu-check")
 TRAIN = ["--share-all-embeddings", "--optimizer", "adam", "--max-tokens", "2000", "--max-update", "3",
          "--num-workers", "0", "--cpu", "--no-epoch-checkpoints"]
 # one intra-op thread: on a shared 2-core machine torch's thread pool otherwise spins against other jobs

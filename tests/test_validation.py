@@ -210,6 +210,11 @@ DEEP_REFUSED = [
     ("transformer_deepnorm_tiny", ("--attention-init", "kaiming_uniform"),
      r"--attention-init kaiming_uniform and --skip-weight deepnorm both initialise the attention "
      r"projections: leave --attention-init out"),
+    ("transformer_deepnorm_tiny", ("--admin-profile", "profile.ratio.init"),
+     r"--admin-profile applies only with --skip-weight admin \(got --skip-weight deepnorm\)"),
+    ("transformer_admin_tiny", ("--admin-init", "logn", "--admin-profile", "profile.ratio.init"),
+     r"--admin-profile and --admin-init logn both set Admin's initial omega: leave one out"),
+    ("transformer_admin_tiny", ("--admin-profile", " "), r"--admin-profile needs a file name"),
 ]
 
 

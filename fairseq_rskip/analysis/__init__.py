@@ -17,6 +17,9 @@ the variants they compare in :mod:`fairseq_rskip.variants`:
                                    without warm-up (Xiong et al. 2020)
 ``signal_propagation``             ``rskip-signal-propagation``: rank collapse at
                                    initialisation (He et al. 2023)
+``output_change``                  ``rskip-output-change``: how far one update
+                                   moves the output, per variant and depth
+                                   (Liu et al. 2020, Admin's paper)
 ``modelbuild``                     building models and batches in-process, as
                                    fairseq-train does (tools and tests)
 ``memory``                         activation memory saved for backward

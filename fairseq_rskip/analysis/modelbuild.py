@@ -59,11 +59,14 @@ def random_dictionary(size: int):
 
 
 def build_model(arch: str, extra: Sequence[str] = (), dictionary=None, tgt_dictionary=None,
-                seed: Optional[int] = None):
-    """``(model, args)`` for ``--arch arch`` and the extra flags, on ``dictionary``."""
+                seed: Optional[int] = None, save_dir: Optional[str] = None):
+    """``(model, args)`` for ``--arch arch`` and the extra flags, on ``dictionary``. A model
+    built in-process is no training run: it writes nothing (Admin's ``profile.ratio.init``)
+    unless ``save_dir`` names a folder, as ``--save-dir`` does for fairseq-train."""
     from fairseq.models import ARCH_MODEL_REGISTRY
 
     args = parse_model_args(arch, extra)
+    args.save_dir = save_dir
     if seed is not None:
         torch.manual_seed(seed)
     dictionary = dictionary if dictionary is not None else synthetic_dictionary()

@@ -13,6 +13,8 @@ is the entry point, which reports a :class:`~fairseq_rskip.errors.UserError` as 
 ``rskip-reproduce``            the comparison runner: variants x depths x seeds
 ``rskip-gradient-analysis``    per-sublayer gradient norms (Liu et al. 2020)
 ``rskip-warmup-demo``          Post-LN vs Pre-LN without warm-up (Xiong et al. 2020)
+``rskip-signal-propagation``   rank collapse at initialisation (He et al. 2023)
+``rskip-output-change``        output change after one update (Liu et al. 2020)
 ``rskip-gpu-check``            every family through fairseq's GPU paths (--fp16,
                                --amp, pytorch_ddp, fused Adam) on this machine
 =============================  ==============================================

@@ -120,6 +120,15 @@ class SkipNormConfig(FairseqDataclass):
             "sqrt((n+1)/ln(n+1) - 1), n residual sublayers of the stack"
         },
     )
+    admin_profile: Optional[str] = field(
+        default=None,
+        metadata={
+            "help": "Admin: start omega from this profile file (Transformer-Clinic's "
+            "profile.ratio.init, which every profiling run writes into --save-dir) instead of "
+            "profiling: one line 'INDEX VALUE' per sublayer, the encoder's 2N, then the "
+            "decoder's 3M"
+        },
+    )
 
     # Shortcut-free models (He et al. 2023): vanilla, E-SPA, U-SPA, Value-SkipInit
     no_skip: bool = field(
@@ -291,7 +300,7 @@ class SkipNormConfig(FairseqDataclass):
     def _validate_skip_weight(
         self, encoder_normalize_before: bool, decoder_normalize_before: bool, arch: str
     ) -> None:
-        """--skip-weight, --deepnorm-init, --admin-init and what they exclude."""
+        """--skip-weight, --deepnorm-init, --admin-init, --admin-profile and what they exclude."""
         weight = self.skip_weight
         if weight not in SKIP_WEIGHTS:
             raise ValueError(f"--skip-weight must be one of {', '.join(SKIP_WEIGHTS)}; got {weight!r}")
@@ -312,6 +321,18 @@ class SkipNormConfig(FairseqDataclass):
             raise ValueError(
                 f"--admin-init applies only with --skip-weight admin (got --skip-weight {weight})"
             )
+        if self.admin_profile is not None:
+            if weight != "admin":
+                raise ValueError(
+                    f"--admin-profile applies only with --skip-weight admin (got --skip-weight {weight})"
+                )
+            if self.admin_init != "profile":
+                raise ValueError(
+                    f"--admin-profile and --admin-init {self.admin_init} both set Admin's initial "
+                    "omega: leave one out"
+                )
+            if not str(self.admin_profile).strip():
+                raise ValueError("--admin-profile needs a file name")
         if weight == "deepnorm" and self.attention_init != defaults["attention_init"]:
             raise ValueError(
                 f"--attention-init {self.attention_init} and --skip-weight deepnorm both "

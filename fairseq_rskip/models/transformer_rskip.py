@@ -59,6 +59,11 @@ from fairseq_rskip.modules import (
     RSkipTransformerDecoderLayer,
     RSkipTransformerEncoderLayer,
 )
+from fairseq_rskip.modules.admin_profile import (
+    refuse_unread_profile,
+    start_from_profile_,
+    write_profile_on_rank_0,
+)
 from fairseq_rskip.modules.skip_weights import profile_admin_
 
 
@@ -141,9 +146,12 @@ class RSkipTransformerModel(TransformerModel):
     buffer ``admin_profiled`` (0, then 1): the first forward pass in training
     mode while it is 0 first sets every Admin ``omega`` by the profiling
     recursion on that batch (:func:`~fairseq_rskip.modules.skip_weights.profile_admin_`),
-    before the first update, inside a stock ``fairseq-train``. The buffer is
-    saved with the weights, so resuming, averaging, fine-tuning and generation
-    never profile again.
+    before the first update, inside a stock ``fairseq-train``, and writes them
+    to ``profile.ratio.init`` in ``--save-dir``
+    (:mod:`~fairseq_rskip.modules.admin_profile`). With ``--admin-profile
+    FILE`` the omegas come from such a file when the model is built, and the
+    buffer starts at 1. The buffer is saved with the weights, so resuming,
+    averaging, fine-tuning and generation never profile again.
     """
 
     def __init__(self, args, encoder, decoder):
@@ -151,6 +159,8 @@ class RSkipTransformerModel(TransformerModel):
         skip_norm = SkipNormConfig.from_namespace(args)
         if skip_norm.skip_weight == "admin" and skip_norm.admin_init == "profile":
             self.register_buffer("admin_profiled", torch.zeros(()))
+            if skip_norm.admin_profile is not None:
+                start_from_profile_(self, skip_norm.admin_profile)
         else:
             self.admin_profiled = None
 
@@ -193,8 +203,10 @@ class RSkipTransformerModel(TransformerModel):
             encoder_out = self.encoder(src_tokens, src_lengths=src_lengths)
             self.decoder(prev_output_tokens, encoder_out=encoder_out, src_lengths=src_lengths)
 
-        profile_admin_(self, run_forward)
+        refuse_unread_profile(self)  # --admin-profile FILE: never profile in its place
+        profiled = profile_admin_(self, run_forward)
         self.admin_profiled.fill_(1.0)
+        write_profile_on_rank_0(profiled, getattr(self.args, "save_dir", None))
 
     @classmethod
     def hub_models(cls):
