@@ -132,6 +132,12 @@ def test_admin_omega_is_float32_trainings_profile(trained, mode):
     assert len(omegas) == 2 * 2 + 3 * 2  # tiny: 2 + 2 layers; 2 and 3 sublayers a layer
     assert max(float(float32[k].max()) for k in omegas) > 1.2  # profiled, not the initial 1
     assert omega_error(half, float32) <= 0.02
+    # the profile written beside the checkpoints holds the profiling's values
+    profile, profile32 = (
+        [float(line.split()[1]) for line in (folder / m / "admin" / "profile.ratio.init").read_text().splitlines()]
+        for m in (mode, "float32"))
+    assert len(profile) == len(omegas)
+    assert all(abs(v - v32) <= 0.02 * v32 for v, v32 in zip(profile, profile32))
 
 
 def test_the_bound_fails_a_lost_profile(trained):
