@@ -1,7 +1,7 @@
 #!/usr/bin/env python
 """Training throughput, generation speed and peak memory against fairseq's stock
 transformer: :mod:`fairseq_rskip.benchmark.throughput`, whose docstring says what
-is measured and how.
+is measured and how, run from this checkout.
 
     python benchmarks/benchmark_throughput.py                 # iwslt_de_en size, CPU
     python benchmarks/benchmark_throughput.py --quick         # smoke test, seconds
@@ -10,8 +10,11 @@ is measured and how.
 """
 
 import sys
+from pathlib import Path
 
-from fairseq_rskip.benchmark.throughput import cli_main
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # this checkout's fairseq_rskip
+
+from fairseq_rskip.benchmark.throughput import cli_main  # noqa: E402
 
 if __name__ == "__main__":
     sys.exit(cli_main())

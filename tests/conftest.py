@@ -131,7 +131,8 @@ def data_bin(tmp_path_factory):
 WORKER = Path(__file__).with_name("distributed_worker.py")
 # fairseq-train options of the worker runs: those of rskip-gpu-check's runs
 # (tiny batches, no dropout), on the tiny corpus's joined dictionary
-WORKER_TRAIN = ["--user-dir", str(USER_DIR), "--share-all-embeddings", *gpu_check.TRAIN_FLAGS]
+WORKER_TRAIN = ["--user-dir", str(USER_DIR), "--share-all-embeddings", "--max-tokens", "400",
+                *gpu_check.TRAIN_FLAGS]
 
 
 def start_worker(data, out, names, *train_flags, rank=0, world=1, update_freq=1, port=0, worker_flags=()):

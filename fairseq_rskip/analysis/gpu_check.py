@@ -24,7 +24,7 @@ UPDATES, LR = 3, 2e-3
 # the runs' fairseq-train options: tiny batches, no dropout (runs in other
 # precisions or on other devices see the same computation)
 TRAIN_FLAGS = (
-    "--optimizer", "adam", "--lr", str(LR), "--max-tokens", "400",
+    "--optimizer", "adam", "--lr", str(LR),
     "--dropout", "0", "--criterion", "label_smoothed_cross_entropy", "--label-smoothing", "0.1",
     "--seed", "3", "--num-workers", "0", "--no-epoch-checkpoints", "--log-format", "json",
     "--log-interval", "1", "--required-batch-size-multiple", "1",
@@ -39,10 +39,12 @@ CHECKS = {
            "(float32): the same parameters within float32 tolerance (skipped with one GPU)",
     "fused-adam": "which Adam fairseq picks here (apex's FusedAdam where installed) and that the "
                   "runs above used it",
+    "first-step": "the largest loss scale (a power of 2) at which each family's first float16 "
+                  "backward is finite, against fairseq's initial 128 (figures)",
     "benchmark": "the benchmark's training and generation ratios to Post-LN with --device cuda, "
                  "--precision fp16 and bf16 (iwslt_de_en size)",
 }
-TEST_SENTENCES = 40
+TEST_SENTENCES = 40  # of the synthetic corpus
 
 
 @dataclass
@@ -112,8 +114,19 @@ def weights(save_dir: Path) -> Dict:
     return torch.load(save_dir / "checkpoint_last.pt", map_location="cpu")["model"]
 
 
-def compare_with_float32(check: str, row: str, run: Path, float32: Path, decoded: bool) -> Outcome:
-    """A row trained under ``check``'s path against the float32 run."""
+def test_sentences(data: Path) -> int:
+    """The number of sentence pairs in the test split of a fairseq data-bin."""
+    from fairseq.data import indexed_dataset
+
+    for idx in sorted(Path(data).glob("test.*-*.*.idx")):
+        return len(indexed_dataset.make_dataset(str(idx)[: -len(".idx")], impl="mmap"))
+    return 0
+
+
+def compare_with_float32(check: str, row: str, run: Path, float32: Path, decoded: bool,
+                         sentences: int = TEST_SENTENCES) -> Outcome:
+    """A row trained under ``check``'s path against the float32 run; with
+    ``decoded``, its decoding of the ``sentences`` of the test split."""
     losses = training_losses(run)
     if len(losses) != UPDATES or not all(math.isfinite(x) for x in losses):
         return Outcome(check, row, False, f"training losses {losses}: expected {UPDATES} finite")
@@ -125,8 +138,8 @@ def compare_with_float32(check: str, row: str, run: Path, float32: Path, decoded
     if omega is not None and omega > 0.02:
         problems.append(f"Admin's omega {100 * omega:.1f} % from float32's")
     scores = hypotheses(run / "generate-test.txt") if decoded else []
-    if decoded and (len(scores) != TEST_SENTENCES or not all(math.isfinite(s) for s in scores)):
-        problems.append(f"fairseq-generate: {len(scores)} finite hypotheses of {TEST_SENTENCES}")
+    if decoded and (len(scores) != sentences or not all(math.isfinite(s) for s in scores)):
+        problems.append(f"fairseq-generate: {len(scores)} finite hypotheses of {sentences}")
     detail = f"loss {losses[-1]:.3f}, parameters {ratio:.2f} x bound" + (
         f", omega {100 * omega:.2f} %" if omega is not None else "") + (
         f", {len(scores)} sentences decoded" if decoded else "")
@@ -139,14 +152,16 @@ def compare_with_float32(check: str, row: str, run: Path, float32: Path, decoded
 class Runner:
     """Trains rows under one set of flags in a child process (one CUDA context a mode)."""
 
-    def __init__(self, out: Path, data: Path, rows: Sequence[str], device: str):
+    def __init__(self, out: Path, data: Path, rows: Sequence[str], device: str, max_tokens: int):
         self.out, self.data, self.rows, self.device = out, data, list(rows), device
+        self.max_tokens = max_tokens
 
     def train(self, mode: str, flags: Sequence[str], stops=(UPDATES,), decode=False) -> subprocess.CompletedProcess:
         base = ["--cpu"] if self.device == "cpu" else []
         cmd = [sys.executable, "-m", "fairseq_rskip.analysis.fairseq_runs", *self.rows,
                "--data", str(self.data), "--out", str(self.out / mode), "--stops", *map(str, stops),
-               *(["--generate"] if decode else []), "--", *TRAIN_FLAGS, *base, *flags]
+               *(["--generate"] if decode else []), "--", *TRAIN_FLAGS, "--max-tokens", str(self.max_tokens),
+               *base, *flags]
         write(f"  {mode}: training {len(self.rows)} rows ({' '.join(flags) or 'float32'})")
         log = self.out / f"{mode}.log"
         with open(log, "w") as f:
@@ -181,7 +196,8 @@ def check_training(runner: Runner) -> List[Outcome]:
                 outcomes.append(Outcome(check, row, False, f"the {failed} runs failed: {runner.out}/{failed}.log"))
                 continue
             outcomes.append(compare_with_float32(check, row, runner.out / check / row,
-                                                 runner.out / "float32" / row, decoded=True))
+                                                 runner.out / "float32" / row, decoded=True,
+                                                 sentences=test_sentences(runner.data)))
     runner.logs = {"float32": reference.log, **{k: p.log for k, p in runs.items()}}
     return outcomes
 
@@ -239,6 +255,50 @@ def check_benchmark(out: Path, device: str, rows: Sequence[str]) -> List[Outcome
     return outcomes
 
 
+def largest_finite_loss_scale(model, criterion, sample, max_exponent: int = 24) -> int:
+    """The largest ``2**k`` (``k <= max_exponent``) at which the backward pass of
+    ``2**k`` times the summed loss of ``sample`` leaves every gradient of the
+    float16 ``model`` finite, as fairseq's dynamic loss scaler needs; 0 if none."""
+    import torch
+
+    loss, _, _ = criterion(model, sample)
+    low, high = -1, max_exponent  # the answer lies in (low, high]; -1: none
+    while low < high:
+        k = (low + high + 1) // 2
+        model.zero_grad()
+        (loss * 2.0**k).backward(retain_graph=True)
+        finite = all(torch.isfinite(p.grad).all() for p in model.parameters() if p.grad is not None)
+        low, high = (k, high) if finite else (low, k - 1)
+    return 0 if low < 0 else 2**low
+
+
+def check_first_step(data: Path, rows: Sequence[str], device: str, max_tokens: int) -> List[Outcome]:
+    """:func:`largest_finite_loss_scale` of each row at initialisation, in
+    training mode, on the first training batch of the runs' size."""
+    import torch
+    from fairseq.criterions.label_smoothed_cross_entropy import LabelSmoothedCrossEntropyCriterion
+
+    from fairseq_rskip.analysis import modelbuild
+    from fairseq_rskip.variants import VARIANTS
+
+    task, (batch, *_) = modelbuild.data_bin_batches(str(data), VARIANTS["postln"].fairseq_arch("tiny"),
+                                                   split="train", max_tokens=max_tokens, n_batches=1)
+    batch = {k: v.to(device) if torch.is_tensor(v) else v for k, v in batch.items()}
+    batch["net_input"] = {k: v.to(device) for k, v in batch["net_input"].items()}
+    criterion = LabelSmoothedCrossEntropyCriterion(task, sentence_avg=False, label_smoothing=0.1)
+    outcomes = []
+    for row in rows:
+        model, _ = modelbuild.build_variant(VARIANTS[row], "tiny", ["--dropout", "0"], seed=3,
+                                            dictionary=task.source_dictionary,
+                                            tgt_dictionary=task.target_dictionary)
+        model = model.to(device).half().train()
+        scale = largest_finite_loss_scale(model, criterion, batch)
+        outcomes.append(Outcome("first-step", row, None,
+                                f"first float16 backward finite up to loss scale {scale}"
+                                + (" (fairseq starts at 128: it overflows)" if scale < 128 else "")))
+    return outcomes
+
+
 # -- the whole check ------------------------------------------------------------------
 
 
@@ -255,14 +315,18 @@ def machine_lines(device: str) -> List[str]:
     return lines
 
 
-def run_checks(out: Path, rows: Sequence[str], checks: Sequence[str], device: str = "cuda") -> List[Outcome]:
+def run_checks(out: Path, rows: Sequence[str], checks: Sequence[str], device: str = "cuda",
+               data: Optional[Path] = None, max_tokens: int = 400) -> List[Outcome]:
+    """The checks on ``data`` (default: a synthetic corpus made in ``out``),
+    ``max_tokens`` a batch."""
     from fairseq_rskip.analysis.synthetic import make_synthetic_databin
 
     import torch
 
     out.mkdir(parents=True, exist_ok=True)
-    data = make_synthetic_databin(out / "data-bin", n_train=400, n_valid=40, n_test=TEST_SENTENCES)
-    runner = Runner(out, data, rows, device)
+    if data is None:
+        data = make_synthetic_databin(out / "data-bin", n_train=400, n_valid=40, n_test=TEST_SENTENCES)
+    runner = Runner(out, data, rows, device, max_tokens)
     runner.logs = {}
     outcomes = []
     if "fp16" in checks or "amp" in checks:
@@ -272,6 +336,8 @@ def run_checks(out: Path, rows: Sequence[str], checks: Sequence[str], device: st
     if "fused-adam" in checks:
         outcomes.append(check_fused_adam({k: v for k, v in runner.logs.items() if k != "float32"})
                         if device == "cuda" else Outcome("fused-adam", "all", None, "skipped on CPU"))
+    if "first-step" in checks:
+        outcomes += check_first_step(data, rows, device, max_tokens)
     if "benchmark" in checks:
         outcomes += check_benchmark(out, device, rows)
     return outcomes

@@ -29,6 +29,9 @@ def build_parser(prog="rskip-gpu-check"):
                    help="checks to run (default: all)")
     p.add_argument("--rows", nargs="+", default=family_rows("tiny"),
                    help="rows of the table of variants (default: one per family)")
+    p.add_argument("--data", help="a fairseq data-bin to train and decode (default: a small "
+                   "synthetic corpus made in --out)")
+    p.add_argument("--max-tokens", type=int, default=400, help="tokens a batch (default: %(default)s)")
     p.add_argument("--device", choices=["cuda", "cpu"], default="cuda",
                    help="cpu runs the checks' CPU paths (--fp16 without flattening, --amp in float32, "
                    "no DDP, benchmark --quick): for testing this tool, not the GPU paths")
@@ -53,7 +56,10 @@ def main(argv=None) -> int:
     out = Path(args.out)
     for line in gpu_check.machine_lines(args.device):
         write(line)
-    outcomes = gpu_check.run_checks(out, args.rows, args.checks, args.device)
+    if args.data and not Path(args.data).is_dir():
+        raise UserError(f"--data {args.data}: no such data-bin folder")
+    outcomes = gpu_check.run_checks(out, args.rows, args.checks, args.device,
+                                    Path(args.data) if args.data else None, args.max_tokens)
     text = gpu_check.report(outcomes, args.device)
     (out / "report.md").write_text(text)
     write(text)
