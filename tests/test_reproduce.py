@@ -25,7 +25,7 @@ while [ $# -gt 0 ]; do
   case "$1" in
     --checkpoint-dir) dir="$2"; shift 2;;
     --subset) subset="$2"; shift 2;;
-    --data|--beam|--lenpen|--user-dir|--avg-last) shift 2;;
+    --data|--beam|--lenpen|--user-dir|--avg-last|--translations-dir) shift 2;;
     *) echo "unexpected option $1" >&2; exit 3;;
   esac
 done
