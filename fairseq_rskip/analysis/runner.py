@@ -11,10 +11,13 @@ Every run is a real ``fairseq-train`` subprocess (``--log-format json``,
     ``run.json`` (the run's identity, below) and ``result.json``, written
     once the run is finished (trained and evaluated, or diverged). A run
     whose ``result.json`` exists is skipped; any other run is started again
-    and fairseq resumes it from ``checkpoints/checkpoint_last.pt``.
+    and fairseq resumes it from ``checkpoints/checkpoint_last.pt``. The
+    evaluation keeps its translations here (``rskip-evaluate
+    --translations-dir``).
 
-and :mod:`fairseq_rskip.analysis.report` writes the tables and plots, and
-``config.json`` the configuration the runs were made with.
+and :mod:`fairseq_rskip.analysis.significance` compares each variant with
+its reference row, :mod:`fairseq_rskip.analysis.report` writes the tables
+and plots, and ``config.json`` the configuration the runs were made with.
 
 A run's identity (:func:`run_identity`) is everything that determines it:
 its fairseq-train arguments (without the program, the data-bin's path and
