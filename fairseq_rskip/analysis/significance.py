@@ -145,6 +145,8 @@ def compare_runs(out: Path, records: List[dict], variants: dict,
                 row[key] = (c[key] - b[key] if c.get(key) is not None and b.get(key) is not None
                             else None)
             row["tests"], row["tests_missing"] = _seed_tests(out, c, b, settings, progress)
+            for metric, test in (row["tests"] or {}).items():
+                row[metric] = test["delta"]  # unrounded (the records keep 2 decimals)
             per_seed.append(row)
         comparison = {
             "candidate": cand, "baseline": base, "depth": depth, "seeds": seeds,
