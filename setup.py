@@ -30,6 +30,8 @@ setup(
         # the commands: rskip-prepare (Moses tokenisation), rskip-reproduce (plots)
         "sacremoses==0.2.0",
         "matplotlib==3.11.2",
+        # rskip-reproduce's t-intervals over seeds (scikit-learn, which fairseq imports, needs it too)
+        "scipy==1.17.1",
     ],
     entry_points={
         "console_scripts": [

@@ -27,7 +27,8 @@ class Variant:
     nowarmup: bool = False  # inverse_sqrt_nowarmup from the peak rate, else inverse_sqrt warm-up
     label: str = ""  # short, for plots and logs
     description: str = ""
-    # the stock variant it is compared with like for like (the benchmark's second baseline)
+    # the stock variant it is compared with like for like (the benchmark's second baseline,
+    # the runner's paired comparisons: fairseq_rskip.analysis.significance)
     reference: str = "postln"
     # fairseq's own transformer only: the plugin's bit-for-bit equal build (arch, flags)
     plugin_equivalent: Optional[Tuple[str, Tuple[str, ...]]] = None

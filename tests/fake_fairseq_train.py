@@ -1,10 +1,12 @@
 """Stands in for fairseq-train in the runner's tests (``--train-command "python THIS"``).
 
-Takes fairseq-train's command line, reads --save-dir, --max-update, --log-interval and
-the last --lr, and writes what the runner reads: fairseq's JSON log lines (``train_inner``
+Takes fairseq-train's command line, reads --save-dir, --max-update, --log-interval, --seed
+and the last --lr, and writes what the runner reads: fairseq's JSON log lines (``train_inner``
 every --log-interval updates, ``valid`` at the end), ``checkpoint_best.pt`` and
-``checkpoint_last.pt`` (zip archives that hold no model). The loss falls with the rate; from --lr 1000 on it is nan from
-update 3 (a diverged run). Environment: ``FAKE_TRAIN_SECONDS_PER_UPDATE`` (default 0) makes
+``checkpoint_last.pt`` (zip archives that hold no model). The loss falls with the rate,
+``10 / (1 + lr · update) + 10 · lr · seed`` (so that two rates' difference changes with
+--seed); from --lr 1000 on it is nan from update 3 (a diverged run). Environment:
+``FAKE_TRAIN_SECONDS_PER_UPDATE`` (default 0) makes
 it slow, ``FAKE_TRAIN_PIDFILE`` names a file it writes its process id into once started.
 """
 
@@ -33,6 +35,7 @@ def main(argv):
     max_update = int(option(argv, "--max-update", "4"))
     interval = int(option(argv, "--log-interval", "1"))
     lr = float(option(argv, "--lr", "0.001"))
+    seed = int(option(argv, "--seed", "1"))
     seconds = float(os.environ.get("FAKE_TRAIN_SECONDS_PER_UPDATE", "0"))
     save_dir.mkdir(parents=True, exist_ok=True)
     pidfile = os.environ.get("FAKE_TRAIN_PIDFILE")
@@ -43,7 +46,7 @@ def main(argv):
     loss = 10.0
     for update in range(1, max_update + 1):
         time.sleep(seconds)
-        loss = float("nan") if lr >= 1000 and update >= 3 else 10.0 / (1.0 + lr * update)
+        loss = float("nan") if lr >= 1000 and update >= 3 else 10.0 / (1.0 + lr * update) + 10 * lr * seed
         if update % interval == 0:
             log("train_inner", {"epoch": 1, "loss": str(loss), "wps": "1000", "num_updates": str(update)})
     log("valid", {"epoch": 1, "valid_loss": str(loss), "valid_num_updates": str(max_update)})

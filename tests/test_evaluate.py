@@ -57,6 +57,10 @@ def test_scores_equal_sacrebleu_on_known_pair():
     detok = sacrebleu.corpus_bleu(DETOK_HYPS, [RAW_REFS])
     assert res["bleu_tokenized"] == round(tokenized.score, 2)
     assert res["sacrebleu"] == round(detok.score, 2)
+    chrf = sacrebleu.CHRF()
+    assert res["chrf"] == round(chrf.corpus_score(DETOK_HYPS, [RAW_REFS]).score, 2)
+    assert res["chrf_signature"] == str(chrf.get_signature()) and "nc:6|nw:0" in res["chrf_signature"]
+    assert res["references"] == RAW_REFS
     assert 0 < res["sacrebleu"] < 100 and 0 < res["bleu_tokenized"] < 100
     sig = res["sacrebleu_signature"]
     assert sig.startswith("nrefs:1|case:mixed|eff:no|tok:13a|smooth:exp|version:") and sacrebleu.__version__ in sig
@@ -119,8 +123,14 @@ def test_evaluate_script_on_generate_output(tmp_path):
     sacre.corpus_score(DETOK_HYPS, [RAW_REFS])
     assert record["sacrebleu_signature"] == str(sacre.get_signature())
     assert record["checkpoint"] == str((ckpt_dir / "checkpoint_best.pt").resolve())
+    # the translations scored, in the test set's order, and their references are kept beside
+    assert (ckpt_dir / "hyp.test.en").read_text(encoding="utf-8").splitlines() == DETOK_HYPS
+    assert (ckpt_dir / "ref.test.en").read_text(encoding="utf-8").splitlines() == RAW_REFS
+    assert record["translations"] == str((ckpt_dir / "hyp.test.en").resolve())
+    assert record["chrf"] == round(sacrebleu.corpus_chrf(DETOK_HYPS, [RAW_REFS]).score, 2)
     assert (record["subset"], record["beam"], record["lenpen"], record["num_sentences"]) == ("test", 4, 0.6, 4)
     assert f"tokenized={record['bleu_tokenized']:.2f}" in out[0] and f"sacrebleu={record['sacrebleu']:.2f}" in out[0]
+    assert f"chrF={record['chrf']:.2f}" in out[0]
 
 
 def test_generate_command_undoes_the_data_bins_bpe(tmp_path):
@@ -216,6 +226,35 @@ def test_end_to_end_train_average_evaluate(tmp_path):
     assert [refs[i] for i in ids] == (dest / "text" / "test.en").read_text(encoding="utf-8").splitlines()
     tokenized = sacrebleu.corpus_bleu([hyps[i] for i in ids], [[refs[i] for i in ids]], tokenize="none", force=True)
     assert record["bleu_tokenized"] == round(tokenized.score, 2)
+    # the translations kept (in --translations-dir) are what was scored
+    kept = Path(record["translations"])
+    assert kept.parent == ckpt and kept.name == "hyp.test.en"
+    assert Path(record["generate_output"]).parent == ckpt
+    detok = kept.read_text(encoding="utf-8").splitlines()
+    raw_refs = Path(record["references_file"]).read_text(encoding="utf-8").splitlines()
+    assert raw_refs == (Path(databin) / "ref.test.en").read_text(encoding="utf-8").splitlines()
+    assert record["sacrebleu"] == round(sacrebleu.corpus_bleu(detok, [raw_refs]).score, 2)
+    assert record["chrf"] == round(sacrebleu.corpus_chrf(detok, [raw_refs]).score, 2)
+
+    # --compare: the same checkpoint twice is no difference; translations against the
+    # references themselves are a significant one
+    small = ["--paired-bs-n", "200", "--paired-ar-n", "500"]
+    same = evaluate_cli.main(["--data", str(databin), "--compare", str(ckpt / "checkpoint.avg2.pt"),
+                              str(ckpt / "checkpoint.avg2.pt"), "--out", str(tmp_path / "same"),
+                              "--beam", "2", *small])
+    for metric in same["metrics"].values():
+        assert metric["identical"] and metric["delta"] == 0
+        assert metric["bs"]["p"] == 1.0 and metric["ar"]["p"] == 1.0
+    side = json.loads((tmp_path / "same" / "baseline" / "eval_test.json").read_text())
+    assert side["sacrebleu"] == record["sacrebleu"] and side["chrf"] == record["chrf"]
+    assert Path(side["translations"]).read_text(encoding="utf-8").splitlines() == detok
+    assert json.loads((tmp_path / "same" / "comparison.json").read_text())["metrics"] == same["metrics"]
+    against = evaluate_cli.main(["--compare", str(kept), record["references_file"],
+                                 "--references", record["references_file"], *small])
+    for metric in against["metrics"].values():
+        assert metric["system"] == pytest.approx(100.0) and metric["delta"] > 0
+        assert metric["bs"]["p"] < 0.05 and metric["ar"]["p"] < 0.05
+
     # an output that misses a sentence is refused, not scored on a part of the test set
     partial = tmp_path / "partial.txt"
     partial.write_text("".join(

@@ -9,6 +9,9 @@ the variants they compare in :mod:`fairseq_rskip.variants`:
                                    seeds through ``fairseq-train`` and
                                    ``rskip-evaluate``
 ``report``                         its tables and plots
+``significance``                   each variant against its reference row:
+                                   paired tests per seed, t-intervals of
+                                   paired differences over seeds
 ``trainlog``                       reading fairseq-train's JSON log, after a
                                    run and live (progress)
 ``gradients``                      ``rskip-gradient-analysis``: per-sublayer

@@ -1,14 +1,20 @@
 """The comparison's report: ``results.md``, ``results.csv``, ``runs.csv`` and the plots.
 
 ``results.md``, ``results.csv``
-    one row per architecture and depth: BLEU mean +- std over seeds, best
-    validation loss, updates to reach the target validation loss, target
-    tokens per second, peak memory, and how many seeds diverged.
+    one row per architecture and depth: BLEU and chrF mean +- std over seeds,
+    best validation loss, updates to reach the target validation loss, target
+    tokens per second, peak memory, and how many seeds diverged; each variant
+    against its reference row (:mod:`fairseq_rskip.analysis.significance`):
+    paired differences over seeds with their 95 % t-intervals, the paired
+    tests' p-values per seed, and one sentence per comparison.
 ``runs.csv``
     one row per run, diverged and failed runs included.
 ``valid_loss_d<depth>.png``
     validation loss against updates, one colour per architecture, one line
     per seed (a cross marks where a diverged run stopped).
+``comparisons.csv``, ``comparisons.json``, ``paired_differences_d<depth>.png``
+    the comparisons against the reference rows, per seed (written by
+    :func:`fairseq_rskip.analysis.significance.against_reference_rows`).
 
 Everything here is computed from the runs' records (``result.json``), so
 ``rskip-reproduce --report-only`` rebuilds it without training.
@@ -20,6 +26,7 @@ import statistics
 from pathlib import Path
 from typing import Dict, List, Optional, Sequence
 
+from fairseq_rskip.analysis.significance import COMPARISON_COLUMNS, comparison_cells, markdown
 from fairseq_rskip.file_io import atomic_output
 
 
@@ -62,6 +69,7 @@ def summarise(records: List[dict], arch_order: Sequence[str]) -> List[dict]:
         gpu = [r.get("peak_gpu_mem_gb") for r in ok if r.get("peak_gpu_mem_gb") is not None]
         bleus = [r["bleu"] for r in ok if r.get("bleu") is not None]
         sacre = [r["sacrebleu"] for r in ok if r.get("sacrebleu") is not None]
+        chrf = [r["chrf"] for r in ok if r.get("chrf") is not None]
         rows.append({
             "arch": arch,
             "fairseq_arch": rs[0].get("fairseq_arch"),
@@ -70,6 +78,7 @@ def summarise(records: List[dict], arch_order: Sequence[str]) -> List[dict]:
             "status": ", ".join(status),
             "bleu": _mean_std(bleus, 2),
             "sacrebleu": _mean_std(sacre, 2),
+            "chrf": _mean_std(chrf, 2),
             "best_valid_loss": _mean_std([r["best_valid_loss"] for r in ok], 3),
             "updates_to_target": (
                 f"{statistics.mean(reached):.0f} ({len(reached)}/{len(ok)})" if reached
@@ -112,26 +121,36 @@ def status_cell(record: dict) -> str:
 
 SUMMARY_COLUMNS = [
     ("arch", "architecture"), ("depth", "depth"), ("seeds", "seeds"), ("status", "status"),
-    ("bleu", "BLEU (tok)"), ("sacrebleu", "sacreBLEU"), ("best_valid_loss", "best valid loss"),
+    ("bleu", "BLEU (tok)"), ("sacrebleu", "sacreBLEU"), ("chrf", "chrF"),
+    ("best_valid_loss", "best valid loss"),
     ("updates_to_target", "updates to target"), ("tokens_per_s", "target tok/s"),
     ("peak_rss_mib", "peak RSS MiB"), ("peak_gpu_mem_gb", "peak GPU GB"), ("params", "params"),
     ("fairseq_arch", "fairseq --arch"),
 ]
 RUN_COLUMNS = [
-    "arch", "depth", "seed", "status", "bleu", "sacrebleu", "best_valid_loss",
+    "arch", "depth", "seed", "status", "bleu", "sacrebleu", "chrf", "best_valid_loss",
     "updates_to_target", "tokens_per_s", "peak_rss_mib", "peak_gpu_mem_gb", "num_updates",
     "wall_s", "attempts", "params", "message", "fairseq_arch", "diverged_at_update",
     "last_finite_update", "run",
 ]
 
 
-def write_tables(out: Path, config, records: List[dict], arch_order) -> List[dict]:
+RUN_MD_COLUMNS = 13  # the first RUN_COLUMNS, in results.md
+
+
+def write_tables(out: Path, config, records: List[dict], arch_order,
+                 comparisons: Optional[dict] = None) -> List[dict]:
+    """``comparisons``: :func:`~fairseq_rskip.analysis.significance.against_reference_rows`'s."""
     rows = summarise(records, arch_order)
+    against = {(c["candidate"], c["depth"]): c for c in (comparisons or {}).get("comparisons", [])}
     with atomic_output(out / "results.csv") as tmp, open(tmp, "w", newline="", encoding="utf-8") as f:
         w = csv.writer(f)
-        w.writerow([key for key, _ in SUMMARY_COLUMNS])
+        w.writerow([key for key, _ in SUMMARY_COLUMNS] + [key for key, _ in COMPARISON_COLUMNS])
         for row in rows:
-            w.writerow([row[key] for key, _ in SUMMARY_COLUMNS])
+            depth = None if row["depth"] == "default" else row["depth"]
+            cells = comparison_cells(against.get((row["arch"], depth)))
+            w.writerow([row[key] for key, _ in SUMMARY_COLUMNS]
+                       + [cells[key] for key, _ in COMPARISON_COLUMNS])
     with atomic_output(out / "runs.csv") as tmp, open(tmp, "w", newline="", encoding="utf-8") as f:
         w = csv.DictWriter(f, RUN_COLUMNS, extrasaction="ignore")
         w.writeheader()
@@ -142,8 +161,8 @@ def write_tables(out: Path, config, records: List[dict], arch_order) -> List[dic
         md += [config.description, ""]
     target = config.target_valid_loss
     md += [
-        "BLEU: mean ± sample standard deviation over the seeds that finished "
-        "(`bleu_tokenized` of rskip-evaluate; n/a with --no-bleu). "
+        "BLEU, chrF: mean ± sample standard deviation over the seeds that finished "
+        "(`bleu_tokenized`, `sacrebleu` and `chrf` of rskip-evaluate; n/a with --no-bleu). "
         + (f"Updates to target: first validation with loss <= {target} "
            "(mean over the seeds that reached it). " if target is not None else
            "Updates to target: n/a, no target validation loss set (--target-valid-loss). ")
@@ -158,11 +177,14 @@ def write_tables(out: Path, config, records: List[dict], arch_order) -> List[dic
     ]
     for row in rows:
         md.append("| " + " | ".join(str(row[key]) for key, _ in SUMMARY_COLUMNS) + " |")
-    md += ["", "## Runs", "", "| " + " | ".join(RUN_COLUMNS[:12]) + " |",
-           "|" + "---|" * 12]
+    section = markdown(comparisons)
+    if section:
+        md += [""] + section
+    md += ["", "## Runs", "", "| " + " | ".join(RUN_COLUMNS[:RUN_MD_COLUMNS]) + " |",
+           "|" + "---|" * RUN_MD_COLUMNS]
     for r in sorted(records, key=lambda r: (r["depth"] or 0, r["arch"], r["seed"])):
         cells = []
-        for k in RUN_COLUMNS[:12]:
+        for k in RUN_COLUMNS[:RUN_MD_COLUMNS]:
             v = status_cell(r) if k == "status" else r.get(k)
             cells.append(fmt(v, 3) if isinstance(v, float) else ("" if v is None else str(v)))
         md.append("| " + " | ".join(cells) + " |")
@@ -174,6 +196,9 @@ def write_tables(out: Path, config, records: List[dict], arch_order) -> List[dic
     plots = sorted(p.name for p in out.glob("valid_loss_*.png"))
     if plots:
         md += ["", "## Validation loss", ""] + [f"![{p}]({p})" for p in plots]
+    plots = sorted(p.name for p in out.glob("paired_differences_*.png"))
+    if plots:
+        md += ["", "## Paired differences per seed", ""] + [f"![{p}]({p})" for p in plots]
     with atomic_output(out / "results.md") as tmp:
         tmp.write_text("\n".join(md) + "\n", encoding="utf-8")
     return rows

@@ -11,10 +11,13 @@ Every run is a real ``fairseq-train`` subprocess (``--log-format json``,
     ``run.json`` (the run's identity, below) and ``result.json``, written
     once the run is finished (trained and evaluated, or diverged). A run
     whose ``result.json`` exists is skipped; any other run is started again
-    and fairseq resumes it from ``checkpoints/checkpoint_last.pt``.
+    and fairseq resumes it from ``checkpoints/checkpoint_last.pt``. The
+    evaluation keeps its translations here (``rskip-evaluate
+    --translations-dir``).
 
-and :mod:`fairseq_rskip.analysis.report` writes the tables and plots, and
-``config.json`` the configuration the runs were made with.
+and :mod:`fairseq_rskip.analysis.significance` compares each variant with
+its reference row, :mod:`fairseq_rskip.analysis.report` writes the tables
+and plots, and ``config.json`` the configuration the runs were made with.
 
 A run's identity (:func:`run_identity`) is everything that determines it:
 its fairseq-train arguments (without the program, the data-bin's path and
@@ -64,6 +67,7 @@ from pathlib import Path
 from typing import Callable, Dict, List, Optional, Sequence
 
 from fairseq_rskip.analysis.report import divergence_point, fmt, plot_curves, write_tables
+from fairseq_rskip.analysis.significance import against_reference_rows
 from fairseq_rskip.analysis.trainlog import (
     DIVERGENCE_MARKERS,
     LogFollower,
@@ -76,6 +80,7 @@ from fairseq_rskip.errors import UserError
 from fairseq_rskip.fairseq_tools import PLUGIN_DIR, child_env, fairseq_executable
 from fairseq_rskip.file_io import locked, write_json
 from fairseq_rskip.progress import progress_bar, write
+from fairseq_rskip.scoring.paired import PairedSettings
 from fairseq_rskip.variants import VARIANTS, Variant
 
 # rskip-evaluate, run by the interpreter running the runner
@@ -105,6 +110,9 @@ class Config:
     # fairseq-train options after the variant's flags (rskip-reproduce ... -- OPTIONS)
     extra_args: List[str] = field(default_factory=list)
     description: str = ""
+    # the paired tests against each variant's reference row (paired_bs_n, paired_ar_n, seed;
+    # see fairseq_rskip.scoring.paired.PairedSettings)
+    significance: dict = field(default_factory=dict)
 
     @classmethod
     def load(cls, path) -> "Config":
@@ -131,6 +139,7 @@ class Config:
             variants[name] = Variant(
                 name, spec["arch"], tuple(spec.get("args", ())), bool(spec.get("nowarmup", False)),
                 label=name, description=spec.get("description", ""),
+                reference=spec.get("reference", "postln"),
             )
         return variants
 
@@ -618,7 +627,8 @@ class Evaluator:
         if self.avg_last:  # else rskip-evaluate takes checkpoint_best.pt
             cmd += ["--avg-last", str(self.avg_last)]
         return cmd + ["--beam", str(self.beam), "--lenpen", str(self.lenpen),
-                      "--subset", self.subset, "--user-dir", str(PLUGIN_DIR)] + self.extra
+                      "--subset", self.subset, "--user-dir", str(PLUGIN_DIR),
+                      "--translations-dir", str(run.run_dir)] + self.extra
 
     def __call__(self, run: Run) -> dict:
         log = run.run_dir / "eval.log"
@@ -712,6 +722,8 @@ def _execute_run(config, run, data, evaluator, echo, train_program) -> dict:
         "bleu": None,
         "sacrebleu": None,
         "sacrebleu_signature": None,
+        "chrf": None,
+        "chrf_signature": None,
     }
     total = cuda_total_gb()
     record["peak_gpu_mem_gb"] = (
@@ -751,11 +763,14 @@ def _execute_run(config, run, data, evaluator, echo, train_program) -> dict:
         record["bleu"] = ev.get("bleu_tokenized")
         record["sacrebleu"] = ev.get("sacrebleu")
         record["sacrebleu_signature"] = ev.get("sacrebleu_signature")
+        record["chrf"] = ev.get("chrf")
+        record["chrf_signature"] = ev.get("chrf_signature")
         record["eval"] = ev
     record["status"] = "ok"
     echo(
         f"[{run.key}] done: best valid loss {fmt(record['best_valid_loss'], 3)}, "
-        f"BLEU {fmt(record['bleu'], 2)}, {fmt(record['tokens_per_s'], 0)} tok/s, "
+        f"BLEU {fmt(record['bleu'], 2)}, chrF {fmt(record['chrf'], 2)}, "
+        f"{fmt(record['tokens_per_s'], 0)} tok/s, "
         f"peak RSS {record['peak_rss_mib']:.0f} MiB"
     )
     (run.run_dir / "failed.json").unlink(missing_ok=True)
@@ -818,6 +833,7 @@ def reproduce(config: Config, out, data=None, archs=None, extra_args: Sequence[s
         if depth is not None and (not isinstance(depth, int) or depth < 1):
             raise UserError(f"depths must be integers >= 1; got {depth!r}")
     check_train_options(config, variants)
+    PairedSettings.from_config(config.significance)  # refused now, not after training
     config.archs, config.data = list(variants), str(data)
     if no_bleu:
         config.eval = None
@@ -859,8 +875,9 @@ def reproduce(config: Config, out, data=None, archs=None, extra_args: Sequence[s
             record["updates_to_target"] = updates_to_target(record.get("valid_curve", []),
                                                             config.target_valid_loss)
         write_json(out / "config.json", dataclasses.asdict(config))
+        comparisons = against_reference_rows(out, records, variants, config, echo)
         if records:
             plot_curves(out, records, list(variants))
-        rows = write_tables(out, config, records, list(variants))
+        rows = write_tables(out, config, records, list(variants), comparisons)
     echo(f"wrote {out / 'results.md'}, {out / 'results.csv'}, {out / 'runs.csv'}")
     return rows

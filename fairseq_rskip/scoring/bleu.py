@@ -7,6 +7,8 @@
   references, as fairseq's compound_split_bleu.sh does for WMT'14 En-De.
 - ``sacrebleu``: detokenised BLEU (Moses detokeniser on the hypotheses)
   against untokenised references, with sacreBLEU's signature.
+- ``chrf``: sacreBLEU's chrF (character 6-grams, beta 2) on the same
+  detokenised text, with its signature.
 """
 
 import re
@@ -44,11 +46,12 @@ def parse_generate_output(path):
 
 
 def score(hyps, refs, tgt_lang, raw_refs=None, compound=False, detok="moses"):
-    """Compute both BLEU scores. ``hyps``/``refs``: lists of tokenised sentences, in order.
+    """Compute both BLEU scores and chrF. ``hyps``/``refs``: lists of tokenised sentences, in order.
 
-    ``raw_refs``: untokenised references for sacreBLEU (default: the detokenised ``refs``).
+    ``raw_refs``: untokenised references for sacreBLEU and chrF (default: the detokenised
+    ``refs``). Returns the detokenised hypotheses and the references scored against too.
     """
-    from sacrebleu.metrics import BLEU
+    from sacrebleu.metrics import BLEU, CHRF
 
     tok_h, tok_r = hyps, refs
     if compound:
@@ -70,6 +73,8 @@ def score(hyps, refs, tgt_lang, raw_refs=None, compound=False, detok="moses"):
     ref_out = raw_refs if raw_refs is not None else [detok_fn(r) for r in refs]
     bleu = BLEU()
     sacre = bleu.corpus_score(sys_out, [ref_out])
+    chrf = CHRF()
+    chrf_score = chrf.corpus_score(sys_out, [ref_out])
     return {
         "bleu_tokenized": round(tokenized.score, 2),
         "bleu_tokenized_detail": str(tokenized),
@@ -77,5 +82,9 @@ def score(hyps, refs, tgt_lang, raw_refs=None, compound=False, detok="moses"):
         "sacrebleu": round(sacre.score, 2),
         "sacrebleu_detail": str(sacre),
         "sacrebleu_signature": str(bleu.get_signature()),
+        "chrf": round(chrf_score.score, 2),
+        "chrf_detail": str(chrf_score),
+        "chrf_signature": str(chrf.get_signature()),
         "detokenized_hypotheses": sys_out,
+        "references": list(ref_out),
     }

@@ -1,20 +1,31 @@
-"""Translate a test set with fairseq-generate and score it both ways (``rskip-evaluate``).
+"""Translate a test set with fairseq-generate and score it (``rskip-evaluate``).
 
     rskip-evaluate --data DATA_BIN (--checkpoint FILE | --checkpoint-dir DIR [--avg-last N]) \
-        [--beam 5] [--lenpen 1.0] [--subset test] [--compound-split] \
+        [--beam 5] [--lenpen 1.0] [--subset test] [--compound-split] [--translations-dir DIR] \
         [--user-dir PATH] [--max-tokens N] [--detok moses|none] [-- extra fairseq-generate args]
+    rskip-evaluate --compare BASELINE SYSTEM [--data DATA_BIN] [--references FILE] [--out DIR] \
+        [--paired-bs-n 1000] [--paired-ar-n 10000] [--paired-seed 12345]
 
 Scores (:mod:`fairseq_rskip.scoring.bleu`): ``bleu_tokenized``, the papers'
 BLEU on the tokenised text with BPE removed (``--compound-split`` for WMT'14
-En-De), and ``sacrebleu``, detokenised, against the untokenised references
-kept in the data-bin (``ref.SUBSET.TGT``, written by ``rskip-prepare``), with
-sacreBLEU's signature.
+En-De), and ``sacrebleu`` and ``chrf``, detokenised, against the untokenised
+references kept in the data-bin (``ref.SUBSET.TGT``, written by
+``rskip-prepare``), with sacreBLEU's signatures.
 
 Prints one line on stdout, beginning ``BLEU``, and writes a JSON record next
 to the checkpoint (``<ckpt_dir>/eval_<subset>.json`` unless ``--json-out``).
-``--avg-last N`` averages the last N checkpoints in-process
+The translations are kept in ``--translations-dir`` (default: the
+checkpoint's folder): fairseq-generate's output, the detokenised translations
+scored (``hyp.SUBSET.TGT``, one sentence per line in the test set's order)
+and the references they were scored against (``ref.SUBSET.TGT``), so that
+any two evaluations can be compared later (``--compare``, or sacreBLEU's own
+``--paired-bs``). ``--avg-last N`` averages the last N checkpoints in-process
 (:mod:`fairseq_rskip.checkpoint_averaging`) first. ``--generate-output
 FILE`` scores an existing fairseq-generate output instead of running it.
+
+``--compare BASELINE SYSTEM`` runs sacreBLEU's paired tests on two systems,
+each a checkpoint, a checkpoint folder or a file of translations
+(:mod:`fairseq_rskip.scoring.compare`).
 """
 
 import argparse
@@ -34,6 +45,7 @@ from fairseq_rskip.fairseq_tools import PLUGIN_DIR, child_env, fairseq_executabl
 from fairseq_rskip.file_io import atomic_output, write_json
 from fairseq_rskip.progress import progress_bar
 from fairseq_rskip.scoring.bleu import parse_generate_output, score
+from fairseq_rskip.scoring.paired import PairedSettings, write_translations
 
 
 def load_prep_meta(data):
@@ -133,10 +145,14 @@ def build_parser(prog="rskip-evaluate"):
     p = argparse.ArgumentParser(
         prog=prog, description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
     )
-    p.add_argument("--data", required=True, help="fairseq data-bin (made by rskip-prepare)")
+    p.add_argument("--data", help="fairseq data-bin (made by rskip-prepare); needed to translate")
     g = p.add_mutually_exclusive_group(required=True)
     g.add_argument("--checkpoint", help="a checkpoint file")
     g.add_argument("--checkpoint-dir", help="a folder: checkpoint_best.pt, or the average of --avg-last N")
+    g.add_argument("--compare", nargs=2, metavar=("BASELINE", "SYSTEM"),
+                   help="paired significance tests of SYSTEM against BASELINE, each a checkpoint "
+                   "file, a checkpoint folder or a file of detokenised translations (one sentence "
+                   "per line, in the test set's order)")
     p.add_argument("--avg-last", type=int, default=0, metavar="N",
                    help="average the last N epoch checkpoints (checkpointEPOCH.pt) first")
     p.add_argument("--beam", type=int, default=5)
@@ -147,8 +163,26 @@ def build_parser(prog="rskip-evaluate"):
                    help="fairseq --user-dir (default: this package's folder, %(default)s)")
     p.add_argument("--max-tokens", type=int, default=8000)
     p.add_argument("--detok", choices=("moses", "none"), default="moses")
-    p.add_argument("--json-out", help="where to write the JSON record (default <ckpt_dir>/eval_<subset>.json)")
+    p.add_argument("--json-out", help="where to write the JSON record (default <ckpt_dir>/eval_<subset>.json; "
+                   "with --compare, the comparison's: default OUT/comparison.json)")
     p.add_argument("--generate-output", help="score this existing fairseq-generate output (no generation)")
+    p.add_argument("--translations-dir", metavar="DIR",
+                   help="where fairseq-generate's output, the detokenised translations "
+                   "(hyp.SUBSET.TGT) and their references (ref.SUBSET.TGT) are kept (default: "
+                   "the checkpoint's folder)")
+    c = p.add_argument_group("--compare")
+    c.add_argument("--references", metavar="FILE",
+                   help="the references, one per line (default: those the evaluation of a "
+                   "compared checkpoint kept, else the data-bin's ref.SUBSET.TGT)")
+    c.add_argument("--out", metavar="DIR", help="where a compared checkpoint's evaluation goes "
+                   "(DIR/baseline, DIR/system) and the comparison's record (DIR/comparison.json)")
+    c.add_argument("--paired-bs-n", type=int, default=PairedSettings.paired_bs_n, metavar="N",
+                   help="resamples of the paired bootstrap (default: %(default)s, sacreBLEU's)")
+    c.add_argument("--paired-ar-n", type=int, default=PairedSettings.paired_ar_n, metavar="N",
+                   help="trials of approximate randomisation (default: %(default)s, sacreBLEU's)")
+    c.add_argument("--paired-seed", type=int, default=PairedSettings.seed, metavar="N",
+                   help="seed of the tests' random numbers, sacreBLEU's SACREBLEU_SEED "
+                   "(default: %(default)s, sacreBLEU's; at least 1: sacreBLEU reads 0 as unseeded)")
     p.add_argument("-v", "--verbose", action="store_true")
     return p
 
@@ -176,10 +210,14 @@ def evaluate(args, extra=()):
             f"--generate-output {args.generate_output} not found: give a file fairseq-generate "
             "wrote (its standard output), or leave --generate-output out to translate now"
         )
+    if args.data is None:
+        raise UserError("--data DATA_BIN is needed: the data-bin the checkpoint was trained on "
+                        "(rskip-prepare's DEST/data-bin)")
     data = Path(args.data)
     check_data_folder(data)
     meta = load_prep_meta(data)
     ckpt = resolve_checkpoint(args)
+    kept = Path(args.translations_dir) if args.translations_dir else ckpt.parent
     expected = subset_size(data, args.subset)
     if args.generate_output:
         gen_out = Path(args.generate_output)
@@ -190,7 +228,7 @@ def evaluate(args, extra=()):
                 "data-bin the checkpoint was trained on (rskip-prepare's DEST/data-bin)"
             )
         suffix = f".avg{args.avg_last}" if args.avg_last else ""
-        gen_out = ckpt.parent / f"generate-{args.subset}{suffix}.txt"
+        gen_out = kept / f"generate-{args.subset}{suffix}.txt"
         run_generate(args, ckpt, meta, gen_out, extra, total=expected)
 
     hyps, refs = parse_generate_output(gen_out)
@@ -214,13 +252,19 @@ def evaluate(args, extra=()):
     else:
         logger.warning("no %s: sacreBLEU uses the detokenised targets as references", ref_file)
     res = score([hyps[i] for i in ids], [refs[i] for i in ids], tgt, raw_refs, args.compound_split, args.detok)
+    translations, references = kept / f"hyp.{args.subset}.{tgt}", kept / f"ref.{args.subset}.{tgt}"
+    write_translations(translations, res["detokenized_hypotheses"])
+    write_translations(references, res["references"])
     record = {
         "bleu_tokenized": res["bleu_tokenized"],
         "sacrebleu": res["sacrebleu"],
         "sacrebleu_signature": res["sacrebleu_signature"],
+        "chrf": res["chrf"],
+        "chrf_signature": res["chrf_signature"],
         "bleu_tokenized_signature": res["bleu_tokenized_signature"],
         "bleu_tokenized_detail": res["bleu_tokenized_detail"],
         "sacrebleu_detail": res["sacrebleu_detail"],
+        "chrf_detail": res["chrf_detail"],
         "checkpoint": str(ckpt.resolve()),
         "avg_last": args.avg_last or None,
         "data": str(data.resolve()),
@@ -233,6 +277,8 @@ def evaluate(args, extra=()):
         "lowercase": meta.get("lowercase"),
         "num_sentences": len(ids),
         "generate_output": str(gen_out.resolve()),
+        "translations": str(translations.resolve()),
+        "references_file": str(references.resolve()),
     }
     json_out = Path(args.json_out) if args.json_out else ckpt.parent / f"eval_{args.subset}.json"
     write_json(json_out, record)
@@ -244,7 +290,9 @@ def summary_line(record) -> str:
     """The one line ``rskip-evaluate`` prints."""
     return (
         f"BLEU tokenized={record['bleu_tokenized']:.2f} sacrebleu={record['sacrebleu']:.2f} "
+        f"chrF={record['chrf']:.2f} "
         f"subset={record['subset']} n={record['num_sentences']} beam={record['beam']} "
         f"lenpen={record['lenpen']} checkpoint={record['checkpoint']} "
-        f"signature={record['sacrebleu_signature']} json={record['json']}"
+        f"signature={record['sacrebleu_signature']} chrf_signature={record['chrf_signature']} "
+        f"json={record['json']}"
     )
