@@ -100,3 +100,20 @@ def test_a_discarded_model_is_not_kept_alive():
     gc.collect()
     assert alive() is None
     step(torch.optim.SGD([nn.Parameter(torch.zeros(2))], lr=0.1))  # the hook, if any, lets go
+
+
+def test_several_waiting_models_settle_in_one_step():
+    """Models that profiled in-process and never trained (an analysis), one of
+    them discarded, wait beside a model being trained: one step settles what
+    it can, the others keep waiting, and nothing else is disturbed."""
+    trained, waiting, discarded = half_model(0), half_model(1), half_model(2)
+    for model in (waiting, discarded, trained):
+        write_bias(model, 2.0)
+    del discarded
+    gc.collect()
+    copies = copies_per_parameter(trained)
+    step(torch.optim.SGD(copies, lr=0.1))
+    assert torch.equal(copies[3], torch.full((2,), 2.0))
+    waiting_copies = copies_per_parameter(waiting)
+    step(torch.optim.SGD(waiting_copies, lr=0.1))
+    assert torch.equal(waiting_copies[3], torch.full((2,), 2.0))

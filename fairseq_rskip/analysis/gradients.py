@@ -37,7 +37,6 @@ named in a log line. The *spread* of a stack is ``log10(max / min)`` of its
 
 import csv
 import json
-import logging
 import math
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -45,6 +44,7 @@ from typing import Dict, List, Optional, Sequence, Tuple
 
 import torch
 
+from fairseq_rskip.analysis.figures import pyplot, save_figure
 from fairseq_rskip.analysis.modelbuild import build_model, collate_pairs, nll_loss, synthetic_dictionary
 from fairseq_rskip.analysis.synthetic import synthetic_pairs
 from fairseq_rskip.analysis.trainlog import option_value
@@ -304,11 +304,7 @@ def deep_sweep(depths: Sequence[int]) -> List[Setting]:
 
 def plot(results: Sequence[Result], path, title: str, metric: str = "output") -> Path:
     """Gradient norm (log scale) against sublayer index, encoder and decoder side by side."""
-    logging.getLogger("matplotlib").setLevel(logging.WARNING)
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
+    plt = pyplot()
 
     fig, axes = plt.subplots(1, 2, figsize=(12, 4.5))
     for ax, stack in zip(axes, ("encoder", "decoder")):
@@ -332,10 +328,7 @@ def plot(results: Sequence[Result], path, title: str, metric: str = "output") ->
     axes[1].legend(fontsize=7, loc="best")
     fig.suptitle(title)
     fig.tight_layout()
-    path = Path(path)
-    fig.savefig(path, dpi=110)
-    plt.close(fig)
-    return path
+    return save_figure(fig, path, dpi=110)
 
 
 def write_outputs(out: Path, sweep: str, results: Sequence[Result], metric: str = "output") -> List[Path]:

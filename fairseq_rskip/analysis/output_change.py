@@ -32,7 +32,6 @@ batches. The *growth* of a variant is its change at the deepest depth minus (its
 
 import copy
 import csv
-import logging
 import math
 from dataclasses import asdict, dataclass
 from pathlib import Path
@@ -41,6 +40,7 @@ from typing import Dict, List, Optional, Sequence, Tuple
 
 import torch
 
+from fairseq_rskip.analysis.figures import pyplot, save_figure
 from fairseq_rskip.analysis.modelbuild import build_model, data_bin_batches, nll_loss
 from fairseq_rskip.progress import progress_bar
 from fairseq_rskip.variants import VARIANTS, Variant, size_suffix
@@ -277,11 +277,7 @@ def markdown(records: Sequence[Record], depths: Sequence[int], variants: Sequenc
 def plot(records: Sequence[Record], depths: Sequence[int], variants: Sequence[str], path: Path) -> Path:
     """Mean relative change against depth, one line per variant; after an update, after a
     perturbation."""
-    logging.getLogger("matplotlib").setLevel(logging.WARNING)
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
+    plt = pyplot()
 
     table = summary(records)
     labels = {r.variant: r.label for r in records}
@@ -303,11 +299,7 @@ def plot(records: Sequence[Record], depths: Sequence[int], variants: Sequence[st
     axes[0].legend(fontsize=8)
     fig.suptitle("Change of the decoder's output at initialisation (mean over batches, bars: std)")
     fig.tight_layout()
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(path, dpi=100)
-    plt.close(fig)
-    return path
+    return save_figure(fig, path, dpi=100)
 
 
 def write_outputs(records: Sequence[Record], out: Path, depths: Sequence[int],

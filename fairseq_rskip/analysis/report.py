@@ -26,6 +26,7 @@ import statistics
 from pathlib import Path
 from typing import Dict, List, Optional, Sequence
 
+from fairseq_rskip.analysis.figures import pyplot, save_figure
 from fairseq_rskip.analysis.significance import COMPARISON_COLUMNS, comparison_cells, markdown
 from fairseq_rskip.file_io import atomic_output
 
@@ -205,13 +206,7 @@ def write_tables(out: Path, config, records: List[dict], arch_order,
 
 
 def plot_curves(out: Path, records: List[dict], arch_order) -> List[Path]:
-    import logging
-
-    logging.getLogger("matplotlib").setLevel(logging.WARNING)
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
+    plt = pyplot()
 
     paths = []
     depths = sorted({r["depth"] for r in records}, key=lambda d: d or 0)
@@ -240,8 +235,5 @@ def plot_curves(out: Path, records: List[dict], arch_order) -> List[Path]:
         ax.grid(alpha=0.3)
         ax.legend()
         fig.tight_layout()
-        path = out / f"valid_loss_d{depth if depth is not None else 'default'}.png"
-        fig.savefig(path, dpi=110)
-        plt.close(fig)
-        paths.append(path)
+        paths.append(save_figure(fig, out / f"valid_loss_d{depth if depth is not None else 'default'}.png", dpi=110))
     return paths

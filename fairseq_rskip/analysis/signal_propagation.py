@@ -38,6 +38,7 @@ from typing import Dict, List, Optional, Sequence, Tuple
 
 import torch
 
+from fairseq_rskip.analysis.figures import pyplot, save_figure
 from fairseq_rskip.analysis.modelbuild import build_model, data_bin_batches
 from fairseq_rskip.progress import progress_bar
 from fairseq_rskip.variants import VARIANTS, Variant, distinct_plugin_builds, size_suffix
@@ -275,10 +276,7 @@ def _fmt_q(value: Optional[float]) -> str:
 
 
 def plot(records: Sequence[LayerRecord], depths: Sequence[int], variants: Sequence[str], path: Path) -> Path:
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
+    plt = pyplot()
 
     fig, axes = plt.subplots(2, len(depths), figsize=(4.2 * len(depths), 7.5), squeeze=False, sharey=True)
     for row, stack in enumerate(("encoder", "decoder")):
@@ -304,11 +302,7 @@ def plot(records: Sequence[LayerRecord], depths: Sequence[int], variants: Sequen
     axes[0][-1].legend(fontsize=7, loc="lower right")
     fig.suptitle("Token representations at initialisation (dotted: SPA target kernel)")
     fig.tight_layout()
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(path, dpi=100)
-    plt.close(fig)
-    return path
+    return save_figure(fig, path, dpi=100)
 
 
 def write_outputs(records: Sequence[LayerRecord], out: Path, depths: Sequence[int],

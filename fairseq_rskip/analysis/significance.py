@@ -32,6 +32,7 @@ from dataclasses import asdict
 from pathlib import Path
 from typing import Dict, List, Optional, Sequence
 
+from fairseq_rskip.analysis.figures import pyplot, save_figure
 from fairseq_rskip.file_io import atomic_output, write_json
 from fairseq_rskip.scoring.paired import (
     PairedSettings,
@@ -372,13 +373,7 @@ def plot_paired_differences(out: Path, comparisons: List[dict]) -> List[Path]:
     """``paired_differences_d<depth>.png``: per comparison, each seed's difference (a filled
     dot where that seed's paired bootstrap is significant) and the mean with its 95 %
     t-interval; one panel per measure, a line at zero."""
-    import logging
-
-    logging.getLogger("matplotlib").setLevel(logging.WARNING)
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
+    plt = pyplot()
 
     panels = [("best_valid_loss", "Δ best valid loss (lower: better)"),
               ("sacrebleu", "Δ sacreBLEU"), ("chrf", "Δ chrF")]
@@ -415,8 +410,5 @@ def plot_paired_differences(out: Path, comparisons: List[dict]) -> List[Path]:
                      f"mean with 95 % t-interval (squares), depth "
                      f"{depth if depth is not None else 'default'}", fontsize=9)
         fig.tight_layout()
-        path = out / f"paired_differences_d{depth if depth is not None else 'default'}.png"
-        fig.savefig(path, dpi=110)
-        plt.close(fig)
-        paths.append(path)
+        paths.append(save_figure(fig, out / f"paired_differences_d{depth if depth is not None else 'default'}.png", dpi=110))
     return paths

@@ -17,7 +17,6 @@ non-finite is reported as diverged. Post-LN without warm-up is expected to
 diverge or lag at such rates, Pre-LN not.
 """
 
-import logging
 import math
 from dataclasses import dataclass
 from pathlib import Path
@@ -25,6 +24,7 @@ from typing import Dict, List, Sequence
 
 import torch
 
+from fairseq_rskip.analysis.figures import pyplot, save_figure
 from fairseq_rskip.analysis.modelbuild import build_variant, collate_pairs, nll_loss, synthetic_dictionary
 from fairseq_rskip.analysis.synthetic import synthetic_pairs
 from fairseq_rskip.progress import progress_bar, write
@@ -131,11 +131,7 @@ def demo(runs: Sequence[str], depth: int, dim: int, lrs: Sequence[float], timesc
 
 
 def plot(results: Sequence[dict], path) -> Path:
-    logging.getLogger("matplotlib").setLevel(logging.WARNING)
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
+    plt = pyplot()
 
     lrs = sorted({r["lr"] for r in results})
     fig, axes = plt.subplots(1, len(lrs), figsize=(5.5 * len(lrs), 4), squeeze=False)
@@ -152,7 +148,4 @@ def plot(results: Sequence[dict], path) -> Path:
         ax.grid(alpha=0.3)
         ax.legend(fontsize=8)
     fig.tight_layout()
-    path = Path(path)
-    fig.savefig(path, dpi=110)
-    plt.close(fig)
-    return path
+    return save_figure(fig, path, dpi=110)

@@ -71,6 +71,7 @@ import tempfile
 import time
 from pathlib import Path
 
+from fairseq_rskip.analysis.figures import pyplot, save_figure
 from fairseq_rskip.errors import UserError, run_main
 from fairseq_rskip.fairseq_tools import child_env
 from fairseq_rskip.file_io import write_json
@@ -453,13 +454,7 @@ def report_sweep(rows, opts) -> None:
 
 def plot_sweep(rows, path, opts) -> Path:
     """Training and generation throughput x Post-LN against each swept axis."""
-    import logging
-
-    logging.getLogger("matplotlib").setLevel(logging.WARNING)
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
+    plt = pyplot()
 
     axes_swept = list(dict.fromkeys(r["axis"] for r in rows))
     names = [n for n in dict.fromkeys(r["name"] for r in rows) if n != BASELINE]
@@ -482,11 +477,7 @@ def plot_sweep(rows, path, opts) -> Path:
     fig.suptitle(f"cost against fairseq's Post-LN as the work grows ({opts.device}, "
                  f"{opts.precision}, {opts.threads} thread(s))")
     fig.tight_layout()
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(path, dpi=110)
-    plt.close(fig)
-    return path
+    return save_figure(fig, path, dpi=110)
 
 
 def report(result: dict, opts) -> bool:

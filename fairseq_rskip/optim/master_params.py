@@ -25,8 +25,10 @@ criterion.parameters())``), either
 - one flat float32 vector that starts with the parameters, in order (``--fp16``);
 
 and, for the copies, only when every parameter that was not written holds its
-copy's value (rounded to the parameter's type, as the wrapper writes it back). Once it has carried the
-values, or seen the model's own tensors stepped, the hook removes itself.
+copy's value (rounded to the parameter's type, as the wrapper writes it back).
+Once it has carried a model's values, or seen the model's own tensors stepped,
+or the model is gone, it forgets them; the one hook of the process stays, and
+does nothing while no values wait.
 """
 
 import logging
@@ -45,39 +47,49 @@ def carry_into_master_copies(model: nn.Module, values: Dict[nn.Parameter, torch.
     master copies of the next optimizer that steps ``model``'s parameters,
     before that step. A copy also gets the exact value where the model's own
     half-precision parameter holds it rounded."""
-    _MasterCopyWriter(model, values)
+    global _HOOK
+    _PENDING.append(_MasterCopyWriter(model, values))
+    if _HOOK is None:  # one hook for the process, a no-op once nothing is pending
+        _HOOK = register_optimizer_step_pre_hook(_before_any_step)
+
+
+_PENDING: List["_MasterCopyWriter"] = []
+_HOOK = None
+
+
+def _before_any_step(optimizer: torch.optim.Optimizer, args, kwargs) -> None:
+    # torch is iterating over its hooks: the hook stays, the writers that are done go
+    _PENDING[:] = [writer for writer in _PENDING if not writer.settled_by(optimizer)]
 
 
 class _MasterCopyWriter:
     def __init__(self, model: nn.Module, values: Dict[nn.Parameter, torch.Tensor]):
-        self._model = weakref.ref(model)  # the hook must not keep a discarded model alive
+        self._model = weakref.ref(model)  # a discarded model is not kept alive
         self._values = {id(p): v.detach().to(torch.float32, copy=True) for p, v in values.items()}
-        self._handle = register_optimizer_step_pre_hook(self._before_step)
 
-    def _done(self) -> None:
-        self._handle.remove()
-
-    def _before_step(self, optimizer: torch.optim.Optimizer, args, kwargs) -> None:
+    def settled_by(self, optimizer: torch.optim.Optimizer) -> bool:
+        """Carry the values if ``optimizer`` holds the model's master copies;
+        whether nothing is left to do (also: the model is gone, or the
+        optimizer steps the model's own tensors, which hold the values)."""
         model = self._model()
         if model is None:
-            self._done()
-            return
+            return True
         params = [p for p in model.parameters() if p.requires_grad]
         stepped = [p for group in optimizer.param_groups for p in group["params"]]
         stepped_ids = {id(p) for p in stepped}
         if any(id(p) in stepped_ids for p in params):
-            self._done()  # the optimizer steps the model's own tensors: they hold the values
-            return
+            return True
         copies = _master_copies(params, stepped, written=self._values.keys())
         if copies is None:
-            return  # another optimizer of this process: wait for the model's own
+            return False  # another optimizer of this process: wait for the model's own
         with torch.no_grad():
             for param, copy in zip(params, copies):
                 value = self._values.get(id(param))
                 if value is not None:
                     copy.copy_(value.to(copy.device).view_as(copy))
-        logger.info("wrote %d value(s) set during training into the optimizer's float32 copies", len(self._values))
-        self._done()
+        logger.info("wrote %d value(s) set during training into the optimizer's float32 copies",
+                    len(self._values))
+        return True
 
 
 def _master_copies(params: List[nn.Parameter], stepped: List[torch.Tensor], written: Collection[int]) -> Optional[List[torch.Tensor]]:
