@@ -12,6 +12,8 @@ import torch
 
 from conftest import REPO, USER_DIR, run
 
+pytestmark = pytest.mark.slow  # stock fairseq commands end to end
+
 ARCHS = {
     "transformer_rskip_tiny": ["--eval-bleu", "--best-checkpoint-metric", "bleu", "--maximize-best-checkpoint-metric"],
     "transformer_adanorm_tiny": ["--lr-scheduler", "inverse_sqrt", "--warmup-updates", "4"],

@@ -22,6 +22,8 @@ from conftest import USER_DIR, WORKER_TRAIN, finish_workers, run, start_worker
 
 from fairseq_rskip.variants import VARIANTS
 
+pytestmark = pytest.mark.slow  # stock fairseq commands end to end
+
 # the architecture of every row of the table of variants, at its tiny size: fairseq's
 # own transformer first, then every family of the plugin (tests/test_variants.py checks
 # that the table has them all)

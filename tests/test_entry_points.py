@@ -13,6 +13,8 @@ import pytest
 from conftest import BIN, REPO, run
 from fairseq_rskip.data_prep.bundled import CORPUS_DIR
 
+pytestmark = pytest.mark.slow  # stock fairseq commands end to end
+
 COMMANDS = ("rskip-prepare", "rskip-evaluate", "rskip-average-checkpoints", "rskip-reproduce",
             "rskip-gradient-analysis", "rskip-warmup-demo", "rskip-signal-propagation",
             "rskip-output-change", "rskip-gpu-check")

@@ -18,6 +18,8 @@ from fairseq_rskip.fairseq_tools import PLUGIN_DIR, fairseq_executable
 from fairseq_rskip.errors import UserError
 from fairseq_rskip.scoring import bleu, evaluate
 
+pytestmark = pytest.mark.slow  # stock fairseq commands end to end
+
 REPO = Path(__file__).resolve().parents[1]
 SCRIPTS = REPO / "scripts"
 BIN = Path(sys.executable).parent

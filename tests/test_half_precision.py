@@ -507,6 +507,7 @@ def trained_in_half(request, data_bin, tmp_path_factory):
     return path, save_dir, [train_in_precision(data_bin, save_dir, n, path) for n in stops]
 
 
+@pytest.mark.slow
 def test_fairseq_half_precision_training_follows_float32(trained_in_half, float32_losses):
     path, save_dir, runs = trained_in_half
     dtype = TRAINING_PATHS[path][0]
@@ -523,6 +524,7 @@ def test_fairseq_half_precision_training_follows_float32(trained_in_half, float3
         assert abs(loss - float32_losses[update]) <= TRAINING_LOSS_TOLERANCE[dtype], update
 
 
+@pytest.mark.slow
 def test_fairseq_half_precision_checkpoint(trained_in_half):
     path, save_dir, runs = trained_in_half
     dtype = TRAINING_PATHS[path][0]

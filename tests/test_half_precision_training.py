@@ -42,6 +42,8 @@ from conftest import finish_workers, start_worker
 from fairseq_rskip.analysis.gpu_check import LR, UPDATES, omega_error, worst_step_ratio
 from fairseq_rskip.variants import VARIANTS, family_rows
 
+pytestmark = pytest.mark.slow  # stock fairseq commands end to end
+
 ROWS = family_rows("tiny")
 FLOAT16 = ["--fp16-init-scale", "4"]
 MODES = {
