@@ -155,9 +155,11 @@ class Runner:
     def __init__(self, out: Path, data: Path, rows: Sequence[str], device: str, max_tokens: int):
         self.out, self.data, self.rows, self.device = out, data, list(rows), device
         self.max_tokens = max_tokens
+        self.logs: Dict[str, str] = {}  # mode -> its child's output
 
     def train(self, mode: str, flags: Sequence[str], stops=(UPDATES,), decode=False) -> subprocess.CompletedProcess:
-        base = ["--cpu"] if self.device == "cpu" else []
+        # one device unless the flags say otherwise (fairseq's default is every GPU)
+        base = ["--cpu"] if self.device == "cpu" else ["--distributed-world-size", "1"]
         cmd = [sys.executable, "-m", "fairseq_rskip.analysis.fairseq_runs", *self.rows,
                "--data", str(self.data), "--out", str(self.out / mode), "--stops", *map(str, stops),
                *(["--generate"] if decode else []), "--", *TRAIN_FLAGS, "--max-tokens", str(self.max_tokens),
@@ -167,7 +169,7 @@ class Runner:
         with open(log, "w") as f:
             proc = subprocess.run(cmd, stdout=f, stderr=subprocess.STDOUT, text=True,
                                   env={**child_env(), "PYTHONWARNINGS": "ignore"})
-        proc.log = log.read_text()
+        self.logs[mode] = log.read_text()
         if proc.returncode != 0:
             write(f"  {mode}: failed (exit {proc.returncode}); log {log}")
         return proc
@@ -189,6 +191,7 @@ def check_training(runner: Runner) -> List[Outcome]:
     paths = half_precision_flags(runner.device)
     runs = {"fp16": runner.train("fp16", paths["fp16"], stops=(2, UPDATES), decode=True),
             "amp": runner.train("amp", paths["amp"], decode=True)}
+    sentences = test_sentences(runner.data)
     for check, proc in runs.items():
         for row in runner.rows:
             if reference.returncode != 0 or proc.returncode != 0:
@@ -197,8 +200,7 @@ def check_training(runner: Runner) -> List[Outcome]:
                 continue
             outcomes.append(compare_with_float32(check, row, runner.out / check / row,
                                                  runner.out / "float32" / row, decoded=True,
-                                                 sentences=test_sentences(runner.data)))
-    runner.logs = {"float32": reference.log, **{k: p.log for k, p in runs.items()}}
+                                                 sentences=sentences))
     return outcomes
 
 
@@ -225,6 +227,9 @@ def check_fused_adam(logs: Dict[str, str]) -> Outcome:
     picked = get_fused_adam_class()
     if picked is None:
         return Outcome("fused-adam", "all", None, "apex's FusedAdam is not installed: fairseq uses its own Adam")
+    if not logs:
+        return Outcome("fused-adam", "all", None, f"fairseq picks {picked.__name__}; no runs to check "
+                       "(--checks without fp16, amp or ddp)")
     used = [mode for mode, log in logs.items() if "using FusedAdam" in log]
     return Outcome("fused-adam", "all", len(used) == len(logs),
                    f"fairseq picks {picked.__name__}; used by the {', '.join(used) or 'no'} runs")
@@ -327,15 +332,14 @@ def run_checks(out: Path, rows: Sequence[str], checks: Sequence[str], device: st
     if data is None:
         data = make_synthetic_databin(out / "data-bin", n_train=400, n_valid=40, n_test=TEST_SENTENCES)
     runner = Runner(out, data, rows, device, max_tokens)
-    runner.logs = {}
     outcomes = []
     if "fp16" in checks or "amp" in checks:
         outcomes += [o for o in check_training(runner) if o.check in checks]
     if "ddp" in checks:
         outcomes += check_ddp(runner, torch.cuda.device_count() if device == "cuda" else 0)
     if "fused-adam" in checks:
-        outcomes.append(check_fused_adam({k: v for k, v in runner.logs.items() if k != "float32"})
-                        if device == "cuda" else Outcome("fused-adam", "all", None, "skipped on CPU"))
+        outcomes.append(check_fused_adam(runner.logs) if device == "cuda"
+                        else Outcome("fused-adam", "all", None, "skipped on CPU"))
     if "first-step" in checks:
         outcomes += check_first_step(data, rows, device, max_tokens)
     if "benchmark" in checks:
