@@ -55,6 +55,9 @@ def test_a_lost_omega_and_a_diverged_loss_fail(tmp_path):
     outcome = gpu_check.compare_with_float32("fp16", "admin", fake_run(tmp_path / "nan", float32, [5.0, float("nan"), 4.8]),
                                              reference, decoded=False)
     assert not outcome.ok and "expected 3 finite" in outcome.detail
+    outcome = gpu_check.compare_with_float32("fp16", "admin", fake_run(tmp_path / "off", float32, [5.0, 4.95, 4.8]),
+                                             reference, decoded=False)
+    assert not outcome.ok and "training loss 0.050 from float32's" in outcome.detail
     # decoding that produced no hypotheses fails too
     outcome = gpu_check.compare_with_float32("fp16", "admin", same, reference, decoded=True)
     assert not outcome.ok and "0 finite hypotheses of 40" in outcome.detail
