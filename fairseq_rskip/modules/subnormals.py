@@ -9,13 +9,13 @@ gradients that vanish with depth (the vanilla model). So the shortcut-free
 models compute, with ``FLOOR = 2**-50``:
 
 - attention probabilities with :func:`floored_softmax`: ``p_i = 0`` where
-  ``exp(x_i - max x) < FLOOR`` (the logit is masked before the exponential, so
-  that no subnormal is ever computed), else ``softmax(x)_i``; so every zeroed
-  probability was below ``FLOOR`` and every kept one is at least ``FLOOR / n``
-  over ``n`` keys. Its backward ``p * (g - sum(g * p))`` uses that ``p`` and
-  makes entries below ``FLOOR`` in magnitude zero;
+  ``exp(x_i - max x) <= FLOOR`` (the logit is masked before the exponential,
+  so that no subnormal is ever computed), else ``softmax(x)_i``; so every
+  zeroed probability was at most ``FLOOR`` and every kept one is above
+  ``FLOOR / n`` over ``n`` keys. Its backward ``p * (g - sum(g * p))`` uses
+  that ``p`` and makes entries of magnitude at most ``FLOOR`` zero;
 - each sublayer's output through :func:`floor_gradient`: the identity, whose
-  backward makes gradient entries below ``FLOOR`` in magnitude zero.
+  backward makes gradient entries of magnitude at most ``FLOOR`` zero.
 
 A product of a kept probability and a kept gradient is at least
 ``2**-110`` at 1,024 keys, ``2**16`` above the subnormal range. An attention
@@ -30,23 +30,24 @@ softmax as plain operations and the identity for the gradient floor.
 import math
 
 import torch
+import torch.nn.functional as F
 from torch import Tensor
 
 FLOOR = 2.0 ** -50
 
 
 def _softmax_above(x: Tensor, floor: float) -> Tensor:
-    """Float32 ``softmax(x)`` over the last dimension, zero where ``exp(x_i - max x) < floor``."""
+    """Float32 ``softmax(x)`` over the last dimension, zero where ``exp(x_i - max x) <= floor``."""
     z = x - x.amax(dim=-1, keepdim=True)
     if floor > 0.0:
-        z.masked_fill_(z < math.log(floor), float("-inf"))
+        z = F.threshold(z, math.log(floor), float("-inf"), inplace=True)  # z if z > log(floor)
     return torch.softmax(z, dim=-1, dtype=torch.float32)
 
 
 class FlooredSoftmaxFunction(torch.autograd.Function):
     """``softmax(x)`` over the last dimension, in float32, zero where
-    ``exp(x_i - max x) < floor``; backward ``p * (g - sum(g * p))`` with that
-    ``p``, entries below ``floor`` in magnitude zero."""
+    ``exp(x_i - max x) <= floor``; backward ``p * (g - sum(g * p))`` with that
+    ``p``, entries of magnitude at most ``floor`` zero."""
 
     @staticmethod
     def forward(ctx, x: Tensor, floor: float) -> Tensor:
@@ -61,13 +62,13 @@ class FlooredSoftmaxFunction(torch.autograd.Function):
         (p,) = ctx.saved_tensors
         grad_x = torch._softmax_backward_data(grad.to(p.dtype), p, -1, p.dtype)
         if ctx.floor > 0.0:
-            grad_x.masked_fill_(grad_x.abs() < ctx.floor, 0.0)
+            grad_x = F.hardshrink(grad_x, ctx.floor)  # 0 where |g| <= floor
         return grad_x.to(ctx.in_dtype), None
 
 
 class GradientFloorFunction(torch.autograd.Function):
-    """The identity; its backward makes gradient entries below ``floor`` in
-    magnitude zero."""
+    """The identity; its backward makes gradient entries of magnitude at most
+    ``floor`` zero."""
 
     @staticmethod
     def forward(ctx, x: Tensor, floor: float) -> Tensor:
@@ -79,12 +80,12 @@ class GradientFloorFunction(torch.autograd.Function):
     def backward(ctx, grad: Tensor):
         if ctx.floor <= 0.0:
             return grad, None
-        return grad.masked_fill(grad.abs() < ctx.floor, 0.0), None
+        return F.hardshrink(grad, ctx.floor), None
 
 
 def floored_softmax(x: Tensor, floor: float = FLOOR) -> Tensor:
     """Float32 ``softmax(x)`` over the last dimension, zero where ``exp(x_i - max
-    x) < floor`` (forward and backward: :class:`FlooredSoftmaxFunction`)."""
+    x) <= floor`` (forward and backward: :class:`FlooredSoftmaxFunction`)."""
     if torch.jit.is_scripting() or not (torch.is_grad_enabled() and x.requires_grad):
         return _softmax_above(x, floor)
     return _floored_softmax(x, floor)
@@ -96,7 +97,7 @@ def _floored_softmax(x: Tensor, floor: float) -> Tensor:
 
 
 def floor_gradient(x: Tensor, floor: float = FLOOR) -> Tensor:
-    """``x``, whose gradient has its entries below ``floor`` in magnitude made
+    """``x``, whose gradient has its entries of magnitude at most ``floor`` made
     zero. Where it applies (autograd records ``x``) the result is a view of
     ``x`` that must not be modified in place."""
     if torch.jit.is_scripting() or not (torch.is_grad_enabled() and x.requires_grad):
