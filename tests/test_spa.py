@@ -6,8 +6,10 @@ import math
 import pytest
 import torch
 
-from conftest import build_model, make_dictionary
+from conftest import build_model, make_dictionary, sample_batch
+from fairseq_rskip.modules import spa
 from fairseq_rskip.modules.shaped_attention import ShapedMultiheadAttention
+from fairseq_rskip.modules.tat import TATLeakyReLU, leaky_relu_cmap
 
 DEPTHS = (6, 48)
 
@@ -246,16 +248,40 @@ def test_cross_attention_shortcuts_at_init():
 # -- TAT --------------------------------------------------------------------------------------
 
 
-def reference_cmap(c, a):
-    """TAT's local C map of the leaky ReLU with slope a (PAPERS.md section 4)."""
-    return c + (1 - a) ** 2 / (math.pi * (1 + a * a)) * (math.sqrt(1 - c * c) - c * math.acos(c))
+def dks_cmap(c, a):
+    """The leaky ReLU's local C map in dks's algebraic form (google-deepmind/dks,
+    dks/base/activation_transform.py, _leaky_relu_cmap): the ReLU part
+    (1 - a)^2 (sqrt(1 - c^2) + (pi - arccos c) c) / pi plus the linear part
+    2 a c, over 1 + a^2."""
+    relu_part = (1 - a) ** 2 * (math.sqrt(1 - c * c) + (math.pi - math.acos(c)) * c) / math.pi
+    return (relu_part + 2 * a * c) / (1 + a * a)
 
 
 def composed_at_zero(a, times):
     c = 0.0
     for _ in range(times):
-        c = reference_cmap(c, a)
+        c = dks_cmap(c, a)
     return c
+
+
+def test_cmap_is_dks_algebraic_form():
+    for a in (0.0, 0.024, 0.3, 0.7, 1.0):
+        for c in torch.linspace(-1, 1, 41).tolist():
+            assert leaky_relu_cmap(c, a) == pytest.approx(dks_cmap(c, a), abs=1e-12), (a, c)
+
+
+def test_cmap_is_the_correlation_of_the_activation_outputs():
+    """C(c) = E[phi(x) phi(y)] for unit Gaussians x, y of correlation c (q = 1 in
+    and out), by Monte Carlo with TAT's own phi: 4 million pairs, standard error
+    below 1e-3."""
+    g = torch.Generator().manual_seed(0)
+    x, z = torch.randn(2, 4_000_000, generator=g, dtype=torch.float64)
+    for a in (0.0, 0.3, 0.7):
+        phi = TATLeakyReLU(a)
+        for c in (-0.6, 0.0, 0.5, 0.9):
+            y = c * x + math.sqrt(1 - c * c) * z
+            estimate = (phi(x) * phi(y)).mean().item()
+            assert estimate == pytest.approx(leaky_relu_cmap(c, a), abs=5e-3), (a, c)
 
 
 @pytest.mark.parametrize("eta,extra,encoder_count,decoder_count", [
@@ -278,13 +304,179 @@ def test_tat_slope_sends_zero_to_eta(eta, extra, encoder_count, decoder_count):
         torch.testing.assert_close(activation(x[:5]), expected)
 
 
-def test_tat_default_eta_falls_back_to_relu_when_out_of_reach():
-    """2 + 2 layers: four ReLUs give C_f(0) = 0.68 < 0.9, so the default is ReLU (slope 0)."""
+def test_tat_default_eta_falls_back_to_relu_when_out_of_reach(caplog):
+    """2 + 2 layers: four ReLUs give C_f(0) = 0.68 < 0.9, so the default is ReLU
+    (slope 0), logged once at build time."""
     assert composed_at_zero(0.0, 4) < 0.9
-    shallow = build_model("transformer_espa_tiny")
+    with caplog.at_level("WARNING"):
+        shallow = build_model("transformer_espa_tiny")
+    fallbacks = [r.getMessage() for r in caplog.records if "out of reach" in r.getMessage()]
+    assert fallbacks == [
+        "TAT: C_f(0) = 0.9 (the default --tat-eta) is out of reach; using ReLU, the leaky ReLU closest "
+        "to it (encoder: 4 nonlinearities, C_f(0) = 0.6810, decoder: 4 nonlinearities, C_f(0) = 0.6810; "
+        "--tat-depth whole-network); --tat-fallback error refuses instead"
+    ]
     assert shallow.decoder.layers[0].activation_fn.negative_slope == 0.0
     deep = build_model("transformer_espa_tiny", "--encoder-layers", "8", "--decoder-layers", "8")
     assert composed_at_zero(deep.encoder.layers[0].activation_fn.negative_slope, 16) == pytest.approx(0.9, abs=1e-7)
+
+
+def test_fairseq_sizes_log_the_relu_fallback_or_refuse_it(caplog):
+    """transformer_espa (6 + 6): 12 ReLUs reach C_f(0) = 0.8971 < 0.9. The check
+    the build runs says so (the build itself: the test above); --tat-fallback
+    error refuses; the flags' help names the fallback."""
+    from fairseq.models import ARCH_CONFIG_REGISTRY
+    from fairseq_rskip.analysis.modelbuild import parse_model_args
+    from fairseq_rskip.models.skip_norm_config import SkipNormConfig
+
+    args = parse_model_args("transformer_espa", ["--task", "translation"], data="/nonexistent-data")
+    ARCH_CONFIG_REGISTRY[args.arch](args)
+    assert (args.encoder_layers, args.decoder_layers) == (6, 6)
+    with caplog.at_level("WARNING"):
+        SkipNormConfig.from_namespace(args).validate(False, False, args.arch, model_args=args)
+    (line,) = [r.getMessage() for r in caplog.records if "out of reach" in r.getMessage()]
+    assert "encoder: 12 nonlinearities, C_f(0) = 0.8971, decoder: 12 nonlinearities, C_f(0) = 0.8971" in line
+    assert line.startswith("TAT: C_f(0) = 0.9 (the default --tat-eta) is out of reach; using ReLU")
+    with pytest.raises(ValueError, match=r"--tat-eta 0.9 is out of reach of 12 feed-forward nonlinearities "
+                       r"\(--tat-depth whole-network\): even ReLU gives C_f\(0\) = 0.8971.*--tat-fallback relu"):
+        build_model("transformer_espa_tiny", "--encoder-layers", "6", "--decoder-layers", "6",
+                    "--tat-fallback", "error")
+    for name in ("tat_eta", "tat_fallback"):
+        help_text = SkipNormConfig.__dataclass_fields__[name].metadata["help"]
+        assert "ReLU" in help_text and "error" in help_text
+
+
+def test_per_stack_fallback_names_only_the_stack_that_falls_back(caplog):
+    """--tat-depth per-stack with 14 + 2 layers: the encoder reaches 0.9 with a
+    leaky slope, the decoder's 2 ReLUs do not."""
+    with caplog.at_level("WARNING"):
+        model = build_model("transformer_espa_tiny", "--encoder-layers", "14", "--decoder-layers", "2",
+                            "--tat-depth", "per-stack")
+    (line,) = [r.getMessage() for r in caplog.records if "out of reach" in r.getMessage()]
+    assert "(decoder: 2 nonlinearities, C_f(0) = " in line and "encoder" not in line
+    assert model.encoder.layers[0].activation_fn.negative_slope > 0
+    assert model.decoder.layers[0].activation_fn.negative_slope == 0
+    caplog.clear()
+    with caplog.at_level("WARNING"):
+        build_model("transformer_espa_tiny", "--encoder-layers", "7", "--decoder-layers", "6")
+    assert not [r for r in caplog.records if "out of reach" in r.getMessage()]
+
+
+# -- initialisation of the queries and keys -----------------------------------------------------
+
+
+def self_attentions(model):
+    return [layer.self_attn for layer in list(model.encoder.layers) + list(model.decoder.layers)]
+
+
+@pytest.mark.parametrize("flags", [("transformer_espa_tiny",), ("transformer_vanilla_tiny", "--value-skipinit")])
+def test_query_and_key_initialisation(flags):
+    """W_Q = 0 (He et al., as He & Hofmann 2023 describe it) for SPA and
+    Value-SkipInit; keys fairseq's xavier_uniform with gain 1/sqrt(2) (variance
+    1/(2d)), or N(0, 1/d) with --shaped-key-init normal; --shaped-query-init
+    fairseq keeps fairseq's queries."""
+    d = 64
+    default = build_model(*flags)
+    normal_keys = build_model(*flags, "--shaped-key-init", "normal")
+    fairseq_queries = build_model(*flags, "--shaped-query-init", "fairseq")
+    for attention in self_attentions(default):
+        assert not attention.q_proj.weight.any()
+        w = attention.k_proj.weight
+        assert w.abs().max() <= math.sqrt(6 / (2 * d)) / math.sqrt(2) and w.var().item() == pytest.approx(1 / (2 * d), rel=0.15)
+    for attention in self_attentions(normal_keys):
+        assert not attention.q_proj.weight.any()
+        assert attention.k_proj.weight.var().item() == pytest.approx(1 / d, rel=0.15)
+        assert attention.k_proj.weight.abs().max() > math.sqrt(6 / (2 * d)) / math.sqrt(2)  # not uniform
+    for attention in self_attentions(fairseq_queries):
+        assert attention.q_proj.weight.var().item() == pytest.approx(1 / (2 * d), rel=0.15)
+        assert not attention.q_proj.bias.any()
+
+
+@pytest.mark.parametrize("arch", ["transformer_espa_tiny", "transformer_uspa_tiny",
+                                  "transformer_vanilla_tiny --value-skipinit"])
+def test_one_backward_at_initialisation_reaches_the_queries_or_beta(arch):
+    """Decoder: SPA's W_Q = 0 but the keys are not, so dL/dW_Q = (dL/dlogits K /
+    sqrt(d_k))^T X is non-zero in every layer; Value-SkipInit's dL/dbeta =
+    <dL/dattention, A(X) V> is, while its queries and keys get none until beta
+    moves. Encoder: no gradient at all until the cross-attention gain g
+    (SkipInit, 0 at start) moves, whose own gradient is non-zero."""
+    model = build_model(*arch.split()).train()
+    model(*sample_batch())[0].logsumexp(-1).sum().backward()
+    for layer in model.decoder.layers:
+        attention = layer.self_attn
+        if attention.value_skipinit_beta is not None:
+            assert attention.value_skipinit_beta.grad.abs().item() > 1e-6
+            assert not attention.q_proj.weight.grad.any() and not attention.k_proj.weight.grad.any()
+        else:
+            assert attention.q_proj.weight.grad.abs().max().item() > 1e-6
+        assert layer.encoder_attn_layer_norm.branch_gain.grad.abs().item() > 1e-6
+    for name, p in model.encoder.named_parameters():
+        assert p.grad is None or not p.grad.any(), name
+
+
+# -- the construction at scale, against references of the test's own ----------------------------
+
+EPS64 = torch.finfo(torch.float64).eps
+
+
+@pytest.mark.parametrize("depth", [1, 2, 6, 48])
+def test_espa_causal_schedule_invariants(depth):
+    """At every layer A_l[0, 0] = 1 (the first token mixes nothing) and, from the
+    second row on, A_l[i, i] = s_l / s_(l-1) = (1 - e^(-2 gamma_L))^(1 / (2L)): the
+    schedule's innovations s_l = sqrt(1 - rho_l^2) fall geometrically to
+    sqrt(1 - e^(-2 gamma_L)). In float64 (the construction) and as the module
+    applies it (float32)."""
+    n, gamma = 64, 0.005
+    ratio = (1 - math.exp(-2 * gamma)) ** (1 / (2 * depth))
+    for layer in range(1, depth + 1):
+        attention = shaped("exponential", gamma, layer, depth, True, max_positions=n)
+        exact = spa.log_attention_matrix("exponential", attention.rho, attention.rho_prev, n, True).exp()
+        applied, _ = mixing_matrix(attention, n)
+        for a, tol in ((exact, 1e-13), (applied, 2e-6)):
+            assert a[0, 0].item() == pytest.approx(1.0, rel=tol)
+            torch.testing.assert_close(a.diagonal()[1:], torch.full((n - 1,), ratio, dtype=torch.float64),
+                                       rtol=tol, atol=0, msg=f"layer {layer}")
+
+
+@pytest.mark.parametrize("n", [256, 1024])
+def test_encoder_symmetric_roots_at_length(n):
+    """Depths 1, 2, 6: each unclamped A_l = Sigma_l^(1/2) Sigma_(l-1)^(-1/2) is
+    non-negative up to round-off (minimum >= -n eps max), and the clamped
+    matrices the bias is made of multiply to Sigma_L's root:
+    (A_L .. A_1)(A_L .. A_1)^T = Sigma_L."""
+    for depth in (1, 2, 6):
+        rhos = reference_rhos("exponential", 0.005, depth)
+        product = torch.eye(n, dtype=torch.float64)
+        for layer in range(1, depth + 1):
+            raw = spa.attention_matrix("exponential", rhos[layer], rhos[layer - 1], n, causal=False)
+            assert raw.min() >= -n * EPS64 * raw.max(), (depth, layer, raw.min().item())
+            a = spa.log_attention_matrix("exponential", rhos[layer], rhos[layer - 1], n, causal=False).exp()
+            product = a @ product
+        target = reference_kernel("exponential", rhos[-1], n)
+        assert (product @ product.T - target).abs().max() <= 1e-9, (depth, n)
+
+
+@pytest.mark.parametrize("kernel,final", [("exponential", 0.005), ("uniform", 0.8)])
+def test_causal_closed_forms_at_1024_positions(kernel, final):
+    """6 layers at 1,024 positions: each closed-form A_l against L_l L_(l-1)^(-1)
+    from LAPACK's Cholesky factors of the test's kernels, their product against
+    L_6; and the row decoding reads at position 1,023 (one query over 1,024 keys,
+    as an incremental step) against that row of the reference."""
+    n, depth = 1024, 6
+    rhos = reference_rhos(kernel, final, depth)
+    factors = [torch.linalg.cholesky(reference_kernel(kernel, rho, n)) for rho in rhos]
+    product = torch.eye(n, dtype=torch.float64)
+    for layer in range(1, depth + 1):
+        reference = torch.linalg.solve_triangular(factors[layer - 1], factors[layer], upper=False, left=False)
+        closed = spa.log_attention_matrix(kernel, rhos[layer], rhos[layer - 1], n, causal=True).exp()
+        assert (closed - reference).abs().max() <= 1e-11, layer
+        product = closed @ product
+        if layer in (1, depth):
+            attention = shaped(kernel, final, layer, depth, True, max_positions=n)
+            bias, scale = attention.shaping(None, 1, n, torch.device("cpu"))
+            row = scale[0, 0, 0].double() * torch.softmax(bias[0, 0, 0].double(), -1)
+            torch.testing.assert_close(row, reference[n - 1], rtol=1e-5, atol=1e-9)
+    torch.testing.assert_close(product, factors[-1], rtol=0, atol=1e-10)
 
 
 # -- decoding -----------------------------------------------------------------------------------

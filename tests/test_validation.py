@@ -171,7 +171,8 @@ def test_arguments_saved_before_the_config_dataclass_build_the_same_model():
         args.adanorm_scale = args.adanorm_k = None
         for name in ("skip_shared_norm", "stack_norm_type", "attention_init", "skip_norm_defaults_version",
                      "no_skip", "spa_kernel", "spa_gamma_final", "spa_rho_final", "value_skipinit",
-                     "tat_eta", "tat_depth", "cross_attention_shortcut"):
+                     "tat_eta", "tat_depth", "cross_attention_shortcut", "tat_fallback",
+                     "shaped_query_init", "shaped_key_init"):
             delattr(args, name)
         torch.manual_seed(1)
         old = ARCH_MODEL_REGISTRY[args.arch].build_model(args, task)
@@ -269,7 +270,15 @@ SHORTCUT_FREE_REFUSED = [
     ("transformer_rskip_tiny", ("--skip-recursions", "1", "--spa-kernel", "exponential"), r"--spa-kernel shapes vanilla layers"),
     ("transformer_rskip_tiny", ("--skip-recursions", "1", "--value-skipinit"), r"--value-skipinit replaces the skip connection and needs --no-skip"),
     ("transformer_espa_tiny", ("--value-skipinit",), r"--value-skipinit and --spa-kernel are two alternatives"),
-    ("transformer_vanilla_tiny", ("--tat-eta", "0.5"), r"--tat-eta, --tat-depth and --cross-attention-shortcut apply only with"),
+    ("transformer_vanilla_tiny", ("--tat-eta", "0.5"),
+     r"--tat-eta, --tat-depth, --tat-fallback, --cross-attention-shortcut, --shaped-query-init and "
+     r"--shaped-key-init apply only with --spa-kernel or --value-skipinit"),
+    ("transformer_vanilla_tiny", ("--tat-fallback", "error"), r"apply only with --spa-kernel or --value-skipinit"),
+    ("transformer_rskip_tiny", ("--shaped-query-init", "fairseq"), r"apply only with --spa-kernel"),
+    ("transformer_vanilla_tiny", ("--shaped-key-init", "normal"), r"apply only with --spa-kernel"),
+    ("transformer_espa_tiny", ("--tat-fallback", "error"),
+     r"--tat-eta 0.9 is out of reach of 4 feed-forward nonlinearities \(--tat-depth whole-network\): even "
+     r"ReLU gives C_f\(0\) = 0.6810; use --tat-eta <= 0.6809 or more layers \(or --tat-fallback relu to use ReLU\)"),
     ("transformer_vanilla_tiny", ("--tat-depth", "per-stack"), r"apply only with --spa-kernel or --value-skipinit"),
     ("transformer_rskip_tiny", ("--cross-attention-shortcut", "zero-out-proj"), r"apply only with --spa-kernel"),
     ("transformer_espa_tiny", ("--activation-fn", "gelu"), r"use TAT's leaky ReLU in place of --activation-fn, which must stay relu; got --activation-fn gelu"),

@@ -11,12 +11,15 @@ is plain data: the modules build themselves from it
 (:mod:`fairseq_rskip.modules.residual_norm`).
 """
 
+import logging
 import math
 from dataclasses import dataclass, field, fields
 from numbers import Integral, Real
 from typing import Any, Optional
 
 from fairseq.dataclass import ChoiceEnum, FairseqDataclass
+
+logger = logging.getLogger(__name__)
 
 NORM_TYPES = ("layernorm", "simple", "adanorm", "none")
 NORM_TYPE_CHOICES = ChoiceEnum(list(NORM_TYPES))
@@ -32,6 +35,12 @@ CROSS_ATTENTION_SHORTCUTS = ("skipinit", "zero-out-proj")
 CROSS_ATTENTION_SHORTCUT_CHOICES = ChoiceEnum(list(CROSS_ATTENTION_SHORTCUTS))
 TAT_DEPTHS = ("whole-network", "per-stack")
 TAT_DEPTH_CHOICES = ChoiceEnum(list(TAT_DEPTHS))
+TAT_FALLBACKS = ("relu", "error")
+TAT_FALLBACK_CHOICES = ChoiceEnum(list(TAT_FALLBACKS))
+SHAPED_QUERY_INITS = ("zero", "fairseq")
+SHAPED_QUERY_INIT_CHOICES = ChoiceEnum(list(SHAPED_QUERY_INITS))
+SHAPED_KEY_INITS = ("fairseq", "normal")
+SHAPED_KEY_INIT_CHOICES = ChoiceEnum(list(SHAPED_KEY_INITS))
 
 
 def _finite_number(value: Any) -> bool:
@@ -158,8 +167,16 @@ class SkipNormConfig(FairseqDataclass):
     tat_eta: Optional[float] = field(
         default=None,
         metadata={"help": "TAT: the leaky ReLU slope makes the composed C map of the network's "
-                  "feed-forward nonlinearities send 0 to ETA, in (0, 1); default 0.9, or ReLU "
-                  "where too few nonlinearities reach 0.9 (E-SPA, U-SPA, Value-SkipInit)"},
+                  "feed-forward nonlinearities send 0 to ETA, in (0, 1) (E-SPA, U-SPA, "
+                  "Value-SkipInit); default 0.9 where reachable; 12 ReLUs reach only 0.897, so "
+                  "with fewer than 13 nonlinearities (every fairseq 6+6 size) the default falls "
+                  "back to ReLU, logged at build time, or is an error with --tat-fallback error"},
+    )
+    tat_fallback: TAT_FALLBACK_CHOICES = field(
+        default="relu",
+        metadata={"help": "where the default --tat-eta 0.9 is out of reach of the network's "
+                  "nonlinearities: relu = use ReLU, the leaky ReLU closest to it, and log the "
+                  "depth and the C_f(0) asked and reached; error = refuse to build the model"},
     )
     tat_depth: TAT_DEPTH_CHOICES = field(
         default="whole-network",
@@ -171,6 +188,19 @@ class SkipNormConfig(FairseqDataclass):
         metadata={"help": "cross-attention of E-SPA, U-SPA and Value-SkipInit keeps a shortcut: "
                   "skipinit = x + g F(x), trainable g = 0 at start; zero-out-proj = x + F(x), "
                   "F's output projection zero at start"},
+    )
+    shaped_query_init: SHAPED_QUERY_INIT_CHOICES = field(
+        default="zero",
+        metadata={"help": "self-attention queries of E-SPA, U-SPA and Value-SkipInit at start: "
+                  "zero = W_Q = 0 (He et al.'s, as He & Hofmann 2023 describe it); fairseq = "
+                  "fairseq's xavier_uniform with gain 1/sqrt(2) (Value-SkipInit's start before "
+                  "this flag existed)"},
+    )
+    shaped_key_init: SHAPED_KEY_INIT_CHOICES = field(
+        default="fairseq",
+        metadata={"help": "self-attention keys of E-SPA, U-SPA and Value-SkipInit at start: "
+                  "fairseq = xavier_uniform with gain 1/sqrt(2), variance 1/(2d); normal = "
+                  "N(0, 1/d), as SimplEsT-ViT draws them"},
     )
 
     @property
@@ -418,14 +448,32 @@ class SkipNormConfig(FairseqDataclass):
                 "--value-skipinit and --spa-kernel are two alternatives: at initialisation "
                 "Value-SkipInit's attention is the identity, and the SPA kernel would be unused"
             )
+        if self.tat_fallback not in TAT_FALLBACKS:
+            raise ValueError(
+                f"--tat-fallback must be one of {', '.join(TAT_FALLBACKS)}; got {self.tat_fallback!r}"
+            )
+        if self.shaped_query_init not in SHAPED_QUERY_INITS:
+            raise ValueError(
+                f"--shaped-query-init must be one of {', '.join(SHAPED_QUERY_INITS)}; "
+                f"got {self.shaped_query_init!r}"
+            )
+        if self.shaped_key_init not in SHAPED_KEY_INITS:
+            raise ValueError(
+                f"--shaped-key-init must be one of {', '.join(SHAPED_KEY_INITS)}; "
+                f"got {self.shaped_key_init!r}"
+            )
         if not self.shaped and (
             self.tat_eta is not None
             or self.tat_depth != defaults["tat_depth"]
+            or self.tat_fallback != defaults["tat_fallback"]
             or self.cross_attention_shortcut != defaults["cross_attention_shortcut"]
+            or self.shaped_query_init != defaults["shaped_query_init"]
+            or self.shaped_key_init != defaults["shaped_key_init"]
         ):
             raise ValueError(
-                "--tat-eta, --tat-depth and --cross-attention-shortcut apply only with "
-                "--spa-kernel or --value-skipinit"
+                "--tat-eta, --tat-depth, --tat-fallback, --cross-attention-shortcut, "
+                "--shaped-query-init and --shaped-key-init apply only with --spa-kernel or "
+                "--value-skipinit"
             )
         if not self.shaped:
             return
@@ -445,16 +493,32 @@ class SkipNormConfig(FairseqDataclass):
                 "--cross-self-attention is not defined with --spa-kernel or --value-skipinit: "
                 "the decoder's self-attention would also attend to the encoder's output"
             )
-        if self.tat_eta is not None and model_args is not None:
-            from fairseq_rskip.modules.tat import composed_cmap_at_zero, tat_nonlinearities
+        if model_args is not None:
+            self._validate_tat_reach(model_args.encoder_layers, model_args.decoder_layers)
 
-            nonlinearities = min(
-                tat_nonlinearities(self.tat_depth, model_args.encoder_layers, model_args.decoder_layers)
+    def _validate_tat_reach(self, encoder_layers: int, decoder_layers: int) -> None:
+        """An explicit --tat-eta out of reach is refused; the default one falls back
+        to ReLU, logged (``--tat-fallback relu``), or is refused (``error``)."""
+        from fairseq_rskip.modules.tat import DEFAULT_TAT_ETA, composed_cmap_at_zero, tat_nonlinearities
+
+        counts = tat_nonlinearities(self.tat_depth, encoder_layers, decoder_layers)
+        nonlinearities = min(counts)
+        reachable = composed_cmap_at_zero(0.0, nonlinearities)
+        eta = DEFAULT_TAT_ETA if self.tat_eta is None else self.tat_eta
+        if reachable >= eta:
+            return
+        where = f"{nonlinearities} feed-forward nonlinearities (--tat-depth {self.tat_depth})"
+        if self.tat_eta is not None or self.tat_fallback == "error":
+            raise ValueError(
+                f"--tat-eta {eta} is out of reach of {where}: even ReLU gives C_f(0) = "
+                f"{reachable:.4f}; use --tat-eta <= {math.floor(reachable * 1e4) / 1e4} or more layers"
+                + ("" if self.tat_eta is not None else " (or --tat-fallback relu to use ReLU)")
             )
-            reachable = composed_cmap_at_zero(0.0, nonlinearities)
-            if reachable < self.tat_eta:
-                raise ValueError(
-                    f"--tat-eta {self.tat_eta} is out of reach of {nonlinearities} feed-forward "
-                    f"nonlinearities (--tat-depth {self.tat_depth}): even ReLU gives C_f(0) = "
-                    f"{reachable:.4f}; use --tat-eta <= {math.floor(reachable * 1e4) / 1e4} or more layers"
-                )
+        short = [(side, n, composed_cmap_at_zero(0.0, n))
+                 for side, n in zip(("encoder", "decoder"), counts)]
+        reached = ", ".join(f"{side}: {n} nonlinearities, C_f(0) = {c:.4f}" for side, n, c in short if c < eta)
+        logger.warning(
+            f"TAT: C_f(0) = {eta} (the default --tat-eta) is out of reach; using ReLU, the "
+            f"leaky ReLU closest to it ({reached}; --tat-depth {self.tat_depth}); "
+            "--tat-fallback error refuses instead"
+        )

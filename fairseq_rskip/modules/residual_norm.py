@@ -17,7 +17,9 @@ Post-norm, n > 1    rSkip+LN: ``y_1 = N_1(x + F(x))``,
                     ``y_i = N_i(x + y_{i-1})`` for i = 2..n, output ``y_n``
 Pre-norm            ``y = x + F(N(x))`` (``--*-normalize-before``)
 No skip             ``y = N(F(x))`` (``--no-skip``); vanilla with ``--norm-type
-                    none``: ``y = F(x)``
+                    none``: ``y = F(x)``; the gradient of ``F(x)`` has its
+                    entries below ``2**-50`` made zero (no subnormal floats,
+                    :mod:`fairseq_rskip.modules.subnormals`)
 Cross-attention of  ``y = x + g * F(x)``, trainable ``g = 0`` at start
 E-SPA, U-SPA,       (``--cross-attention-shortcut skipinit``, SkipInit), or
 Value-SkipInit      ``y = x + F(x)`` (``zero-out-proj``; the layer zeroes F's
@@ -36,6 +38,7 @@ from fairseq_rskip.modules.norm_functions import (
     RecursiveLayerNormFunction,
 )
 from fairseq_rskip.modules.normalization import Normalization
+from fairseq_rskip.modules.subnormals import FLOOR, floor_gradient
 
 
 class ResidualNorm(Normalization):
@@ -82,6 +85,9 @@ class ResidualNorm(Normalization):
             self.register_parameter("branch_gain", None)
         self.normalize_before = normalize_before
         self.inplace = inplace
+        # without shortcuts gradients can vanish into subnormal floats: the
+        # gradient of F(x) has its entries below FLOOR made zero
+        self.gradient_floor = FLOOR if config.no_skip else 0.0
         self.skip_scale = float(config.skip_scale if skip_weight is None else skip_weight)
         if config.skip_weight == "admin":
             self.omega = nn.Parameter(torch.full((dim,), self.skip_scale))
@@ -107,9 +113,15 @@ class ResidualNorm(Normalization):
         # s = lam * residual + x (or omega * residual + x); the same rounding
         # in place or not. Under autocast x can be half precision and residual
         # float32: then the sum is float32, as out of place, and x cannot hold it.
+        if self.gradient_floor > 0.0:
+            x = floor_gradient(x, self.gradient_floor)  # a view: not to be added into
         if self.branch_gain is not None:
             x = x * self.branch_gain
-        inplace = self.inplace and x.dtype == residual.dtype
+        inplace = (
+            self.inplace
+            and x.dtype == residual.dtype
+            and (self.gradient_floor == 0.0 or self.branch_gain is not None)
+        )
         omega = self.omega
         if not self.skip:
             s = x

@@ -33,6 +33,7 @@ Every matrix is computed in float64; the functions are TorchScript-compatible.
 """
 
 import math
+from functools import lru_cache
 from typing import List, Tuple
 
 import torch
@@ -151,23 +152,40 @@ def _log_uniform_bidirectional(rho: float, rho_prev: float, n: int) -> Tensor:
     return log_a.fill_diagonal_(math.log(a + c))
 
 
-def _symmetric_sqrt(sigma: Tensor, inverse: bool) -> Tensor:
+def _symmetric_roots(sigma: Tensor) -> Tuple[Tensor, Tensor]:
+    """``(Sigma^(1/2), Sigma^(-1/2))`` from one eigendecomposition."""
     eigenvalues, vectors = torch.linalg.eigh(sigma)
-    scale = eigenvalues.rsqrt() if inverse else eigenvalues.sqrt()
-    return (vectors * scale.unsqueeze(0)) @ vectors.t()
+    root = (vectors * eigenvalues.sqrt().unsqueeze(0)) @ vectors.t()
+    inverse = (vectors * eigenvalues.rsqrt().unsqueeze(0)) @ vectors.t()
+    return root, inverse
+
+
+@torch.jit.unused
+@lru_cache(maxsize=4)
+def _kept_symmetric_roots(kernel: str, rho: float, n: int) -> Tuple[Tensor, Tensor]:
+    """:func:`_symmetric_roots` of a kernel, kept: layer ``l`` needs ``Sigma_l``'s
+    inverse root, layer ``l + 1`` its root (callers must not modify them)."""
+    return _symmetric_roots(kernel_matrix(kernel, rho, n))
+
+
+def _symmetric_sqrt(kernel: str, rho: float, n: int, inverse: bool) -> Tensor:
+    if torch.jit.is_scripting():
+        return _symmetric_roots(kernel_matrix(kernel, rho, n))[int(inverse)]
+    return _kept_symmetric_roots(kernel, rho, n)[int(inverse)]
 
 
 def attention_matrix(kernel: str, rho: float, rho_prev: float, n: int, causal: bool) -> Tensor:
     """``A_l = L_l L_{l-1}^{-1}`` (``n x n``, float64) by the general construction:
     Cholesky factors (``causal``) or symmetric square roots. Not clamped."""
-    sigma = kernel_matrix(kernel, rho, n)
-    sigma_prev = kernel_matrix(kernel, rho_prev, n)
     if causal:
         # A L_{l-1} = L_l, solved from the right
         return torch.linalg.solve_triangular(
-            torch.linalg.cholesky(sigma_prev), torch.linalg.cholesky(sigma), upper=False, left=False
+            torch.linalg.cholesky(kernel_matrix(kernel, rho_prev, n)),
+            torch.linalg.cholesky(kernel_matrix(kernel, rho, n)),
+            upper=False,
+            left=False,
         )
-    return _symmetric_sqrt(sigma, False) @ _symmetric_sqrt(sigma_prev, True)
+    return _symmetric_sqrt(kernel, rho, n, False) @ _symmetric_sqrt(kernel, rho_prev, n, True)
 
 
 def round_off_floor(n: int) -> float:

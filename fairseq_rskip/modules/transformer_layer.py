@@ -77,6 +77,8 @@ class _FeedForwardSublayer:
     __jit_ignored_attributes__ = ["skip_norm"]  # plain data, not scripted
 
     def _shaped_self_attention(self, cfg, side, causal: bool) -> ShapedMultiheadAttention:
+        """The self-attention of the shortcut-free models (``--no-skip``): E-SPA/U-SPA,
+        Value-SkipInit, or plain with fairseq's initialisation (vanilla)."""
         skip_norm = self.skip_norm
         kernel = skip_norm.spa_kernel or ""
         return ShapedMultiheadAttention(
@@ -92,6 +94,8 @@ class _FeedForwardSublayer:
             q_noise=self.quant_noise,
             qn_block_size=self.quant_noise_block_size,
             max_positions=cfg.max_target_positions if causal else cfg.max_source_positions,
+            query_init=skip_norm.shaped_query_init,
+            key_init=skip_norm.shaped_key_init,
         )
 
     def _shape_feed_forward(self, cfg, decoder: bool) -> None:
@@ -138,7 +142,7 @@ class RSkipTransformerEncoderLayer(_FeedForwardSublayer, TransformerEncoderLayer
             self._shape_feed_forward(cfg, decoder=False)
 
     def build_self_attention(self, embed_dim, cfg):
-        if not self.skip_norm.shaped:
+        if not self.skip_norm.no_skip:
             return super().build_self_attention(embed_dim, cfg)
         return self._shaped_self_attention(cfg, cfg.encoder, causal=False)
 
@@ -214,9 +218,30 @@ class RSkipTransformerDecoderLayer(_FeedForwardSublayer, TransformerDecoderLayer
                 nn.init.zeros_(self.encoder_attn.out_proj.bias)
 
     def build_self_attention(self, embed_dim, cfg, add_bias_kv=False, add_zero_attn=False):
-        if not self.skip_norm.shaped:
+        if not self.skip_norm.no_skip:
             return super().build_self_attention(embed_dim, cfg, add_bias_kv, add_zero_attn)
+        assert not add_bias_kv and not add_zero_attn, "--no-skip attention has no bias_kv or zero_attn"
         return self._shaped_self_attention(cfg, cfg.decoder, causal=True)
+
+    def build_encoder_attention(self, embed_dim, cfg):
+        """Cross-attention: fairseq's, computed with the floored softmax under ``--no-skip``."""
+        if not self.skip_norm.no_skip:
+            return super().build_encoder_attention(embed_dim, cfg)
+        return ShapedMultiheadAttention(
+            embed_dim,
+            cfg.decoder.attention_heads,
+            cfg.attention_dropout,
+            kernel="",
+            final=0.0,
+            layer=self.layer_index + 1,
+            num_layers=cfg.decoder.layers,
+            causal=False,
+            value_skipinit=False,
+            q_noise=self.quant_noise,
+            qn_block_size=self.quant_noise_block_size,
+            encoder_decoder_attention=True,
+            kdim=cfg.encoder.embed_dim,
+        )
 
     def forward(
         self,
