@@ -382,7 +382,8 @@ def test_query_and_key_initialisation(flags):
     for attention in self_attentions(default):
         assert not attention.q_proj.weight.any()
         w = attention.k_proj.weight
-        assert w.abs().max() <= math.sqrt(6 / (2 * d)) / math.sqrt(2) and w.var().item() == pytest.approx(1 / (2 * d), rel=0.15)
+        assert w.abs().max() <= math.sqrt(6 / (2 * d)) / math.sqrt(2)
+        assert w.var().item() == pytest.approx(1 / (2 * d), rel=0.15)
     for attention in self_attentions(normal_keys):
         assert not attention.q_proj.weight.any()
         assert attention.k_proj.weight.var().item() == pytest.approx(1 / d, rel=0.15)

@@ -475,6 +475,11 @@ class SkipNormConfig(FairseqDataclass):
                 "--shaped-query-init and --shaped-key-init apply only with --spa-kernel or "
                 "--value-skipinit"
             )
+        if self.no_skip and getattr(model_args, "cross_self_attention", False):
+            raise ValueError(
+                "--cross-self-attention is not defined with --no-skip (vanilla, --spa-kernel, "
+                "--value-skipinit): their decoder self-attention attends to the decoder alone"
+            )
         if not self.shaped:
             return
         if self.attention_init != defaults["attention_init"]:
@@ -487,11 +492,6 @@ class SkipNormConfig(FairseqDataclass):
             raise ValueError(
                 "E-SPA, U-SPA and Value-SkipInit use TAT's leaky ReLU in place of "
                 f"--activation-fn, which must stay relu; got --activation-fn {activation_fn}"
-            )
-        if getattr(model_args, "cross_self_attention", False):
-            raise ValueError(
-                "--cross-self-attention is not defined with --spa-kernel or --value-skipinit: "
-                "the decoder's self-attention would also attend to the encoder's output"
             )
         if model_args is not None:
             self._validate_tat_reach(model_args.encoder_layers, model_args.decoder_layers)

@@ -18,8 +18,8 @@ Post-norm, n > 1    rSkip+LN: ``y_1 = N_1(x + F(x))``,
 Pre-norm            ``y = x + F(N(x))`` (``--*-normalize-before``)
 No skip             ``y = N(F(x))`` (``--no-skip``); vanilla with ``--norm-type
                     none``: ``y = F(x)``; the gradient of ``F(x)`` has its
-                    entries below ``2**-50`` made zero (no subnormal floats,
-                    :mod:`fairseq_rskip.modules.subnormals`)
+                    entries of magnitude at most ``2**-50`` made zero (no
+                    subnormal floats, :mod:`fairseq_rskip.modules.subnormals`)
 Cross-attention of  ``y = x + g * F(x)``, trainable ``g = 0`` at start
 E-SPA, U-SPA,       (``--cross-attention-shortcut skipinit``, SkipInit), or
 Value-SkipInit      ``y = x + F(x)`` (``zero-out-proj``; the layer zeroes F's
@@ -86,7 +86,7 @@ class ResidualNorm(Normalization):
         self.normalize_before = normalize_before
         self.inplace = inplace
         # without shortcuts gradients can vanish into subnormal floats: the
-        # gradient of F(x) has its entries below FLOOR made zero
+        # gradient of F(x) has its entries of magnitude at most FLOOR made zero
         self.gradient_floor = FLOOR if config.no_skip else 0.0
         self.skip_scale = float(config.skip_scale if skip_weight is None else skip_weight)
         if config.skip_weight == "admin":

@@ -21,7 +21,7 @@ output projection start random orthogonal and all biases zero, so that at
 start the sublayer keeps the kernel of its input up to the attention's mixing
 (``--shaped-query-init``, ``--shaped-key-init``: the queries' and keys' start).
 Every softmax is :func:`~fairseq_rskip.modules.subnormals.floored_softmax`
-(probabilities below ``2**-50`` exactly zero, so that no subnormal float
+(probabilities of at most ``2**-50`` exactly zero, so that no subnormal float
 enters the products), computed as written (no fused kernel).
 
 Positions are those of the real tokens: a sequence's first non-padding token

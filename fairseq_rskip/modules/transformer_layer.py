@@ -9,8 +9,10 @@ writes ``residual + x`` followed or preceded by a LayerNorm are replaced by
 With ``--skip-weight deepnorm`` the layer's projections are then initialised
 as DeepNorm prescribes (:func:`~fairseq_rskip.modules.skip_weights.deepnorm_initialise_`).
 
-The shortcut-free models (``--spa-kernel``, ``--value-skipinit``) also build
-their self-attention as a :class:`ShapedMultiheadAttention` and their
+The shortcut-free models (``--no-skip``) build their self- and cross-attention
+as a :class:`ShapedMultiheadAttention` (its softmax floored, no subnormal
+floats); E-SPA, U-SPA and Value-SkipInit (``--spa-kernel``,
+``--value-skipinit``) also shape the self-attention, and build their
 feed-forward sublayer with TAT's leaky ReLU and orthogonal weights.
 """
 
