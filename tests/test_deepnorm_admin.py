@@ -59,8 +59,8 @@ def test_deepnorm_known_values():
 @pytest.mark.parametrize("n,m", [(2, 2), (4, 1), (1, 5)])
 def test_every_sublayer_of_a_stack_gets_its_alpha_also_with_overridden_depths(n, m):
     model = build_model("transformer_deepnorm_tiny", *layers_flags(n, m))
-    enc = [mod.skip_scale for mod in model.encoder.modules() if isinstance(mod, ResidualNorm)]
-    dec = [mod.skip_scale for mod in model.decoder.modules() if isinstance(mod, ResidualNorm)]
+    enc = [mod.skip_weight for mod in model.encoder.modules() if isinstance(mod, ResidualNorm)]
+    dec = [mod.skip_weight for mod in model.decoder.modules() if isinstance(mod, ResidualNorm)]
     assert len(enc) == 2 * n and len(dec) == 3 * m
     assert enc == [pytest.approx(0.81 * (n**4 * m) ** (1 / 16))] * (2 * n)
     assert dec == [pytest.approx((3 * m) ** 0.25)] * (3 * m)
@@ -69,7 +69,7 @@ def test_every_sublayer_of_a_stack_gets_its_alpha_also_with_overridden_depths(n,
 
 def test_deepnorm_sizes_take_the_depths_of_their_size():
     model = build_model("transformer_deepnorm_wmt_en_de_big")
-    assert model.encoder.layers[0].final_layer_norm.skip_scale == pytest.approx(deepnorm_alpha("encoder", 6, 6))
+    assert model.encoder.layers[0].final_layer_norm.skip_weight == pytest.approx(deepnorm_alpha("encoder", 6, 6))
 
 
 # ----------------------------------------------------------------------------
@@ -181,7 +181,7 @@ def fairseq_reference(ours, arch_flags):
             if stack == "decoder":
                 names.insert(1, "encoder_attn_layer_norm")
             norms = [getattr(our_layer, name) for name in names]
-            layer.weights = [n.omega.detach() if n.omega is not None else n.skip_scale for n in norms]
+            layer.weights = [n.omega.detach() if n.omega is not None else n.skip_weight for n in norms]
             ref_layers[i] = layer
     state = {k: v for k, v in ours.state_dict().items() if "omega" not in k and "admin_profiled" not in k}
     ref.load_state_dict(state, strict=True)

@@ -327,13 +327,14 @@ def test_fairseq_sizes_log_the_relu_fallback_or_refuse_it(caplog):
     error refuses; the flags' help names the fallback."""
     from fairseq.models import ARCH_CONFIG_REGISTRY
     from fairseq_rskip.analysis.modelbuild import parse_model_args
-    from fairseq_rskip.models.skip_norm_config import SkipNormConfig
+    from fairseq_rskip.config import SkipNormConfig
+    from fairseq_rskip.models.transformer_rskip import validated_skip_norm
 
     args = parse_model_args("transformer_espa", ["--task", "translation"], data="/nonexistent-data")
     ARCH_CONFIG_REGISTRY[args.arch](args)
     assert (args.encoder_layers, args.decoder_layers) == (6, 6)
     with caplog.at_level("WARNING"):
-        SkipNormConfig.from_namespace(args).validate(False, False, args.arch, model_args=args)
+        validated_skip_norm(args)
     (line,) = [r.getMessage() for r in caplog.records if "out of reach" in r.getMessage()]
     assert "encoder: 12 nonlinearities, C_f(0) = 0.8971, decoder: 12 nonlinearities, C_f(0) = 0.8971" in line
     assert line.startswith("TAT: C_f(0) = 0.9 (the default --tat-eta) is out of reach; using ReLU")

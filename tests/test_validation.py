@@ -5,7 +5,7 @@ import math
 import pytest
 
 from conftest import build_model
-from fairseq_rskip.models.transformer_rskip import FAMILIES, SIZES
+from fairseq_rskip.models import FAMILIES, SIZES
 
 REFUSED = [
     (("--skip-recursions", "0"), r"--skip-recursions must be an integer >= 1; got 0"),
@@ -115,7 +115,7 @@ def test_adanorm_architecture_with_layernorm_stacks_is_preln_layernorm():
 
 
 def test_each_flag_is_validated_once_per_model(monkeypatch):
-    from fairseq_rskip.models.skip_norm_config import SkipNormConfig
+    from fairseq_rskip.config import SkipNormConfig
 
     calls = []
     original = SkipNormConfig.validate
@@ -141,7 +141,7 @@ def test_accepted_edges_build():
 
 def test_values_are_not_clamped():
     model = build_model("transformer_rskip_tiny", "--skip-recursions", "1", "--skip-scale", "4")
-    assert math.isclose(model.encoder.layers[0].self_attn_layer_norm.skip_scale, 4.0)
+    assert math.isclose(model.encoder.layers[0].self_attn_layer_norm.skip_weight, 4.0)
 
 
 def test_arguments_saved_before_the_config_dataclass_build_the_same_model():
@@ -238,7 +238,7 @@ def test_deep_recipes_accept_their_combinations():
     build_model("transformer_deepnorm_tiny", "--deepnorm-init", "torchscale", "--norm-type", "simple")
     build_model("transformer_admin_tiny", "--admin-init", "logn", "--norm-type", "adanorm")
     model = build_model("transformer_deepnorm_tiny", "--skip-weight", "fixed")
-    assert model.encoder.layers[0].self_attn_layer_norm.skip_scale == 1.0
+    assert model.encoder.layers[0].self_attn_layer_norm.skip_weight == 1.0
 
 
 SHORTCUT_FREE_REFUSED = [

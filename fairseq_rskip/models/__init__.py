@@ -1,8 +1,9 @@
-from fairseq_rskip.models.skip_norm_config import SkipNormConfig  # noqa: F401
-from fairseq_rskip.models.transformer_rskip import (  # noqa: F401 (registers)
-    FAMILIES,
-    SIZES,
+from fairseq_rskip.config import SkipNormConfig  # noqa: F401
+from fairseq_rskip.models.transformer_rskip import (  # noqa: F401 (registers the model)
     RSkipTransformerDecoder,
     RSkipTransformerEncoder,
     RSkipTransformerModel,
 )
+from fairseq_rskip.models.architectures import FAMILIES, SIZES, register_architectures  # noqa: F401
+
+register_architectures()

@@ -31,40 +31,31 @@ from typing import Optional
 import torch
 from fairseq.dataclass.utils import gen_parser_from_dataclass
 from fairseq.distributed import fsdp_wrap
-from fairseq.models import (
-    ARCH_CONFIG_REGISTRY,
-    register_model,
-    register_model_architecture,
-)
+from fairseq.models import ARCH_CONFIG_REGISTRY, register_model
 from fairseq.models.transformer import (
     TransformerConfig,
     TransformerDecoderBase,
     TransformerEncoderBase,
     TransformerModel,
 )
-from fairseq.models.transformer.transformer_legacy import (
-    base_architecture,
-    tiny_architecture,
-    transformer_iwslt_de_en,
-    transformer_vaswani_wmt_en_de_big,
-    transformer_wmt_en_de,
-    transformer_wmt_en_de_big,
-)
 from fairseq.modules.checkpoint_activations import checkpoint_wrapper
 
 from fairseq_rskip.checkpoint_compat import check_checkpoint_file
-from fairseq_rskip.models.skip_norm_config import SkipNormConfig
+from fairseq_rskip.config import SkipNormConfig
+from fairseq_rskip.models.architectures import DEFAULTS_VERSION, DEFAULTS_VERSION_ATTR
 from fairseq_rskip.modules import (
     Normalization,
     RSkipTransformerDecoderLayer,
     RSkipTransformerEncoderLayer,
 )
 from fairseq_rskip.modules.admin_profile import (
+    profile_admin_,
     refuse_unread_profile,
     start_from_profile_,
     write_profile_on_rank_0,
 )
-from fairseq_rskip.modules.skip_weights import profile_admin_
+from fairseq_rskip.modules.skip_weights import skip_weight_of
+from fairseq_rskip.modules.tat import check_tat_reach
 
 
 def _wrap_layer(layer, cfg):
@@ -74,6 +65,28 @@ def _wrap_layer(layer, cfg):
         layer = checkpoint_wrapper(layer, offload_to_cpu=cfg.offload_activations)
     min_params_to_wrap = cfg.min_params_to_wrap if not checkpoint else 0
     return fsdp_wrap(layer, min_num_params=min_params_to_wrap)
+
+
+def validated_skip_norm(args) -> SkipNormConfig:
+    """The config of fairseq's model arguments ``args`` (after the architecture
+    has filled them), validated: its own flags, their rules with fairseq's
+    flags, and whether TAT's ``--tat-eta`` is in reach of the model's depth."""
+    skip_norm = SkipNormConfig.from_namespace(args)
+    encoder_pre = bool(getattr(args, "encoder_normalize_before", False))
+    decoder_pre = bool(getattr(args, "decoder_normalize_before", False))
+    skip_norm.validate(
+        encoder_pre,
+        decoder_pre,
+        args.arch,
+        encoder_pre
+        or (decoder_pre and not getattr(args, "no_decoder_final_norm", False))
+        or bool(getattr(args, "layernorm_embedding", False)),
+        model_args=args,
+    )
+    if skip_norm.shaped:
+        check_tat_reach(skip_norm.tat_eta, skip_norm.tat_depth, skip_norm.tat_fallback,
+                        args.encoder_layers, args.decoder_layers)
+    return skip_norm
 
 
 class _SkipNormStack:
@@ -145,7 +158,7 @@ class RSkipTransformerModel(TransformerModel):
     With ``--skip-weight admin --admin-init profile`` the model holds the
     buffer ``admin_profiled`` (0, then 1): the first forward pass in training
     mode while it is 0 first sets every Admin ``omega`` by the profiling
-    recursion on that batch (:func:`~fairseq_rskip.modules.skip_weights.profile_admin_`),
+    recursion on that batch (:func:`~fairseq_rskip.modules.admin_profile.profile_admin_`),
     before the first update, inside a stock ``fairseq-train``, and writes them
     to ``profile.ratio.init`` in ``--save-dir``
     (:mod:`~fairseq_rskip.modules.admin_profile`). With ``--admin-profile
@@ -157,7 +170,8 @@ class RSkipTransformerModel(TransformerModel):
     def __init__(self, args, encoder, decoder):
         super().__init__(args, encoder, decoder)
         skip_norm = SkipNormConfig.from_namespace(args)
-        if skip_norm.skip_weight == "admin" and skip_norm.admin_init == "profile":
+        if skip_weight_of(skip_norm).profiles(skip_norm):
+            # the buffer's name is Admin's, the one skip weight that profiles
             self.register_buffer("admin_profiled", torch.zeros(()))
             if skip_norm.admin_profile is not None:
                 start_from_profile_(self, skip_norm.admin_profile)
@@ -241,18 +255,7 @@ class RSkipTransformerModel(TransformerModel):
         # fairseq has run the architecture already; run it here too for callers
         # that build the model from arguments directly
         ARCH_CONFIG_REGISTRY[args.arch](args)
-        skip_norm = SkipNormConfig.from_namespace(args)
-        encoder_pre = bool(getattr(args, "encoder_normalize_before", False))
-        decoder_pre = bool(getattr(args, "decoder_normalize_before", False))
-        skip_norm.validate(
-            encoder_pre,
-            decoder_pre,
-            args.arch,
-            encoder_pre
-            or (decoder_pre and not getattr(args, "no_decoder_final_norm", False))
-            or bool(getattr(args, "layernorm_embedding", False)),
-            model_args=args,
-        )
+        skip_norm = validated_skip_norm(args)
         # handed to build_encoder/build_decoder through fairseq's build_model,
         # which passes only the TransformerConfig it makes of ``args``
         args._skip_norm = skip_norm
@@ -272,90 +275,3 @@ class RSkipTransformerModel(TransformerModel):
         return RSkipTransformerDecoder(
             cfg, tgt_dict, embed_tokens, cfg._skip_norm, no_encoder_attn=cfg.no_cross_attention
         )
-
-
-# Architectures: a family's defaults, then fairseq's defaults of a size, then
-# the flags' own defaults. Each only fills what the command line left unset.
-FAMILIES = {
-    "transformer_rskip": {"skip_recursions": 2},
-    # The AdaNorm authors' translation setting (lancopku/AdaNorm, "machine
-    # translation/"): Pre-LN; the sublayer norms are LayerNorm with gain and
-    # bias, only the final norms of the stacks are AdaNorm; C = 1 (their
-    # README's command; their script's C = 2 trained worse on our data). See
-    # docs/adanorm.md.
-    "transformer_adanorm": {
-        "encoder_normalize_before": True,
-        "decoder_normalize_before": True,
-        "norm_type": "layernorm",
-        "stack_norm_type": "adanorm",
-        "adanorm_scale": 1.0,
-    },
-    "transformer_prenorm_nowarmup": {
-        "encoder_normalize_before": True,
-        "decoder_normalize_before": True,
-    },
-    "transformer_deepnorm": {"skip_weight": "deepnorm"},
-    "transformer_admin": {"skip_weight": "admin"},
-    "transformer_vanilla": {"no_skip": True, "norm_type": "none"},
-    "transformer_espa": {"no_skip": True, "norm_type": "none", "spa_kernel": "exponential"},
-    "transformer_uspa": {"no_skip": True, "norm_type": "none", "spa_kernel": "uniform"},
-}
-# Version of the family defaults. Arguments from this version's parser carry
-# it (``args.skip_norm_defaults_version``); saved arguments without it come
-# from version 1, before --stack-norm-type, and fill their missing or None
-# fields with EARLIER_FAMILIES: transformer_adanorm was then Post-LN with
-# AdaNorm on every norm and C = 1.
-DEFAULTS_VERSION = 2
-DEFAULTS_VERSION_ATTR = "skip_norm_defaults_version"
-EARLIER_FAMILIES = {
-    "transformer_adanorm": {
-        "encoder_normalize_before": False,
-        "decoder_normalize_before": False,
-        "norm_type": "adanorm",
-        "adanorm_scale": 1.0,
-    },
-}
-SIZES = {
-    "": base_architecture,
-    "_tiny": tiny_architecture,
-    "_iwslt_de_en": transformer_iwslt_de_en,
-    "_wmt_en_de": transformer_wmt_en_de,
-    "_vaswani_wmt_en_de_big": transformer_vaswani_wmt_en_de_big,
-    "_wmt_en_de_big": transformer_wmt_en_de_big,
-}
-
-
-ARCH_FAMILY = {}  # architecture name -> family
-
-
-def fill_earlier_defaults(args) -> None:
-    """Set the missing or None fields of ``args`` to their family's defaults of
-    version 1 (:data:`EARLIER_FAMILIES`), and mark them as of this version."""
-    for key, value in EARLIER_FAMILIES.get(ARCH_FAMILY.get(args.arch), {}).items():
-        if getattr(args, key, None) is None:
-            setattr(args, key, value)
-    if not hasattr(args, "stack_norm_type"):
-        args.stack_norm_type = None  # then every norm was of --norm-type
-    setattr(args, DEFAULTS_VERSION_ATTR, DEFAULTS_VERSION)
-
-
-def _register_architecture(family: str, suffix: str):
-    family_defaults, size_defaults = FAMILIES[family], SIZES[suffix]
-    ARCH_FAMILY[family + suffix] = family
-
-    def architecture(args):
-        if getattr(args, DEFAULTS_VERSION_ATTR, 1) < DEFAULTS_VERSION:  # saved by version 1
-            fill_earlier_defaults(args)
-        for key, value in family_defaults.items():
-            setattr(args, key, getattr(args, key, value))
-        size_defaults(args)
-        SkipNormConfig.fill_defaults(args)
-
-    architecture.__name__ = family + suffix
-    architecture.__doc__ = f"{family} defaults {family_defaults} on fairseq's {size_defaults.__name__}"
-    register_model_architecture("transformer_rskip", family + suffix)(architecture)
-
-
-for _family in FAMILIES:
-    for _suffix in SIZES:
-        _register_architecture(_family, _suffix)

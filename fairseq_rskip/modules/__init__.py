@@ -1,4 +1,4 @@
-from fairseq_rskip.models.skip_norm_config import NORM_TYPES, SkipNormConfig
+from fairseq_rskip.config import NORM_TYPES, SkipNormConfig
 from fairseq_rskip.modules.normalization import Normalization, adanorm
 from fairseq_rskip.modules.residual_norm import ResidualNorm
 from fairseq_rskip.modules.shaped_attention import ShapedMultiheadAttention

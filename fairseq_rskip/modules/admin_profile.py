@@ -1,4 +1,5 @@
-"""Admin's profile as a file: Transformer-Clinic's ``profile.ratio.init``.
+"""Admin's profiling (:func:`profile_admin_`), and its profile as a file:
+Transformer-Clinic's ``profile.ratio.init``.
 
 One line per Admin sublayer, ``INDEX VALUE``: first the encoder's ``2N``
 lines (index ``2l+1`` the self-attention, ``2l+2`` the feed-forward of layer
@@ -19,21 +20,124 @@ import logging
 import math
 import os
 from pathlib import Path
-from typing import Dict, List, Sequence
+from typing import Callable, Dict, List, Sequence
 
 import torch
 
 from fairseq_rskip.errors import UserError
-from fairseq_rskip.modules.skip_weights import STACKS, admin_residual_norms
+from fairseq_rskip.modules.residual_norm import ResidualNorm
+from fairseq_rskip.modules.skip_weights import STACKS
+from fairseq_rskip.optim.master_params import carry_into_master_copies
 
 logger = logging.getLogger(__name__)
 
 PROFILE_FILE = "profile.ratio.init"
 
 
+def admin_residual_norms(stack_module) -> List[ResidualNorm]:
+    """The ResidualNorms of a stack that carry an Admin ``omega``, input to output."""
+    return [m for m in stack_module.modules() if isinstance(m, ResidualNorm) and m.omega is not None]
+
+
 def profile_norms(model) -> Dict[str, list]:
     """The Admin ``ResidualNorm``s of each stack of ``model``, in the order of the file."""
     return {stack: admin_residual_norms(getattr(model, stack)) for stack in STACKS}
+
+
+def _variance(t: torch.Tensor) -> float:
+    """Population variance over every element (Transformer-Clinic: ``np.var`` of
+    the flattened batch tensor, padding positions included), in float32 at least."""
+    return float(t.to(torch.promote_types(t.dtype, torch.float32)).var(unbiased=False))
+
+
+@torch.no_grad()
+def profile_admin_(model, run_forward: Callable[[], object]) -> Dict[str, List[float]]:
+    """Set every ``omega`` of ``model`` by Admin's profiling recursion.
+
+    ``run_forward()`` runs the model once (in training mode, on the first
+    training batch). Per stack, a running value ``v`` starts at 1; at the
+    sublayer ``i`` reached next, ``omega_i <- v`` (every entry), and
+    ``v <- sqrt(Var[omega_i * x] + Var[F_i(x)])``, with ``x`` the sublayer's
+    input and ``F_i(x)`` its output after dropout; the rest of the forward pass
+    already uses the new ``omega_i``. So ``omega_i^2 ~ Var[x_0] + sum_{j<i}
+    Var[F_j]`` (the paper's Section 5; Transformer-Clinic's
+    ``--init-type adaptive-profiling``).
+
+    With data parallelism only data-parallel rank 0 profiles, on its own batch,
+    and broadcasts the values, so that every rank holds the same omega. The
+    forward pass runs on a copy of the random state: the training batch that
+    follows sees the same dropout masks as without profiling. The values also
+    reach the float32 master copies of fairseq's ``FP16Optimizer``, which was
+    built before this pass (:mod:`fairseq_rskip.optim.master_params`); under
+    ``--fp16`` the model's own omega holds them rounded to float16. Returns the
+    values per stack.
+    """
+    from fairseq.distributed import utils as distributed_utils
+
+    stacks = profile_norms(model)
+    norms = stacks["encoder"] + stacks["decoder"]
+    if not norms:
+        return {name: [] for name in STACKS}
+    world_size = distributed_utils.get_data_parallel_world_size()
+    device = norms[0].omega.device
+    values = torch.zeros(len(norms), dtype=torch.float64, device=device)
+    if world_size == 1 or distributed_utils.get_data_parallel_rank() == 0:
+        values.copy_(torch.tensor(_run_profile(stacks, run_forward, device), dtype=torch.float64))
+    if world_size > 1:
+        group = distributed_utils.get_data_parallel_group()
+        src = torch.distributed.get_global_rank(group, 0) if group is not None else 0
+        distributed_utils.broadcast(values, src=src, group=group)
+    exact = {}
+    for norm, value in zip(norms, values.tolist()):
+        norm.omega.fill_(value)
+        exact[norm.omega] = torch.full(norm.omega.shape, value, dtype=torch.float32)
+    # and into the float32 copies of an optimizer wrapper built before this pass
+    carry_into_master_copies(model, exact)
+    profiled = {name: [float(exact[n.omega][0]) for n in stacks[name]] for name in STACKS}
+    where = f" (data-parallel rank 0's, sent to all {world_size} ranks)" if world_size > 1 else ""
+    for name in STACKS:
+        logger.info(
+            "Admin: omega of the %s sublayers profiled on the first training batch%s: %s",
+            name, where, " ".join(f"{v:.4f}" for v in profiled[name]),
+        )
+    return profiled
+
+
+def _run_profile(stacks: Dict[str, List[ResidualNorm]], run_forward, device) -> List[float]:
+    """One forward pass with a hook before every Admin sublayer; the omegas in
+    stack order."""
+    visited: Dict[int, int] = {}
+    exact: Dict[int, float] = {}  # omega before rounding to the model's type
+    handles = []
+
+    def hook_for(running: Dict[str, float]):
+        def before_skip(module, args):
+            fx, residual = args[0], args[1]
+            exact[id(module)] = running["v"]
+            module.omega.fill_(running["v"])
+            visited[id(module)] = visited.get(id(module), 0) + 1
+            running["v"] = math.sqrt(_variance(residual * module.omega) + _variance(fx))
+
+        return before_skip
+
+    for norms in stacks.values():
+        running = {"v": 1.0}  # each stack starts at 1
+        handles += [norm.register_forward_pre_hook(hook_for(running)) for norm in norms]
+    devices = [device] if device.type == "cuda" else []
+    try:
+        with torch.random.fork_rng(devices=devices):
+            run_forward()
+    finally:
+        for handle in handles:
+            handle.remove()
+    norms = stacks["encoder"] + stacks["decoder"]
+    missed = [i for i, norm in enumerate(norms) if visited.get(id(norm)) != 1]
+    if missed:
+        raise RuntimeError(
+            "Admin profiling: the forward pass must go through every sublayer once; "
+            f"{len(missed)} of {len(norms)} were not (or more than once)"
+        )
+    return [exact[id(norm)] for norm in norms]
 
 
 def format_profile(values: Dict[str, Sequence[float]]) -> str:

@@ -20,8 +20,13 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from fairseq_rskip.models.skip_norm_config import NORM_TYPES, SkipNormConfig
+from fairseq_rskip.config import NORM_TYPES, SkipNormConfig
 from fairseq_rskip.modules.norm_functions import AdaNormFunction
+
+# the norms F.layer_norm computes (with or without gain and bias): rSkip's
+# recursions over them run as one fused, recomputed function
+# (:class:`~fairseq_rskip.modules.norm_functions.RecursiveLayerNormFunction`)
+LAYER_NORM_TYPES = ("layernorm", "simple")
 
 
 def _adanorm_reference(x: Tensor, scale: float, k: float, eps: float) -> Tensor:
@@ -75,6 +80,7 @@ class Normalization(nn.Module):
         if norm_type not in NORM_TYPES:  # users' values are validated by SkipNormConfig
             raise ValueError(f"unknown norm type {norm_type!r}; one of {NORM_TYPES}")
         self.norm_type: str = norm_type
+        self.layer_norm_based: bool = norm_type in LAYER_NORM_TYPES
         self.normalized_shape: List[int] = [dim]
         self.eps = eps
         self.adanorm_scale = float(config.adanorm_scale)
@@ -87,7 +93,7 @@ class Normalization(nn.Module):
             self.register_parameter("bias", None)
 
     def normalize(self, x: Tensor) -> Tensor:
-        if self.norm_type == "layernorm" or self.norm_type == "simple":
+        if self.layer_norm_based:
             return F.layer_norm(x, self.normalized_shape, self.weight, self.bias, self.eps)
         if self.norm_type == "adanorm":
             return adanorm(x, self.adanorm_scale, self.adanorm_k, self.eps)

@@ -32,12 +32,13 @@ from typing import Optional
 import torch
 from torch import Tensor, nn
 
-from fairseq_rskip.models.skip_norm_config import SkipNormConfig
+from fairseq_rskip.config import SkipNormConfig
 from fairseq_rskip.modules.norm_functions import (
     RecomputedNormsFunction,
     RecursiveLayerNormFunction,
 )
 from fairseq_rskip.modules.normalization import Normalization
+from fairseq_rskip.modules.skip_weights import skip_weight_of
 from fairseq_rskip.modules.subnormals import FLOOR, floor_gradient
 
 
@@ -60,9 +61,11 @@ class ResidualNorm(Normalization):
     output, which the caller must not use again) when both have one dtype,
     saving a tensor per sublayer.
 
-    ``skip_weight`` is the weight of the skip as the stack computed it
-    (DeepNorm's alpha, Admin's initial omega); ``None`` is ``--skip-scale``.
-    With ``--skip-weight admin`` the weight is the trainable vector ``omega``.
+    ``skip_weight`` is the weight ``w`` of the skip as the stack's
+    :class:`~fairseq_rskip.modules.skip_weights.SkipWeight` computed it
+    (``--skip-scale``, DeepNorm's alpha, Admin's initial omega); ``None`` is
+    ``--skip-scale``. Where that strategy trains it (``--skip-weight admin``),
+    ``w`` is the trainable vector ``omega``, starting at ``skip_weight``.
     """
 
     def __init__(
@@ -88,9 +91,9 @@ class ResidualNorm(Normalization):
         # without shortcuts gradients can vanish into subnormal floats: the
         # gradient of F(x) has its entries of magnitude at most FLOOR made zero
         self.gradient_floor = FLOOR if config.no_skip else 0.0
-        self.skip_scale = float(config.skip_scale if skip_weight is None else skip_weight)
-        if config.skip_weight == "admin":
-            self.omega = nn.Parameter(torch.full((dim,), self.skip_scale))
+        self.skip_weight = float(config.skip_scale if skip_weight is None else skip_weight)
+        if skip_weight_of(config).trainable:
+            self.omega = nn.Parameter(torch.full((dim,), self.skip_weight))
         else:
             self.register_parameter("omega", None)
         extra = config.skip_recursions - 1
@@ -128,9 +131,9 @@ class ResidualNorm(Normalization):
         elif omega is not None:
             s = x.addcmul_(residual, omega) if inplace else torch.addcmul(x, residual, omega)
         elif inplace:
-            s = x.add_(residual, alpha=self.skip_scale)
+            s = x.add_(residual, alpha=self.skip_weight)
         else:
-            s = torch.add(x, residual, alpha=self.skip_scale)
+            s = torch.add(x, residual, alpha=self.skip_weight)
         if self.normalize_before:
             return s
         if (
@@ -159,7 +162,7 @@ class ResidualNorm(Normalization):
         rSkip then holds as many activations as one LayerNorm; the
         normalisations run again in the backward pass.
         """
-        if self.norm_type != "adanorm" and not torch.is_autocast_enabled(s.device.type):
+        if self.layer_norm_based and not torch.is_autocast_enabled(s.device.type):
             norms = [self] + list(self.recursion_norms) + [self] * self.shared_recursions
             affine = [t for norm in norms for t in (norm.weight, norm.bias)]
             return RecursiveLayerNormFunction.apply(s, residual, self.normalized_shape, self.eps, *affine)
@@ -168,7 +171,7 @@ class ResidualNorm(Normalization):
     def extra_repr(self) -> str:
         return (
             super().extra_repr()
-            + f", normalize_before={self.normalize_before}, skip_scale={self.skip_scale}"
+            + f", normalize_before={self.normalize_before}, skip_weight={self.skip_weight}"
             + f", recursions={self.recursions}, inplace={self.inplace}, skip={self.skip}"
             + (", omega=trainable" if self.omega is not None else "")
         )

@@ -1,7 +1,7 @@
-"""DeepNorm and Admin: Post-LN with a weighted skip, ``y = LN(w * x + F(x))``.
+"""The weight of the skip, ``y = N(w * x + F(x))``: a strategy per ``--skip-weight``.
 
 ``--skip-weight`` chooses ``w`` for every sublayer of a stack (N encoder and
-M decoder layers):
+M decoder layers), as one :class:`SkipWeight` of :data:`SKIP_WEIGHTS`:
 
 ============  =================================================================
 ``fixed``     ``w = --skip-scale`` (Post-LN, xSkip+LN)
@@ -13,24 +13,24 @@ M decoder layers):
               (:func:`deepnorm_initialise_`)
 ``admin``     Admin (Liu et al. 2020, "Understanding the Difficulty of Training
               Transformers"): ``w = omega_i``, a trainable vector per sublayer,
-              initialised by the profiling recursion (:func:`profile_admin_`,
-              ``--admin-init profile``) or admin-torch's closed form
+              initialised by the profiling recursion (``--admin-init
+              profile``, :mod:`~fairseq_rskip.modules.admin_profile`) or
+              admin-torch's closed form
               (:func:`admin_logn_omega`, ``--admin-init logn``)
 ============  =================================================================
+
+A new weight is one :class:`SkipWeight` subclass, its entry in
+:data:`SKIP_WEIGHTS`, its name among the choices of ``--skip-weight``
+(:data:`fairseq_rskip.config.SKIP_WEIGHTS`) and a test.
 """
 
-import logging
 import math
-from typing import Callable, Dict, List
+from typing import Dict, List
 
 import torch
 from torch import nn
 
-from fairseq_rskip.models.skip_norm_config import SkipNormConfig
-from fairseq_rskip.modules.residual_norm import ResidualNorm
-from fairseq_rskip.optim.master_params import carry_into_master_copies
-
-logger = logging.getLogger(__name__)
+from fairseq_rskip.config import SkipNormConfig
 
 STACKS = ("encoder", "decoder")
 
@@ -77,23 +77,6 @@ def admin_logn_omega(residual_sublayers: int) -> float:
     if n < 1:
         raise ValueError(f"a stack needs at least one residual sublayer; got {n}")
     return math.sqrt((n + 1) / math.log(n + 1) - 1)
-
-
-def initial_skip_weight(
-    config: SkipNormConfig, stack: str, cfg, sublayers_per_layer: int
-) -> float:
-    """The skip weight a sublayer of ``stack`` starts with, from the config and
-    fairseq's ``TransformerConfig`` ``cfg`` (its ``encoder.layers`` and
-    ``decoder.layers``, after any ``--encoder-layers``/``--decoder-layers``)."""
-    encoder_layers, decoder_layers = cfg.encoder.layers, cfg.decoder.layers
-    if config.skip_weight == "deepnorm":
-        return deepnorm_alpha(stack, encoder_layers, decoder_layers)
-    if config.skip_weight == "admin":
-        if config.admin_init == "logn":
-            layers = encoder_layers if stack == "encoder" else decoder_layers
-            return admin_logn_omega(layers * sublayers_per_layer)
-        return 1.0  # replaced by the profiling on the first training batch
-    return float(config.skip_scale)
 
 
 # ----------------------------------------------------------------------------
@@ -145,105 +128,65 @@ def deepnorm_initialise_(layer, config: SkipNormConfig, stack: str, encoder_laye
 
 
 # ----------------------------------------------------------------------------
-# Admin's profiling
+# The strategies
 
 
-def admin_residual_norms(stack_module) -> List[ResidualNorm]:
-    """The ResidualNorms of a stack that carry an Admin ``omega``, input to output."""
-    return [m for m in stack_module.modules() if isinstance(m, ResidualNorm) and m.omega is not None]
+class SkipWeight:
+    """How a stack weights its skips: ``fixed`` unless a subclass says otherwise."""
+
+    # w is a trainable vector ``omega`` per sublayer (saved in checkpoints as
+    # ``*_layer_norm.omega``), starting at :meth:`initial_weight`
+    trainable = False
+
+    def initial_weight(self, config: SkipNormConfig, stack: str, encoder_layers: int,
+                       decoder_layers: int, sublayers_per_layer: int) -> float:
+        """``w`` of every sublayer of ``stack`` (its start, if trainable)."""
+        return float(config.skip_scale)
+
+    def initialise_layer_(self, layer, config: SkipNormConfig, stack: str,
+                          encoder_layers: int, decoder_layers: int) -> None:
+        """Re-initialise a layer of ``stack`` once fairseq has built it."""
+
+    def profiles(self, config: SkipNormConfig) -> bool:
+        """Whether the first training batch sets ``w`` (the model then profiles
+        before its first update)."""
+        return False
 
 
-def _variance(t: torch.Tensor) -> float:
-    """Population variance over every element (Transformer-Clinic: ``np.var`` of
-    the flattened batch tensor, padding positions included), in float32 at least."""
-    return float(t.to(torch.promote_types(t.dtype, torch.float32)).var(unbiased=False))
+class DeepNormSkipWeight(SkipWeight):
+    """``w = alpha`` of the stack, and the projections initialised with its beta."""
+
+    def initial_weight(self, config, stack, encoder_layers, decoder_layers, sublayers_per_layer):
+        return deepnorm_alpha(stack, encoder_layers, decoder_layers)
+
+    def initialise_layer_(self, layer, config, stack, encoder_layers, decoder_layers):
+        deepnorm_initialise_(layer, config, stack, encoder_layers, decoder_layers)
 
 
-@torch.no_grad()
-def profile_admin_(model, run_forward: Callable[[], object]) -> Dict[str, List[float]]:
-    """Set every ``omega`` of ``model`` by Admin's profiling recursion.
+class AdminSkipWeight(SkipWeight):
+    """``w = omega``, trainable, from admin-torch's closed form (``--admin-init
+    logn``) or from the profiling of the first training batch (``profile``;
+    1 until then), unless ``--admin-profile FILE`` gives it."""
 
-    ``run_forward()`` runs the model once (in training mode, on the first
-    training batch). Per stack, a running value ``v`` starts at 1; at the
-    sublayer ``i`` reached next, ``omega_i <- v`` (every entry), and
-    ``v <- sqrt(Var[omega_i * x] + Var[F_i(x)])``, with ``x`` the sublayer's
-    input and ``F_i(x)`` its output after dropout; the rest of the forward pass
-    already uses the new ``omega_i``. So ``omega_i^2 ~ Var[x_0] + sum_{j<i}
-    Var[F_j]`` (the paper's Section 5; Transformer-Clinic's
-    ``--init-type adaptive-profiling``).
+    trainable = True
 
-    With data parallelism only data-parallel rank 0 profiles, on its own batch,
-    and broadcasts the values, so that every rank holds the same omega. The
-    forward pass runs on a copy of the random state: the training batch that
-    follows sees the same dropout masks as without profiling. The values also
-    reach the float32 master copies of fairseq's ``FP16Optimizer``, which was
-    built before this pass (:mod:`fairseq_rskip.optim.master_params`); under
-    ``--fp16`` the model's own omega holds them rounded to float16. Returns the
-    values per stack.
-    """
-    from fairseq.distributed import utils as distributed_utils
+    def initial_weight(self, config, stack, encoder_layers, decoder_layers, sublayers_per_layer):
+        if config.admin_init == "logn":
+            layers = encoder_layers if stack == "encoder" else decoder_layers
+            return admin_logn_omega(layers * sublayers_per_layer)
+        return 1.0
 
-    stacks = {name: admin_residual_norms(getattr(model, name)) for name in STACKS}
-    norms = stacks["encoder"] + stacks["decoder"]
-    if not norms:
-        return {name: [] for name in STACKS}
-    world_size = distributed_utils.get_data_parallel_world_size()
-    device = norms[0].omega.device
-    values = torch.zeros(len(norms), dtype=torch.float64, device=device)
-    if world_size == 1 or distributed_utils.get_data_parallel_rank() == 0:
-        values.copy_(torch.tensor(_run_profile(stacks, run_forward, device), dtype=torch.float64))
-    if world_size > 1:
-        group = distributed_utils.get_data_parallel_group()
-        src = torch.distributed.get_global_rank(group, 0) if group is not None else 0
-        distributed_utils.broadcast(values, src=src, group=group)
-    exact = {}
-    for norm, value in zip(norms, values.tolist()):
-        norm.omega.fill_(value)
-        exact[norm.omega] = torch.full(norm.omega.shape, value, dtype=torch.float32)
-    # and into the float32 copies of an optimizer wrapper built before this pass
-    carry_into_master_copies(model, exact)
-    profiled = {name: [float(exact[n.omega][0]) for n in stacks[name]] for name in STACKS}
-    where = f" (data-parallel rank 0's, sent to all {world_size} ranks)" if world_size > 1 else ""
-    for name in STACKS:
-        logger.info(
-            "Admin: omega of the %s sublayers profiled on the first training batch%s: %s",
-            name, where, " ".join(f"{v:.4f}" for v in profiled[name]),
-        )
-    return profiled
+    def profiles(self, config):
+        return config.admin_init == "profile"
 
 
-def _run_profile(stacks: Dict[str, List[ResidualNorm]], run_forward, device) -> List[float]:
-    """One forward pass with a hook before every Admin sublayer; the omegas in
-    stack order."""
-    visited: Dict[int, int] = {}
-    exact: Dict[int, float] = {}  # omega before rounding to the model's type
-    handles = []
+SKIP_WEIGHTS: Dict[str, SkipWeight] = {
+    "fixed": SkipWeight(),
+    "deepnorm": DeepNormSkipWeight(),
+    "admin": AdminSkipWeight(),
+}
 
-    def hook_for(running: Dict[str, float]):
-        def before_skip(module, args):
-            fx, residual = args[0], args[1]
-            exact[id(module)] = running["v"]
-            module.omega.fill_(running["v"])
-            visited[id(module)] = visited.get(id(module), 0) + 1
-            running["v"] = math.sqrt(_variance(residual * module.omega) + _variance(fx))
 
-        return before_skip
-
-    for norms in stacks.values():
-        running = {"v": 1.0}  # each stack starts at 1
-        handles += [norm.register_forward_pre_hook(hook_for(running)) for norm in norms]
-    devices = [device] if device.type == "cuda" else []
-    try:
-        with torch.random.fork_rng(devices=devices):
-            run_forward()
-    finally:
-        for handle in handles:
-            handle.remove()
-    norms = stacks["encoder"] + stacks["decoder"]
-    missed = [i for i, norm in enumerate(norms) if visited.get(id(norm)) != 1]
-    if missed:
-        raise RuntimeError(
-            "Admin profiling: the forward pass must go through every sublayer once; "
-            f"{len(missed)} of {len(norms)} were not (or more than once)"
-        )
-    return [exact[id(norm)] for norm in norms]
+def skip_weight_of(config: SkipNormConfig) -> SkipWeight:
+    """The strategy of ``--skip-weight``."""
+    return SKIP_WEIGHTS[config.skip_weight]

@@ -11,6 +11,7 @@ for which the composed C map of the network's nonlinearities sends 0 to
 uniform orthogonal (dks's ``scaled_uniform_orthogonal``), biases zero.
 """
 
+import logging
 import math
 from functools import lru_cache
 from typing import Optional, Tuple
@@ -20,6 +21,8 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 # The default of --tat-eta, where the network has enough nonlinearities to reach it.
+logger = logging.getLogger(__name__)
+
 DEFAULT_TAT_ETA = 0.9
 
 
@@ -82,6 +85,33 @@ def tat_slope(eta: Optional[float], nonlinearities: int) -> float:
             return 0.0
         eta = DEFAULT_TAT_ETA
     return tat_negative_slope(nonlinearities, eta)
+
+
+def check_tat_reach(tat_eta: Optional[float], tat_depth: str, tat_fallback: str,
+                    encoder_layers: int, decoder_layers: int) -> None:
+    """Where ``tat_eta`` is out of reach of the network's nonlinearities (even ReLU's
+    composed C map stays below it): an explicit ``--tat-eta`` is refused; the default
+    one falls back to ReLU, logged (``--tat-fallback relu``), or is refused (``error``)."""
+    counts = tat_nonlinearities(tat_depth, encoder_layers, decoder_layers)
+    nonlinearities = min(counts)
+    reachable = composed_cmap_at_zero(0.0, nonlinearities)
+    eta = DEFAULT_TAT_ETA if tat_eta is None else tat_eta
+    if reachable >= eta:
+        return
+    where = f"{nonlinearities} feed-forward nonlinearities (--tat-depth {tat_depth})"
+    if tat_eta is not None or tat_fallback == "error":
+        raise ValueError(
+            f"--tat-eta {eta} is out of reach of {where}: even ReLU gives C_f(0) = "
+            f"{reachable:.4f}; use --tat-eta <= {math.floor(reachable * 1e4) / 1e4} or more layers"
+            + ("" if tat_eta is not None else " (or --tat-fallback relu to use ReLU)")
+        )
+    short = [(side, n, composed_cmap_at_zero(0.0, n)) for side, n in zip(("encoder", "decoder"), counts)]
+    reached = ", ".join(f"{side}: {n} nonlinearities, C_f(0) = {c:.4f}" for side, n, c in short if c < eta)
+    logger.warning(
+        f"TAT: C_f(0) = {eta} (the default --tat-eta) is out of reach; using ReLU, the "
+        f"leaky ReLU closest to it ({reached}; --tat-depth {tat_depth}); "
+        "--tat-fallback error refuses instead"
+    )
 
 
 def tat_output_scale(negative_slope: float) -> float:

@@ -6,8 +6,8 @@ incremental state are fairseq's own. Only the three places where fairseq
 writes ``residual + x`` followed or preceded by a LayerNorm are replaced by
 ``ResidualNorm``, kept under fairseq's attribute names
 (``self_attn_layer_norm``, ``encoder_attn_layer_norm``, ``final_layer_norm``).
-With ``--skip-weight deepnorm`` the layer's projections are then initialised
-as DeepNorm prescribes (:func:`~fairseq_rskip.modules.skip_weights.deepnorm_initialise_`).
+The stack's skip weight (:mod:`~fairseq_rskip.modules.skip_weights`) gives
+their ``w`` and may then re-initialise the layer (DeepNorm's projections).
 
 The shortcut-free models (``--no-skip``) build their self- and cross-attention
 as a :class:`ShapedMultiheadAttention` (its softmax floored, no subnormal
@@ -27,10 +27,10 @@ from fairseq.modules.transformer_layer import (
     TransformerEncoderLayerBase,
 )
 
-from fairseq_rskip.models.skip_norm_config import SkipNormConfig
+from fairseq_rskip.config import SkipNormConfig
 from fairseq_rskip.modules.residual_norm import ResidualNorm
 from fairseq_rskip.modules.shaped_attention import ShapedMultiheadAttention
-from fairseq_rskip.modules.skip_weights import deepnorm_initialise_, initial_skip_weight
+from fairseq_rskip.modules.skip_weights import skip_weight_of
 from fairseq_rskip.modules.tat import TATLeakyReLU, scaled_orthogonal_, tat_nonlinearities, tat_slope
 
 # NormFormer options fairseq reads from the config with safe_getattr; their
@@ -70,13 +70,44 @@ def _saved_state(prev_state: List[Tensor]) -> Dict[str, Optional[Tensor]]:
     return saved
 
 
-class _FeedForwardSublayer:
-    """The feed-forward sublayer, the same in encoder and decoder layers, and
-    what the shortcut-free models change in a layer."""
+class _SkipNormLayer:
+    """What encoder and decoder layers share: the wiring of their sublayers
+    through ResidualNorms, the feed-forward sublayer, and what the
+    shortcut-free models change in a layer."""
 
     skip_norm: SkipNormConfig
     layer_index: int
     __jit_ignored_attributes__ = ["skip_norm"]  # plain data, not scripted
+
+    def _wire_sublayers(self, cfg, stack: str) -> None:
+        """After fairseq's ``__init__``: ``--attention-init``, a ResidualNorm in
+        place of each of fairseq's sublayer LayerNorms, the skip weight's
+        initialisation of the layer, and the shaped models' feed-forward and
+        cross-attention."""
+        skip_norm = self.skip_norm
+        cross = getattr(self, "encoder_attn", None)
+        for attention in [self.self_attn] + ([cross] if cross is not None else []):
+            init_attention(attention, skip_norm.attention_init)
+        strategy = skip_weight_of(skip_norm)
+        layers = (cfg.encoder.layers, cfg.decoder.layers)
+        sublayers = 3 if cross is not None else 2
+        weight = strategy.initial_weight(skip_norm, stack, *layers, sublayers_per_layer=sublayers)
+        pre = (cfg.encoder if stack == "encoder" else cfg.decoder).normalize_before
+
+        def residual_norm(cross_attention: bool = False) -> ResidualNorm:
+            # inplace: each sublayer output is fresh and used once, so the skip adds into it
+            return ResidualNorm(self.embed_dim, skip_norm, pre, True, weight, cross_attention=cross_attention)
+
+        self.self_attn_layer_norm = residual_norm()
+        if getattr(self, "encoder_attn_layer_norm", None) is not None:
+            self.encoder_attn_layer_norm = residual_norm(cross_attention=True)
+        self.final_layer_norm = residual_norm()
+        strategy.initialise_layer_(self, skip_norm, stack, *layers)
+        if skip_norm.shaped:
+            self._shape_feed_forward(cfg, decoder=stack == "decoder")
+            if cross is not None and skip_norm.cross_attention_shortcut == "zero-out-proj":
+                nn.init.zeros_(cross.out_proj.weight)
+                nn.init.zeros_(cross.out_proj.bias)
 
     def _shaped_self_attention(self, cfg, side, causal: bool) -> ShapedMultiheadAttention:
         """The self-attention of the shortcut-free models (``--no-skip``): E-SPA/U-SPA,
@@ -121,7 +152,7 @@ class _FeedForwardSublayer:
         return self.final_layer_norm(self.dropout_module(x), residual), fc_result
 
 
-class RSkipTransformerEncoderLayer(_FeedForwardSublayer, TransformerEncoderLayerBase):
+class RSkipTransformerEncoderLayer(_SkipNormLayer, TransformerEncoderLayerBase):
     """Encoder layer: self-attention and feed-forward, each through a ResidualNorm."""
 
     def __init__(
@@ -132,16 +163,7 @@ class RSkipTransformerEncoderLayer(_FeedForwardSublayer, TransformerEncoderLayer
         self.skip_norm = skip_norm
         self.layer_index = layer_index
         super().__init__(cfg, return_fc=return_fc)
-        init_attention(self.self_attn, skip_norm.attention_init)
-        pre = cfg.encoder.normalize_before
-        weight = initial_skip_weight(skip_norm, "encoder", cfg, sublayers_per_layer=2)
-        # inplace: each sublayer output is fresh and used once, so the skip adds into it
-        self.self_attn_layer_norm = ResidualNorm(self.embed_dim, skip_norm, pre, True, weight)
-        self.final_layer_norm = ResidualNorm(self.embed_dim, skip_norm, pre, True, weight)
-        if skip_norm.skip_weight == "deepnorm":
-            deepnorm_initialise_(self, skip_norm, "encoder", cfg.encoder.layers, cfg.decoder.layers)
-        if skip_norm.shaped:
-            self._shape_feed_forward(cfg, decoder=False)
+        self._wire_sublayers(cfg, "encoder")
 
     def build_self_attention(self, embed_dim, cfg):
         if not self.skip_norm.no_skip:
@@ -177,7 +199,7 @@ class RSkipTransformerEncoderLayer(_FeedForwardSublayer, TransformerEncoderLayer
         return x
 
 
-class RSkipTransformerDecoderLayer(_FeedForwardSublayer, TransformerDecoderLayerBase):
+class RSkipTransformerDecoderLayer(_SkipNormLayer, TransformerDecoderLayerBase):
     """Decoder layer: self-attention, cross-attention and feed-forward, each
     through a ResidualNorm."""
 
@@ -199,25 +221,7 @@ class RSkipTransformerDecoderLayer(_FeedForwardSublayer, TransformerDecoderLayer
             add_bias_kv=add_bias_kv,
             add_zero_attn=add_zero_attn,
         )
-        init_attention(self.self_attn, skip_norm.attention_init)
-        if self.encoder_attn is not None:
-            init_attention(self.encoder_attn, skip_norm.attention_init)
-        pre = cfg.decoder.normalize_before
-        sublayers = 2 if self.encoder_attn is None else 3
-        weight = initial_skip_weight(skip_norm, "decoder", cfg, sublayers_per_layer=sublayers)
-        self.self_attn_layer_norm = ResidualNorm(self.embed_dim, skip_norm, pre, True, weight)
-        if self.encoder_attn_layer_norm is not None:
-            self.encoder_attn_layer_norm = ResidualNorm(
-                self.embed_dim, skip_norm, pre, True, weight, cross_attention=True
-            )
-        self.final_layer_norm = ResidualNorm(self.embed_dim, skip_norm, pre, True, weight)
-        if skip_norm.skip_weight == "deepnorm":
-            deepnorm_initialise_(self, skip_norm, "decoder", cfg.encoder.layers, cfg.decoder.layers)
-        if skip_norm.shaped:
-            self._shape_feed_forward(cfg, decoder=True)
-            if self.encoder_attn is not None and skip_norm.cross_attention_shortcut == "zero-out-proj":
-                nn.init.zeros_(self.encoder_attn.out_proj.weight)
-                nn.init.zeros_(self.encoder_attn.out_proj.bias)
+        self._wire_sublayers(cfg, "decoder")
 
     def build_self_attention(self, embed_dim, cfg, add_bias_kv=False, add_zero_attn=False):
         if not self.skip_norm.no_skip:
@@ -271,7 +275,7 @@ class RSkipTransformerDecoderLayer(_FeedForwardSublayer, TransformerDecoderLayer
           are refused when the layer is built;
         - the two copies of the saved-state construction (lines 417-425 and
           477-485) are :func:`_saved_state`, and the feed-forward sublayer
-          (lines 502-516) is :meth:`_FeedForwardSublayer.feed_forward`.
+          (lines 502-516) is :meth:`_SkipNormLayer.feed_forward`.
         """
         if need_head_weights:
             need_attn = True

@@ -6,45 +6,85 @@ argparse flags by fairseq's ``gen_parser_from_dataclass`` (as fairseq declares
 ``TransformerConfig``). The architectures fill unset fields with their
 family's defaults, then with the defaults below; :meth:`SkipNormConfig.validate`
 runs once, when the model is built, and the validated config is handed to the
-encoder and decoder stacks, their layers and their normalisations. The config
-is plain data: the modules build themselves from it
-(:mod:`fairseq_rskip.modules.residual_norm`).
+encoder and decoder stacks, their layers and their normalisations.
+
+This module is plain data and imports nothing else of the plugin: the
+modules (:mod:`fairseq_rskip.modules`) build themselves from it, and the model
+(:mod:`fairseq_rskip.models`) builds the modules. A field's allowed values are
+part of its declaration: a choice in its type (fairseq's ``ChoiceEnum``, which
+argparse enforces too), a range in its metadata (``"range": Interval(...)``);
+:meth:`SkipNormConfig.validate` checks both for every field, then the rules
+between flags, written out.
 """
 
-import logging
 import math
 from dataclasses import dataclass, field, fields
+from enum import Enum
 from numbers import Integral, Real
-from typing import Any, Optional
+from typing import Any, List, Optional
 
 from fairseq.dataclass import ChoiceEnum, FairseqDataclass
 
-logger = logging.getLogger(__name__)
-
 NORM_TYPES = ("layernorm", "simple", "adanorm", "none")
-NORM_TYPE_CHOICES = ChoiceEnum(list(NORM_TYPES))
 ATTENTION_INITS = ("fairseq", "kaiming_uniform")
-ATTENTION_INIT_CHOICES = ChoiceEnum(list(ATTENTION_INITS))
-# DeepNorm and Admin: see fairseq_rskip.modules.skip_weights
+# each a strategy in fairseq_rskip.modules.skip_weights.SKIP_WEIGHTS
 SKIP_WEIGHTS = ("fixed", "deepnorm", "admin")
 DEEPNORM_INITS = ("paper", "torchscale")
 ADMIN_INITS = ("profile", "logn")
 SPA_KERNELS = ("exponential", "uniform")
-SPA_KERNEL_CHOICES = ChoiceEnum(list(SPA_KERNELS))
 CROSS_ATTENTION_SHORTCUTS = ("skipinit", "zero-out-proj")
-CROSS_ATTENTION_SHORTCUT_CHOICES = ChoiceEnum(list(CROSS_ATTENTION_SHORTCUTS))
 TAT_DEPTHS = ("whole-network", "per-stack")
-TAT_DEPTH_CHOICES = ChoiceEnum(list(TAT_DEPTHS))
 TAT_FALLBACKS = ("relu", "error")
-TAT_FALLBACK_CHOICES = ChoiceEnum(list(TAT_FALLBACKS))
 SHAPED_QUERY_INITS = ("zero", "fairseq")
-SHAPED_QUERY_INIT_CHOICES = ChoiceEnum(list(SHAPED_QUERY_INITS))
 SHAPED_KEY_INITS = ("fairseq", "normal")
-SHAPED_KEY_INIT_CHOICES = ChoiceEnum(list(SHAPED_KEY_INITS))
 
 
 def _finite_number(value: Any) -> bool:
     return isinstance(value, Real) and not isinstance(value, bool) and math.isfinite(value)
+
+
+@dataclass(frozen=True)
+class Interval:
+    """The allowed values of a numeric flag: ``low < x < high``, each end
+    closed (``<=``) where said; ``integer``: whole numbers only."""
+
+    low: float
+    high: float = math.inf
+    closed_low: bool = False
+    closed_high: bool = False
+    integer: bool = False
+
+    def __contains__(self, value: Any) -> bool:
+        if self.integer and (not isinstance(value, Integral) or isinstance(value, bool)):
+            return False
+        if not _finite_number(value):
+            return False
+        above = value >= self.low if self.closed_low else value > self.low
+        below = value <= self.high if self.closed_high else value < self.high
+        return above and below
+
+    def describe(self) -> str:
+        """``an integer >= 1``, ``a finite number > 0``, ``a number in [0, 1)``."""
+        low = ">=" if self.closed_low else ">"
+        if self.integer and self.high == math.inf:
+            return f"an integer {low} {self.low:g}"
+        if self.high == math.inf:
+            return f"a finite number {low} {self.low:g}"
+        return (f"a number in {'[' if self.closed_low else '('}{self.low:g}, "
+                f"{self.high:g}{']' if self.closed_high else ')'}")
+
+
+def choices_of(f) -> Optional[List[str]]:
+    """The allowed values of a field typed ``ChoiceEnum`` (or ``Optional`` of one)."""
+    for candidate in (f.type, *getattr(f.type, "__args__", ())):
+        if isinstance(candidate, type) and issubclass(candidate, Enum):
+            return [member.value for member in candidate]
+    return None
+
+
+def flag(name: str) -> str:
+    """The command-line flag of a field: ``skip_recursions`` is ``--skip-recursions``."""
+    return "--" + name.replace("_", "-")
 
 
 def arch_description(arch: str) -> str:
@@ -56,7 +96,7 @@ class SkipNormConfig(FairseqDataclass):
     """Skip connection and normalisation of every sublayer (see ``ResidualNorm``)."""
 
     # which normalisation, where
-    norm_type: NORM_TYPE_CHOICES = field(
+    norm_type: ChoiceEnum(list(NORM_TYPES)) = field(
         default="layernorm",
         metadata={
             "help": "normalisation of every sublayer, and of the stacks' own norms unless "
@@ -64,7 +104,7 @@ class SkipNormConfig(FairseqDataclass):
             "adanorm = AdaNorm; none = plain skip)"
         },
     )
-    stack_norm_type: Optional[NORM_TYPE_CHOICES] = field(
+    stack_norm_type: Optional[ChoiceEnum(list(NORM_TYPES))] = field(
         default=None,
         metadata={
             "help": "normalisation of the norms outside the layers: the final norm of a Pre-LN "
@@ -73,14 +113,14 @@ class SkipNormConfig(FairseqDataclass):
     )
     skip_recursions: int = field(
         default=1,
-        metadata={
+        metadata={"range": Interval(1, closed_low=True, integer=True),
             "help": "rSkip+LN recursions n >= 1: y_1 = N_1(x + F(x)), y_i = N_i(x + y_(i-1)); "
             "1 = Post-LN"
         },
     )
     skip_scale: float = field(
         default=1.0,
-        metadata={
+        metadata={"range": Interval(0),
             "help": "fixed input scale of the skip, y = N(LAMBDA * x + F(x)) (xSkip); finite, "
             "> 0, needs --skip-recursions 1"
         },
@@ -90,13 +130,16 @@ class SkipNormConfig(FairseqDataclass):
         metadata={"help": "ablation: the rSkip recursions share one normalisation"},
     )
     adanorm_scale: float = field(
-        default=1.0, metadata={"help": "AdaNorm's scale C, finite and > 0 (AdaNorm only)"}
+        default=1.0,
+        metadata={"range": Interval(0), "help": "AdaNorm's scale C, finite and > 0 (AdaNorm only)"},
     )
     adanorm_k: float = field(
-        default=0.1, metadata={"help": "AdaNorm's k in [0, 1) (AdaNorm only)"}
+        default=0.1,
+        metadata={"range": Interval(0, 1, closed_low=True),
+                  "help": "AdaNorm's k in [0, 1) (AdaNorm only)"},
     )
     # initialisation
-    attention_init: ATTENTION_INIT_CHOICES = field(
+    attention_init: ChoiceEnum(list(ATTENTION_INITS)) = field(
         default="fairseq",
         metadata={
             "help": "initial weights of every attention's q, k, v and output projections: "
@@ -145,7 +188,7 @@ class SkipNormConfig(FairseqDataclass):
         metadata={"help": "no skip connection around any sublayer: y = N(F(x)); with "
                   "--norm-type none the vanilla y = F(x)"},
     )
-    spa_kernel: Optional[SPA_KERNEL_CHOICES] = field(
+    spa_kernel: Optional[ChoiceEnum(list(SPA_KERNELS))] = field(
         default=None,
         metadata={"help": "signal-preserving self-attention D_l softmax(Q K^T / sqrt(d) + B_l) V "
                   "shaped to the target kernel exponential (E-SPA) or uniform (U-SPA); needs "
@@ -153,11 +196,11 @@ class SkipNormConfig(FairseqDataclass):
     )
     spa_gamma_final: float = field(
         default=0.005,
-        metadata={"help": "E-SPA's final gamma_L > 0: Sigma_L[i, j] = exp(-gamma_L |i - j|)"},
+        metadata={"range": Interval(0), "help": "E-SPA's final gamma_L > 0: Sigma_L[i, j] = exp(-gamma_L |i - j|)"},
     )
     spa_rho_final: float = field(
         default=0.8,
-        metadata={"help": "U-SPA's final rho_L in [0, 1): Sigma_L = (1 - rho_L) I + rho_L 11^T"},
+        metadata={"range": Interval(0, 1, closed_low=True), "help": "U-SPA's final rho_L in [0, 1): Sigma_L = (1 - rho_L) I + rho_L 11^T"},
     )
     value_skipinit: bool = field(
         default=False,
@@ -166,37 +209,38 @@ class SkipNormConfig(FairseqDataclass):
     )
     tat_eta: Optional[float] = field(
         default=None,
-        metadata={"help": "TAT: the leaky ReLU slope makes the composed C map of the network's "
+        metadata={"range": Interval(0, 1),
+                  "help": "TAT: the leaky ReLU slope makes the composed C map of the network's "
                   "feed-forward nonlinearities send 0 to ETA, in (0, 1) (E-SPA, U-SPA, "
                   "Value-SkipInit); default 0.9 where reachable; 12 ReLUs reach only 0.897, so "
                   "with fewer than 13 nonlinearities (every fairseq 6+6 size) the default falls "
                   "back to ReLU, logged at build time, or is an error with --tat-fallback error"},
     )
-    tat_fallback: TAT_FALLBACK_CHOICES = field(
+    tat_fallback: ChoiceEnum(list(TAT_FALLBACKS)) = field(
         default="relu",
         metadata={"help": "where the default --tat-eta 0.9 is out of reach of the network's "
                   "nonlinearities: relu = use ReLU, the leaky ReLU closest to it, and log the "
                   "depth and the C_f(0) asked and reached; error = refuse to build the model"},
     )
-    tat_depth: TAT_DEPTH_CHOICES = field(
+    tat_depth: ChoiceEnum(list(TAT_DEPTHS)) = field(
         default="whole-network",
         metadata={"help": "nonlinearities TAT composes: whole-network = encoder plus decoder "
                   "layers (the deepest path, one slope), per-stack = each stack its own layers"},
     )
-    cross_attention_shortcut: CROSS_ATTENTION_SHORTCUT_CHOICES = field(
+    cross_attention_shortcut: ChoiceEnum(list(CROSS_ATTENTION_SHORTCUTS)) = field(
         default="skipinit",
         metadata={"help": "cross-attention of E-SPA, U-SPA and Value-SkipInit keeps a shortcut: "
                   "skipinit = x + g F(x), trainable g = 0 at start; zero-out-proj = x + F(x), "
                   "F's output projection zero at start"},
     )
-    shaped_query_init: SHAPED_QUERY_INIT_CHOICES = field(
+    shaped_query_init: ChoiceEnum(list(SHAPED_QUERY_INITS)) = field(
         default="zero",
         metadata={"help": "self-attention queries of E-SPA, U-SPA and Value-SkipInit at start: "
                   "zero = W_Q = 0 (He et al.'s, as He & Hofmann 2023 describe it); fairseq = "
                   "fairseq's xavier_uniform with gain 1/sqrt(2) (Value-SkipInit's start before "
                   "this flag existed)"},
     )
-    shaped_key_init: SHAPED_KEY_INIT_CHOICES = field(
+    shaped_key_init: ChoiceEnum(list(SHAPED_KEY_INITS)) = field(
         default="fairseq",
         metadata={"help": "self-attention keys of E-SPA, U-SPA and Value-SkipInit at start: "
                   "fairseq = xavier_uniform with gain 1/sqrt(2), variance 1/(2d); normal = "
@@ -242,6 +286,22 @@ class SkipNormConfig(FairseqDataclass):
     def defaults(cls) -> dict:
         return {f.name: f.default for f in fields(cls) if not f.name.startswith("_")}
 
+    def check_values(self) -> None:
+        """Every field's value among its choices and in its range (``None``
+        stands for unset where the field allows it)."""
+        for f in fields(self):
+            value = getattr(self, f.name)
+            if value is None or f.name.startswith("_"):
+                continue
+            choices = choices_of(f)
+            if choices is not None and value not in choices:
+                raise ValueError(
+                    f"{flag(f.name)} must be one of {', '.join(choices)}; got {value!r}"
+                )
+            allowed = f.metadata.get("range")
+            if allowed is not None and value not in allowed:
+                raise ValueError(f"{flag(f.name)} must be {allowed.describe()}; got {value!r}")
+
     def validate(
         self,
         encoder_normalize_before: bool,
@@ -256,17 +316,9 @@ class SkipNormConfig(FairseqDataclass):
         ``--layernorm-embedding``); by default, whether a side is Pre-LN.
         ``model_args`` (fairseq's model arguments) gives the other flags some
         checks read."""
+        self.check_values()
         if stack_norms is None:
             stack_norms = encoder_normalize_before or decoder_normalize_before
-        if self.norm_type not in NORM_TYPES:
-            raise ValueError(
-                f"--norm-type must be one of {', '.join(NORM_TYPES)}; got {self.norm_type!r}"
-            )
-        if self.stack_norm_type is not None and self.stack_norm_type not in NORM_TYPES:
-            raise ValueError(
-                f"--stack-norm-type must be one of {', '.join(NORM_TYPES)}; "
-                f"got {self.stack_norm_type!r}"
-            )
         if self.stack_norm_type is not None and not stack_norms:
             raise ValueError(
                 f"--stack-norm-type {self.stack_norm_type} applies to the final norm of a Pre-LN "
@@ -274,16 +326,7 @@ class SkipNormConfig(FairseqDataclass):
                 "add --encoder-normalize-before/--decoder-normalize-before or "
                 "--layernorm-embedding, or leave --stack-norm-type out"
             )
-        if self.attention_init not in ATTENTION_INITS:
-            raise ValueError(
-                f"--attention-init must be one of {', '.join(ATTENTION_INITS)}; "
-                f"got {self.attention_init!r}"
-            )
         recursions = self.skip_recursions
-        if not isinstance(recursions, Integral) or isinstance(recursions, bool) or recursions < 1:
-            raise ValueError(f"--skip-recursions must be an integer >= 1; got {recursions!r}")
-        if not _finite_number(self.skip_scale) or self.skip_scale <= 0:
-            raise ValueError(f"--skip-scale must be a finite number > 0; got {self.skip_scale!r}")
         if recursions > 1 and self.skip_scale != 1:
             raise ValueError(
                 "--skip-scale must be 1 with --skip-recursions > 1: the recursive "
@@ -297,12 +340,6 @@ class SkipNormConfig(FairseqDataclass):
             )
         if self.skip_shared_norm and recursions == 1:
             raise ValueError("--skip-shared-norm needs --skip-recursions > 1")
-        if not _finite_number(self.adanorm_scale) or self.adanorm_scale <= 0:
-            raise ValueError(
-                f"--adanorm-scale must be a finite number > 0; got {self.adanorm_scale!r}"
-            )
-        if not _finite_number(self.adanorm_k) or not 0 <= self.adanorm_k < 1:
-            raise ValueError(f"--adanorm-k must be a number in [0, 1); got {self.adanorm_k!r}")
         defaults = self.defaults()
         uses_adanorm = self.norm_type == "adanorm" or (stack_norms and self.stack_norm == "adanorm")
         if not uses_adanorm and (
@@ -332,16 +369,6 @@ class SkipNormConfig(FairseqDataclass):
     ) -> None:
         """--skip-weight, --deepnorm-init, --admin-init, --admin-profile and what they exclude."""
         weight = self.skip_weight
-        if weight not in SKIP_WEIGHTS:
-            raise ValueError(f"--skip-weight must be one of {', '.join(SKIP_WEIGHTS)}; got {weight!r}")
-        if self.deepnorm_init not in DEEPNORM_INITS:
-            raise ValueError(
-                f"--deepnorm-init must be one of {', '.join(DEEPNORM_INITS)}; got {self.deepnorm_init!r}"
-            )
-        if self.admin_init not in ADMIN_INITS:
-            raise ValueError(
-                f"--admin-init must be one of {', '.join(ADMIN_INITS)}; got {self.admin_init!r}"
-            )
         defaults = self.defaults()
         if weight != "deepnorm" and self.deepnorm_init != defaults["deepnorm_init"]:
             raise ValueError(
@@ -411,18 +438,6 @@ class SkipNormConfig(FairseqDataclass):
                 f"--no-skip is defined for post-norm sublayers, and {arch_description(arch)} is "
                 "Pre-LN (--encoder/decoder-normalize-before), whose skip path is what defines it"
             )
-        if self.spa_kernel is not None and self.spa_kernel not in SPA_KERNELS:
-            raise ValueError(
-                f"--spa-kernel must be one of {', '.join(SPA_KERNELS)}; got {self.spa_kernel!r}"
-            )
-        if not _finite_number(self.spa_gamma_final) or self.spa_gamma_final <= 0:
-            raise ValueError(
-                f"--spa-gamma-final must be a finite number > 0; got {self.spa_gamma_final!r}"
-            )
-        if not _finite_number(self.spa_rho_final) or not 0 <= self.spa_rho_final < 1:
-            raise ValueError(f"--spa-rho-final must be a number in [0, 1); got {self.spa_rho_final!r}")
-        if self.tat_eta is not None and (not _finite_number(self.tat_eta) or not 0 < self.tat_eta < 1):
-            raise ValueError(f"--tat-eta must be a number in (0, 1); got {self.tat_eta!r}")
         kernel = f"--spa-kernel {self.spa_kernel}" if self.spa_kernel else "no --spa-kernel"
         if self.spa_kernel != "exponential" and self.spa_gamma_final != defaults["spa_gamma_final"]:
             raise ValueError(
@@ -447,20 +462,6 @@ class SkipNormConfig(FairseqDataclass):
             raise ValueError(
                 "--value-skipinit and --spa-kernel are two alternatives: at initialisation "
                 "Value-SkipInit's attention is the identity, and the SPA kernel would be unused"
-            )
-        if self.tat_fallback not in TAT_FALLBACKS:
-            raise ValueError(
-                f"--tat-fallback must be one of {', '.join(TAT_FALLBACKS)}; got {self.tat_fallback!r}"
-            )
-        if self.shaped_query_init not in SHAPED_QUERY_INITS:
-            raise ValueError(
-                f"--shaped-query-init must be one of {', '.join(SHAPED_QUERY_INITS)}; "
-                f"got {self.shaped_query_init!r}"
-            )
-        if self.shaped_key_init not in SHAPED_KEY_INITS:
-            raise ValueError(
-                f"--shaped-key-init must be one of {', '.join(SHAPED_KEY_INITS)}; "
-                f"got {self.shaped_key_init!r}"
             )
         if not self.shaped and (
             self.tat_eta is not None
@@ -493,32 +494,3 @@ class SkipNormConfig(FairseqDataclass):
                 "E-SPA, U-SPA and Value-SkipInit use TAT's leaky ReLU in place of "
                 f"--activation-fn, which must stay relu; got --activation-fn {activation_fn}"
             )
-        if model_args is not None:
-            self._validate_tat_reach(model_args.encoder_layers, model_args.decoder_layers)
-
-    def _validate_tat_reach(self, encoder_layers: int, decoder_layers: int) -> None:
-        """An explicit --tat-eta out of reach is refused; the default one falls back
-        to ReLU, logged (``--tat-fallback relu``), or is refused (``error``)."""
-        from fairseq_rskip.modules.tat import DEFAULT_TAT_ETA, composed_cmap_at_zero, tat_nonlinearities
-
-        counts = tat_nonlinearities(self.tat_depth, encoder_layers, decoder_layers)
-        nonlinearities = min(counts)
-        reachable = composed_cmap_at_zero(0.0, nonlinearities)
-        eta = DEFAULT_TAT_ETA if self.tat_eta is None else self.tat_eta
-        if reachable >= eta:
-            return
-        where = f"{nonlinearities} feed-forward nonlinearities (--tat-depth {self.tat_depth})"
-        if self.tat_eta is not None or self.tat_fallback == "error":
-            raise ValueError(
-                f"--tat-eta {eta} is out of reach of {where}: even ReLU gives C_f(0) = "
-                f"{reachable:.4f}; use --tat-eta <= {math.floor(reachable * 1e4) / 1e4} or more layers"
-                + ("" if self.tat_eta is not None else " (or --tat-fallback relu to use ReLU)")
-            )
-        short = [(side, n, composed_cmap_at_zero(0.0, n))
-                 for side, n in zip(("encoder", "decoder"), counts)]
-        reached = ", ".join(f"{side}: {n} nonlinearities, C_f(0) = {c:.4f}" for side, n, c in short if c < eta)
-        logger.warning(
-            f"TAT: C_f(0) = {eta} (the default --tat-eta) is out of reach; using ReLU, the "
-            f"leaky ReLU closest to it ({reached}; --tat-depth {self.tat_depth}); "
-            "--tat-fallback error refuses instead"
-        )

@@ -1,0 +1,108 @@
+"""The architectures of ``transformer_rskip``: a family's defaults on one of
+fairseq's sizes, and the version of the families' defaults that saved
+arguments are read with.
+
+``--arch transformer_<family><size>`` fills the arguments the command line
+left unset with the family's defaults (:data:`FAMILIES`), then fairseq's
+defaults of the size (:data:`SIZES`), then the flags' own defaults
+(:class:`~fairseq_rskip.config.SkipNormConfig`).
+"""
+
+from fairseq.models import register_model_architecture
+from fairseq.models.transformer.transformer_legacy import (
+    base_architecture,
+    tiny_architecture,
+    transformer_iwslt_de_en,
+    transformer_vaswani_wmt_en_de_big,
+    transformer_wmt_en_de,
+    transformer_wmt_en_de_big,
+)
+
+from fairseq_rskip.config import SkipNormConfig
+
+FAMILIES = {
+    "transformer_rskip": {"skip_recursions": 2},
+    # The AdaNorm authors' translation setting (lancopku/AdaNorm, "machine
+    # translation/"): Pre-LN; the sublayer norms are LayerNorm with gain and
+    # bias, only the final norms of the stacks are AdaNorm; C = 1 (their
+    # README's command; their script's C = 2 trained worse on our data). See
+    # docs/adanorm.md.
+    "transformer_adanorm": {
+        "encoder_normalize_before": True,
+        "decoder_normalize_before": True,
+        "norm_type": "layernorm",
+        "stack_norm_type": "adanorm",
+        "adanorm_scale": 1.0,
+    },
+    "transformer_prenorm_nowarmup": {
+        "encoder_normalize_before": True,
+        "decoder_normalize_before": True,
+    },
+    "transformer_deepnorm": {"skip_weight": "deepnorm"},
+    "transformer_admin": {"skip_weight": "admin"},
+    "transformer_vanilla": {"no_skip": True, "norm_type": "none"},
+    "transformer_espa": {"no_skip": True, "norm_type": "none", "spa_kernel": "exponential"},
+    "transformer_uspa": {"no_skip": True, "norm_type": "none", "spa_kernel": "uniform"},
+}
+# Version of the family defaults. Arguments from this version's parser carry
+# it (``args.skip_norm_defaults_version``); saved arguments without it come
+# from version 1, before --stack-norm-type, and fill their missing or None
+# fields with EARLIER_FAMILIES: transformer_adanorm was then Post-LN with
+# AdaNorm on every norm and C = 1.
+DEFAULTS_VERSION = 2
+DEFAULTS_VERSION_ATTR = "skip_norm_defaults_version"
+EARLIER_FAMILIES = {
+    "transformer_adanorm": {
+        "encoder_normalize_before": False,
+        "decoder_normalize_before": False,
+        "norm_type": "adanorm",
+        "adanorm_scale": 1.0,
+    },
+}
+SIZES = {
+    "": base_architecture,
+    "_tiny": tiny_architecture,
+    "_iwslt_de_en": transformer_iwslt_de_en,
+    "_wmt_en_de": transformer_wmt_en_de,
+    "_vaswani_wmt_en_de_big": transformer_vaswani_wmt_en_de_big,
+    "_wmt_en_de_big": transformer_wmt_en_de_big,
+}
+
+
+ARCH_FAMILY = {}  # architecture name -> family
+
+
+def fill_earlier_defaults(args) -> None:
+    """Set the missing or None fields of ``args`` to their family's defaults of
+    version 1 (:data:`EARLIER_FAMILIES`), and mark them as of this version."""
+    for key, value in EARLIER_FAMILIES.get(ARCH_FAMILY.get(args.arch), {}).items():
+        if getattr(args, key, None) is None:
+            setattr(args, key, value)
+    if not hasattr(args, "stack_norm_type"):
+        args.stack_norm_type = None  # then every norm was of --norm-type
+    setattr(args, DEFAULTS_VERSION_ATTR, DEFAULTS_VERSION)
+
+
+def _register_architecture(family: str, suffix: str) -> None:
+    family_defaults, size_defaults = FAMILIES[family], SIZES[suffix]
+    ARCH_FAMILY[family + suffix] = family
+
+    def architecture(args):
+        if getattr(args, DEFAULTS_VERSION_ATTR, 1) < DEFAULTS_VERSION:  # saved by version 1
+            fill_earlier_defaults(args)
+        for key, value in family_defaults.items():
+            setattr(args, key, getattr(args, key, value))
+        size_defaults(args)
+        SkipNormConfig.fill_defaults(args)
+
+    architecture.__name__ = family + suffix
+    architecture.__doc__ = f"{family} defaults {family_defaults} on fairseq's {size_defaults.__name__}"
+    register_model_architecture("transformer_rskip", family + suffix)(architecture)
+
+
+def register_architectures() -> None:
+    """Register every family in every size with fairseq (once the model
+    ``transformer_rskip`` is registered)."""
+    for family in FAMILIES:
+        for suffix in SIZES:
+            _register_architecture(family, suffix)

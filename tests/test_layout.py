@@ -1,0 +1,140 @@
+"""The core's layers import only downward, and its extension points are tables:
+the config imports nothing of the plugin, modules/ imports the config and not
+models/, neither imports a tool; the skip weights and the norms that take the
+fused recompute are listed where they are defined."""
+
+import ast
+import dataclasses
+import math
+import re
+from pathlib import Path
+
+import pytest
+import torch
+
+from fairseq_rskip import config as config_module
+from fairseq_rskip.config import Interval, SkipNormConfig, choices_of
+from fairseq_rskip.modules import ResidualNorm
+from fairseq_rskip.modules.norm_functions import RecomputedNormsFunction, RecursiveLayerNormFunction
+from fairseq_rskip.modules.normalization import LAYER_NORM_TYPES
+from fairseq_rskip.modules.skip_weights import SKIP_WEIGHTS, SkipWeight, skip_weight_of
+
+PACKAGE = Path(config_module.__file__).resolve().parent
+TOOLS = ("analysis", "benchmark", "cli", "data_prep", "scoring")
+
+
+def plugin_imports(path: Path) -> set:
+    """The ``fairseq_rskip`` modules a file imports, at any depth of its code."""
+    found = set()
+    for node in ast.walk(ast.parse(path.read_text(encoding="utf-8"))):
+        if isinstance(node, ast.ImportFrom) and node.module and node.level == 0:
+            names = [node.module] + [f"{node.module}.{a.name}" for a in node.names]
+        elif isinstance(node, ast.Import):
+            names = [a.name for a in node.names]
+        else:
+            continue
+        found.update(n for n in names if n.split(".")[0] == "fairseq_rskip")
+    return found
+
+
+def imports_under(folder: str) -> dict:
+    return {p.relative_to(PACKAGE).as_posix(): plugin_imports(p) for p in (PACKAGE / folder).glob("*.py")}
+
+
+def test_the_config_imports_nothing_of_the_plugin():
+    assert plugin_imports(PACKAGE / "config.py") == set()
+
+
+def test_modules_import_neither_the_models_nor_a_tool():
+    imports = imports_under("modules")
+    assert len(imports) >= 10
+    for path, names in imports.items():
+        above = sorted(n for n in names if n.startswith("fairseq_rskip.models"))
+        assert above == [], (path, above)
+        tools = sorted(n for n in names if n.split(".")[1] in TOOLS)
+        assert tools == [], (path, tools)
+
+
+def test_models_import_no_tool():
+    for path, names in imports_under("models").items():
+        tools = sorted(n for n in names if n.split(".")[1] in TOOLS)
+        assert tools == [], (path, tools)
+
+
+def test_every_skip_weight_choice_has_one_strategy():
+    choices = choices_of(SkipNormConfig.__dataclass_fields__["skip_weight"])
+    assert sorted(SKIP_WEIGHTS) == sorted(choices)
+    assert all(isinstance(strategy, SkipWeight) for strategy in SKIP_WEIGHTS.values())
+
+
+@pytest.mark.parametrize("name", sorted(SKIP_WEIGHTS))
+def test_a_trainable_skip_weight_is_a_vector_omega_and_a_fixed_one_a_number(name):
+    config = SkipNormConfig(skip_weight=name)
+    strategy = skip_weight_of(config)
+    weight = strategy.initial_weight(config, "encoder", 6, 6, sublayers_per_layer=2)
+    norm = ResidualNorm(8, config, normalize_before=False, skip_weight=weight)
+    assert (norm.omega is not None) == strategy.trainable
+    assert norm.skip_weight == weight
+    if strategy.trainable:
+        assert torch.equal(norm.omega.detach(), torch.full((8,), weight))
+
+
+def fused_or_recomputed(norm_type: str):
+    norm = ResidualNorm(8, SkipNormConfig(norm_type=norm_type, skip_recursions=2), normalize_before=False)
+    x = torch.randn(3, 8, requires_grad=True)
+    return type(norm(x * 2, x).grad_fn).__name__
+
+
+@pytest.mark.parametrize("norm_type", ["layernorm", "simple", "adanorm"])
+def test_the_listed_norms_take_the_fused_recompute_and_the_others_the_generic_one(norm_type):
+    """rSkip's recursions over F.layer_norm run as one fused function; any other
+    norm through the generic recompute of its own forward."""
+    expected = RecursiveLayerNormFunction if norm_type in LAYER_NORM_TYPES else RecomputedNormsFunction
+    assert fused_or_recomputed(norm_type) == f"{expected.__name__}Backward"
+    assert set(LAYER_NORM_TYPES) == {"layernorm", "simple"}
+
+
+def fields_with(key):
+    return [f for f in dataclasses.fields(SkipNormConfig) if key(f)]
+
+
+@pytest.mark.parametrize("f", fields_with(choices_of), ids=lambda f: f.name)
+def test_every_choice_field_refuses_a_value_outside_its_choices(f):
+    config = SkipNormConfig(**{f.name: "bogus"})
+    flag = "--" + f.name.replace("_", "-")
+    with pytest.raises(ValueError, match=f"^{flag} must be one of {', '.join(choices_of(f))}; got 'bogus'$"):
+        config.check_values()
+
+
+RANGE_FIELDS = fields_with(lambda f: "range" in f.metadata)
+
+
+def test_the_numeric_flags_have_ranges():
+    assert {f.name for f in RANGE_FIELDS} == {
+        "skip_recursions", "skip_scale", "adanorm_scale", "adanorm_k", "spa_gamma_final",
+        "spa_rho_final", "tat_eta",
+    }
+
+
+@pytest.mark.parametrize("f", RANGE_FIELDS, ids=lambda f: f.name)
+def test_every_range_field_refuses_its_open_ends_and_non_finite_values(f):
+    allowed = f.metadata["range"]
+    outside = [math.nan, math.inf, allowed.low - 1]
+    if not allowed.closed_low:
+        outside.append(allowed.low)
+    if allowed.high < math.inf and not allowed.closed_high:
+        outside.append(allowed.high)
+    for value in outside:
+        with pytest.raises(ValueError, match=re.escape(f"must be {allowed.describe()}; got {value!r}")):
+            SkipNormConfig(**{f.name: value}).check_values()
+    inside = allowed.low if allowed.closed_low else allowed.low + 0.5
+    SkipNormConfig(**{f.name: int(inside) if allowed.integer else inside}).check_values()
+
+
+def test_interval_descriptions():
+    assert Interval(1, closed_low=True, integer=True).describe() == "an integer >= 1"
+    assert Interval(0).describe() == "a finite number > 0"
+    assert Interval(0, 1, closed_low=True).describe() == "a number in [0, 1)"
+    assert Interval(0, 1).describe() == "a number in (0, 1)"
+    assert 2.0 not in Interval(1, closed_low=True, integer=True)
+    assert True not in Interval(0)
