@@ -175,6 +175,7 @@ class SkipNormConfig(FairseqDataclass):
     admin_profile: Optional[str] = field(
         default=None,
         metadata={
+            "allowed": "a profile file",
             "help": "Admin: start omega from this profile file (Transformer-Clinic's "
             "profile.ratio.init, which every profiling run writes into --save-dir) instead of "
             "profiling: one line 'INDEX VALUE' per sublayer, the encoder's 2N, then the "

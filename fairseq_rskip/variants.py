@@ -82,7 +82,7 @@ VARIANTS: Dict[str, Variant] = {v.name: v for v in (
             reference="preln"),
     Variant("adanorm_postln", "transformer_rskip{size}",
             ("--skip-recursions", "1", "--norm-type", "adanorm"), label="Post-LN AdaNorm",
-            description="Post-LN, AdaNorm (C = 1) on every norm: transformer_adanorm before issue 14"),
+            description="Post-LN, AdaNorm (C = 1) on every norm: transformer_adanorm of version 0.1.0"),
     Variant("preln_simple", "transformer_rskip{size}",
             ("--skip-recursions", "1", *PRE_LN_FLAGS, "--norm-type", "simple"),
             label="Pre-LN, LN-simple", description="Pre-LN, LayerNorm-simple on every norm",

@@ -20,12 +20,15 @@ from omegaconf import II
 from fairseq.dataclass import FairseqDataclass
 from fairseq.optim.lr_scheduler import FairseqLRScheduler, register_lr_scheduler
 
+from fairseq_rskip.config import Interval
+
 
 @dataclass
 class InverseSqrtNoWarmupConfig(FairseqDataclass):
     decay_timescale: float = field(
         default=4000,
         metadata={
+            "range": Interval(0),
             "help": "T in lr = lr_peak * sqrt(T / (T + updates)): after T updates the rate "
             "has fallen by sqrt(2); later it matches inverse_sqrt with --warmup-updates T"
         },
