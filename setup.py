@@ -6,15 +6,25 @@ plain ``pip install`` of this package cannot express. Installing it also
 installs the commands of fairseq_rskip/cli (rskip-prepare, rskip-evaluate, ...).
 """
 
+import re
+from pathlib import Path
+
 from setuptools import find_packages, setup
+
+VERSION = re.search(r'^__version__ = "([^"]+)"', Path("fairseq_rskip/__init__.py").read_text(encoding="utf-8"),
+                    re.M).group(1)
 
 setup(
     name="fairseq_rskip",
-    version="0.1.0",
-    description="Recursive skip connections, AdaNorm and Pre-LN without warm-up for fairseq",
+    version=VERSION,
+    description="Skip connections and normalisation for fairseq's Transformer: rSkip+LN, xSkip, AdaNorm, "
+    "LayerNorm-simple, Pre-LN without warm-up, DeepNorm, Admin, and deep Transformers without shortcuts "
+    "(vanilla, E-SPA, U-SPA, Value-SkipInit)",
     long_description=open("README.md", encoding="utf-8").read() if __import__("os").path.exists("README.md") else "",
     long_description_content_type="text/markdown",
-    license="MIT",
+    # the code is MIT; the bundled corpus (package data) is GPL-2.0-or-later
+    license_expression="MIT AND GPL-2.0-or-later",
+    license_files=["LICENSE", "fairseq_rskip/corpus/ding-de-en/LICENSE"],
     python_requires=">=3.11",
     packages=find_packages(include=["fairseq_rskip", "fairseq_rskip.*"]),
     # the bundled corpus ships with the package, so rskip-prepare bundled works installed

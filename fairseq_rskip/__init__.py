@@ -27,4 +27,4 @@ allow_fairseq_checkpoint_globals()
 
 from fairseq_rskip import models, optim  # noqa: E402,F401 (registers with fairseq)
 
-__version__ = "0.1.0"
+__version__ = "0.2.0"
