@@ -1,8 +1,10 @@
 """Shared helpers: build fairseq models in-process the way fairseq-train does
 (fairseq_rskip.analysis.modelbuild, the tools' builder), run its command-line tools."""
 
+import json
 import os
 import random
+import re
 import subprocess
 import sys
 from pathlib import Path
@@ -99,6 +101,42 @@ def run(cmd, cwd=None, check=True, env=None):
             f"{' '.join(map(str, cmd))} failed ({proc.returncode}):\n{proc.stdout[-3000:]}\n{proc.stderr[-6000:]}"
         )
     return proc
+
+
+def train_command(data_bin, arch, save_dir, max_update, program=("fairseq-train",)):
+    return [
+        *program, data_bin, "--user-dir", USER_DIR, "--arch", arch,
+        "--share-all-embeddings", "--optimizer", "adam", "--adam-betas", "(0.9, 0.98)",
+        "--lr", "2e-3", "--max-tokens", "800", "--max-update", max_update,
+        "--criterion", "label_smoothed_cross_entropy", "--label-smoothing", "0.1",
+        "--save-dir", save_dir, "--log-format", "json", "--log-interval", "1",
+        "--seed", "3", "--num-workers", "0",
+    ]
+
+
+def train(data_bin, arch, save_dir, max_update, *extra, program=("fairseq-train",)):
+    return run([*train_command(data_bin, arch, save_dir, max_update, program), *extra])
+
+
+def json_logs(proc, kind="train_inner"):
+    records = []
+    for line in (proc.stdout + proc.stderr).splitlines():
+        m = re.search(r"\| (\{.*\})$", line)
+        if m and f"| {kind} |" in line:
+            records.append(json.loads(m.group(1)))
+    return records
+
+
+def decode_incrementally(model, src, lengths, prev):
+    encoder_out = model.encoder(src, src_lengths=lengths)
+    incremental_state = {}
+    steps = []
+    for t in range(prev.size(1)):
+        out, _ = model.decoder(
+            prev[:, : t + 1], encoder_out=encoder_out, incremental_state=incremental_state
+        )
+        steps.append(out)
+    return torch.cat(steps, dim=1)
 
 
 WORDS = "the a cat dog house tree runs sees big small red blue eats old new".split()

@@ -10,7 +10,6 @@ import math
 
 import pytest
 import torch
-import torch.nn.functional as F
 
 from conftest import build_model, parse_args, sample_batch
 from fairseq_rskip.models import SIZES

@@ -1,7 +1,6 @@
 """End to end through fairseq's own command-line tools on a tiny generated corpus:
 preprocess, train, generate, resume, interactive, checkpoint averaging, hub loading."""
 
-import json
 import re
 import shutil
 import subprocess
@@ -10,7 +9,7 @@ import sys
 import pytest
 import torch
 
-from conftest import REPO, USER_DIR, run
+from conftest import REPO, USER_DIR, json_logs, run, train, train_command
 
 pytestmark = pytest.mark.slow  # stock fairseq commands end to end
 
@@ -23,30 +22,6 @@ ARCHS = {
     "transformer_espa_tiny": ["--lr-scheduler", "inverse_sqrt", "--warmup-updates", "4"],
 }
 ADMIN_LOG = "Admin: omega of the encoder sublayers profiled on the first training batch"
-
-
-def train_command(data_bin, arch, save_dir, max_update, program=("fairseq-train",)):
-    return [
-        *program, data_bin, "--user-dir", USER_DIR, "--arch", arch,
-        "--share-all-embeddings", "--optimizer", "adam", "--adam-betas", "(0.9, 0.98)",
-        "--lr", "2e-3", "--max-tokens", "800", "--max-update", max_update,
-        "--criterion", "label_smoothed_cross_entropy", "--label-smoothing", "0.1",
-        "--save-dir", save_dir, "--log-format", "json", "--log-interval", "1",
-        "--seed", "3", "--num-workers", "0",
-    ]
-
-
-def train(data_bin, arch, save_dir, max_update, *extra, program=("fairseq-train",)):
-    return run([*train_command(data_bin, arch, save_dir, max_update, program), *extra])
-
-
-def json_logs(proc, kind="train_inner"):
-    records = []
-    for line in (proc.stdout + proc.stderr).splitlines():
-        m = re.search(r"\| (\{.*\})$", line)
-        if m and f"| {kind} |" in line:
-            records.append(json.loads(m.group(1)))
-    return records
 
 
 @pytest.fixture(scope="module")

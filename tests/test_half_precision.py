@@ -24,9 +24,7 @@ import sys
 import pytest
 import torch
 
-from conftest import VARIANTS, build_model, sample_batch
-from test_cli import json_logs, train
-from test_model_features import decode_incrementally
+from conftest import VARIANTS, build_model, decode_incrementally, json_logs, sample_batch, train
 from fairseq_rskip.modules import NORM_TYPES, Normalization, ResidualNorm, SkipNormConfig, adanorm
 
 HALF = [torch.float16, torch.bfloat16]

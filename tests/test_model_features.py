@@ -6,19 +6,7 @@ import io
 import pytest
 import torch
 
-from conftest import VARIANTS, build_model, make_dictionary, sample_batch
-
-
-def decode_incrementally(model, src, lengths, prev):
-    encoder_out = model.encoder(src, src_lengths=lengths)
-    incremental_state = {}
-    steps = []
-    for t in range(prev.size(1)):
-        out, _ = model.decoder(
-            prev[:, : t + 1], encoder_out=encoder_out, incremental_state=incremental_state
-        )
-        steps.append(out)
-    return torch.cat(steps, dim=1)
+from conftest import VARIANTS, build_model, decode_incrementally, make_dictionary, sample_batch
 
 
 def test_incremental_decoding_equals_full_decoding(variant):

@@ -2,7 +2,6 @@
 
 import pytest
 import torch
-import torch.nn.functional as F
 
 from fairseq_rskip.modules import Normalization, SkipNormConfig
 

@@ -5,7 +5,7 @@ all that the runner, benchmark and analyses read."""
 import pytest
 import torch
 
-from conftest import REPO, VARIANTS as FIXTURE_VARIANTS, build_model, sample_batch
+from conftest import VARIANTS as FIXTURE_VARIANTS, build_model, sample_batch
 from fairseq.models import ARCH_MODEL_REGISTRY
 from fairseq_rskip.analysis import runner
 from fairseq_rskip.models import FAMILIES, SIZES

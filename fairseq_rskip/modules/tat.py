@@ -16,7 +16,6 @@ import math
 from functools import lru_cache
 from typing import Optional, Tuple
 
-import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
