@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# The main job, end to end on the bundled German-English corpus (a few CPU minutes):
+# The demo, end to end on the bundled German-English corpus (a few CPU minutes):
 # install (if needed), prepare the corpus into a data-bin, train transformer_rskip
 # (rSkip+LN, 2 recursions) and fairseq's Post-LN transformer at the same small size,
 # evaluate both (rskip-evaluate) and print the comparison table with BLEU. In a terminal,

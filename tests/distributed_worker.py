@@ -6,7 +6,7 @@
         NAME [NAME ...] -- [fairseq-train options]
 
 With ``--world-size 1`` it is a plain single-process run, else one
-data-parallel rank of the CPU recipe in README.md. Every rank writes the
+data-parallel rank of the CPU recipe in docs/distributed.md. Every rank writes the
 parameters its trainer ends with to ``DIR/NAME/params.rank<R>.pt`` (so that a
 test can check that all ranks hold the same model) and its ``train_inner``
 records to ``DIR/NAME/train_inner.rank<R>.json``.

@@ -2,8 +2,8 @@
 with --update-freq 2, for every architecture family; a 2-rank checkpoint
 resumes and generates on 1 rank.
 
-The ranks run the CPU recipe of README.md ("Several processes and
-machines"): one process per rank, ``--distributed-no-spawn --distributed-rank
+The ranks run the CPU recipe of docs/distributed.md ("Without GPUs"):
+one process per rank, ``--distributed-no-spawn --distributed-rank
 R --distributed-world-size 2 --distributed-init-method tcp://localhost:PORT
 --distributed-backend gloo --ddp-backend legacy_ddp``. Each rank sees every
 other batch (rank r the batches r, r + 2, ...), so an update of 2 ranks uses

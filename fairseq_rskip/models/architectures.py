@@ -25,7 +25,7 @@ FAMILIES = {
     # The AdaNorm authors' translation setting (lancopku/AdaNorm, "machine
     # translation/"): Pre-LN; the sublayer norms are LayerNorm with gain and
     # bias, only the final norms of the stacks are AdaNorm; C = 1 (their
-    # README's command; their script's C = 2 trained worse on our data). See
+    # README's command; their script's C = 2 trained worse on the bundled corpus). See
     # docs/adanorm.md.
     "transformer_adanorm": {
         "encoder_normalize_before": True,
