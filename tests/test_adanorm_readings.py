@@ -87,7 +87,7 @@ READINGS = {
         ("transformer_adanorm_tiny", "--norm-type", "adanorm", "--stack-norm-type", "layernorm"),
         "adanorm", "layernorm", 1.0, True,
     ),
-    "every-norm, Post-LN (before issue 14)": (
+    "every-norm, Post-LN (version 0.1.0)": (
         ("transformer_rskip_tiny", "--skip-recursions", "1", "--norm-type", "adanorm"),
         "adanorm", None, 1.0, False,
     ),

@@ -63,7 +63,7 @@ def test_generate(trained, data_bin, arch):
     proc = run([
         "fairseq-generate", data_bin, "--user-dir", USER_DIR, "--path", save_dir / "checkpoint_last.pt",
         "--beam", "4", "--max-tokens", "500",
-        # fairseq drops a last batch smaller than this multiple (default 8; fairseq issue 5036)
+        # fairseq drops a last batch smaller than this multiple (default 8; facebookresearch/fairseq#5036)
         "--required-batch-size-multiple", "1",
     ])
     assert "Translated 20 sentences" in proc.stdout + proc.stderr

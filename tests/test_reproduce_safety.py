@@ -1,4 +1,4 @@
-"""The comparison runner never reports results it did not produce (issue 10): runs keyed by
+"""The comparison runner never reports results it did not produce: runs keyed by
 everything that determines them, fairseq-train options only after --, children stopped on
 signals, run folders locked. A fake fairseq-train (tests/fake_fairseq_train.py) stands in
 for the real one: the behaviour under test is the runner's own."""

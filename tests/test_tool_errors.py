@@ -1,5 +1,5 @@
 """The evaluation and averaging commands, and checkpoint loading, fail with the real reason
-and what to do (issue 10): one ``error:`` line, exit status 2, no traceback."""
+and what to do: one ``error:`` line, exit status 2, no traceback."""
 
 import argparse
 import fractions

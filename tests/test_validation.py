@@ -92,7 +92,7 @@ PRE_LN_FAMILIES = [family for family, defaults in FAMILIES.items()
 @pytest.mark.parametrize("arch", [family + size for family in PRE_LN_FAMILIES for size in SIZES])
 @pytest.mark.parametrize("flags", [("--skip-recursions", "2"), ("--skip-recursions", "1", "--skip-scale", "2")])
 def test_every_pre_ln_family_is_told_its_architecture_is_pre_ln(arch, flags):
-    """Every size of every family whose architecture is Pre-LN (issue 10): the message names
+    """Every size of every family whose architecture is Pre-LN: the message names
     the architecture, though the user typed no --*-normalize-before."""
     assert "transformer_prenorm_nowarmup" in PRE_LN_FAMILIES
     with pytest.raises(ValueError, match=rf"are defined for Post-LN only, and the encoder of "
