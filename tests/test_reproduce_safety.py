@@ -164,9 +164,9 @@ def cli(*argv):
 def test_only_options_after_double_dash_reach_fairseq_train(data_bin, tmp_path, capsys):
     base = ["--data", data_bin, "--archs", "postln", "--depths", "2", "--no-bleu",
             "--train-command", " ".join(FAKE_TRAIN)]
-    with pytest.raises(UserError, match=r"unknown option\(s\) --max-update 6: options for "
+    with pytest.raises(UserError, match=r"unknown option\(s\) --dropout 0.2: options for "
                        r"fairseq-train go after --"):
-        cli(*base, "--out", tmp_path / "a", "--max-update", "6")
+        cli(*base, "--out", tmp_path / "a", "--dropout", "0.2")
     with pytest.raises(UserError, match=r"--lr 5: .* --lr is set by the runner: use \"lr\""):
         cli(*base, "--out", tmp_path / "a", "--lr", "5")
     for option, instead in (("--seed", "--seeds"), ("--save-dir", "--out"), ("--arch", "--archs"),

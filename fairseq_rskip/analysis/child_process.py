@@ -11,8 +11,8 @@ child processes. This module is what they share:
 - :func:`vm_hwm_kib`: a process's peak resident set size (``VmHWM``);
 - :func:`run_python_child` and :func:`print_result`: a Python child whose last
   line of output, ``RESULT {json}``, carries its figures back;
-- :class:`TreeMemory`: the peak, over time, of the summed RSS of a process and
-  all its descendants (what a whole tool costs).
+- :class:`TreeMemory` and :func:`peak_tree_rss`: the peak, over time, of the
+  summed RSS of a process and all its descendants (what a whole tool costs).
 """
 
 import contextlib
@@ -163,6 +163,15 @@ class TreeMemory:
     def __exit__(self, *exc):
         self._done.set()
         self._thread.join()
+
+
+def peak_tree_rss(cmd: Sequence[str], interval_s: float = 0.2) -> tuple:
+    """``(exit status, peak summed RSS in MiB)`` of ``cmd`` and every process it starts
+    (sampled every ``interval_s``; pages shared between processes count once in each)."""
+    proc = subprocess.Popen(list(cmd))
+    with TreeMemory(proc.pid, interval_s) as memory:
+        returncode = proc.wait()
+    return returncode, memory.peak_kib / 1024
 
 
 # ----------------------------------------------------------------------------

@@ -1,6 +1,7 @@
 """A comparison's configuration (:class:`Config`) and the checks of its input: the
 data-bin, the architectures and the fairseq-train options the runner sets itself."""
 
+import dataclasses
 import json
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -8,6 +9,10 @@ from typing import Dict, List, Optional, Sequence
 
 from fairseq_rskip.errors import UserError
 from fairseq_rskip.variants import VARIANTS, Variant
+
+
+# fairseq-train's options that end training: its budget
+BUDGET_OPTIONS = ("--max-update", "--max-epoch")
 
 
 @dataclass
@@ -52,6 +57,29 @@ class Config:
             raise UserError(f"configuration {path}: unknown keys {unknown}; known: {sorted(known)}")
         raw.pop("comment", None)
         return cls(**raw)
+
+    def with_budget(self, max_update: Optional[int] = None,
+                    max_epoch: Optional[int] = None) -> "Config":
+        """The configuration with its training budget (``--max-update``, ``--max-epoch`` of
+        ``train_args``) replaced by the one given, if one is: training stops at whichever
+        given limit comes first."""
+        if max_update is None and max_epoch is None:
+            return self
+        for name, value in (("--max-update", max_update), ("--max-epoch", max_epoch)):
+            if value is not None and value < 1:
+                raise UserError(f"{name} must be at least 1; got {value}")
+        args, i = [], 0
+        while i < len(self.train_args):
+            name = self.train_args[i].split("=", 1)[0]
+            if name in BUDGET_OPTIONS:
+                i += 1 if "=" in self.train_args[i] else 2
+                continue
+            args.append(self.train_args[i])
+            i += 1
+        for name, value in (("--max-update", max_update), ("--max-epoch", max_epoch)):
+            if value is not None:
+                args += [name, str(value)]
+        return dataclasses.replace(self, train_args=args)
 
     def all_variants(self) -> Dict[str, Variant]:
         """The table's rows and the configuration's own ``"variants"``."""
