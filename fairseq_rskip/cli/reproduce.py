@@ -40,7 +40,9 @@ def build_parser(prog="rskip-reproduce"):
     p.add_argument("--archs", nargs="+", help=f"architectures (default: the configuration's; "
                    f"built in: {', '.join(VARIANTS)})")
     p.add_argument("--depths", nargs="+", type=int, help="encoder and decoder layers")
-    p.add_argument("--seeds", nargs="+", type=int)
+    p.add_argument("--seeds", nargs="+", type=int,
+                   help="fairseq-train --seed of the runs, one run per seed (default: the "
+                   "configuration's; without --config, 1)")
     p.add_argument("--size", help="size suffix of the architectures: tiny, iwslt_de_en, base, "
                    "... (default: the configuration's; without --config, tiny); without "
                    "--config it also picks the recipe: tiny the bundled demo's, iwslt_de_en "

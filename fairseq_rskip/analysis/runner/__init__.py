@@ -19,10 +19,10 @@ and :mod:`fairseq_rskip.analysis.significance` compares each variant with
 its reference row, :mod:`fairseq_rskip.analysis.report` writes the tables
 and plots, and ``config.json`` the configuration the runs were made with.
 
-A run's identity (:func:`run_identity`) is everything that determines it:
+A run's identity (:func:`.identity.run_identity`) is everything that determines it:
 its fairseq-train arguments (without the program, the data-bin's path and
 the two paths that only say where things are, ``--save-dir`` and
-``--user-dir``), the data-bin's content (:func:`data_identity`), the CPU
+``--user-dir``), the data-bin's content (:func:`.identity.data_identity`), the CPU
 threads and the evaluation settings. A folder that holds a run with another
 identity is never reused: the runner refuses it, naming the settings that
 differ, or with ``rerun_changed`` trains the run into
