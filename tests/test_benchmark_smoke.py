@@ -141,3 +141,45 @@ def test_the_script_in_benchmarks_runs_the_package_module():
     """benchmarks/benchmark_throughput.py is a thin command over the package."""
     proc = run([sys.executable, REPO / "benchmarks/benchmark_throughput.py", "--help"])
     assert "--sweep" in proc.stdout and "--device" in proc.stdout
+
+
+def test_each_comparison_is_measured_in_a_process_of_its_own(tmp_path):
+    """Several candidates: each one's models (with the baselines) live in a child process of
+    their own, and each row still has its ratios to Post-LN and to Pre-LN."""
+    import os
+
+    bench = load_benchmark()
+    out = tmp_path / "two.json"
+    assert bench.main(["--quick", "--archs", "rskip", "adanorm", "--reps", "1", "--steps", "1", "--mem-reps", "0",
+                       "--json-out", str(out)]) == 0
+    res = json.loads(out.read_text())
+    assert res["names"] == ["postln", "preln", "rskip", "adanorm"]
+    assert [c["names"] for c in res["comparisons"]] == [["postln", "preln", "rskip"],
+                                                        ["postln", "preln", "adanorm"]]
+    pids = {c["pid"] for c in res["comparisons"]}
+    assert len(pids) == 2
+    assert os.getpid() not in pids
+    for name in res["names"]:
+        assert math.isfinite(res["train_ratio_preln"][name])
+        assert math.isfinite(res["gen_ratio"][name])
+    # the baselines were timed in both comparisons, each candidate in its own
+    assert len(res["raw"]["train"]["postln"]) == 2 * len(res["raw"]["train"]["rskip"])
+
+
+def test_pooled_figures_pair_each_candidate_within_its_comparison():
+    """A ratio is the median over rounds of candidate / baseline within the same round of
+    the same comparison; a baseline's figures pool every comparison that timed it."""
+    bench = load_benchmark()
+
+    def comparison(name, base, cand, pid):
+        return {"names": ["postln", name], "pid": pid, "params": {"postln": 10, name: 11},
+                "saved_mib": {"postln": 2.0, name: 3.0}, "gpu_mem": {"postln": [], name: []},
+                "train": {"postln": base, name: cand}, "gen": {"postln": [1.0], name: [0.5]}}
+
+    res = bench.pooled([comparison("rskip", [10.0, 20.0, 40.0], [5.0, 20.0, 80.0], 1),
+                        comparison("deepnorm", [30.0], [15.0], 2)], ["postln", "rskip", "deepnorm"])
+    assert res["train_ratio"] == {"postln": 1.0, "rskip": 1.0, "deepnorm": 0.5}
+    assert res["train_tok_s"]["postln"] == 25.0  # median of 10, 20, 40, 30
+    assert res["gen_ratio"]["rskip"] == 0.5
+    assert res["saved_ratio"]["deepnorm"] == 1.5
+    assert res["train_ratio_preln"] == {}

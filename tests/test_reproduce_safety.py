@@ -17,6 +17,7 @@ from fairseq_rskip.analysis import runner as rp
 from fairseq_rskip.analysis.report import write_tables
 from fairseq_rskip.cli import reproduce as reproduce_cli
 from fairseq_rskip.errors import UserError
+from fairseq_rskip.variants import VARIANTS
 
 REPO = Path(__file__).resolve().parents[1]
 FAKE_TRAIN = [sys.executable, str(REPO / "tests" / "fake_fairseq_train.py")]
@@ -108,7 +109,7 @@ def test_a_folder_of_the_earlier_runner_is_adopted_only_with_the_same_command(da
     """Run folders written before run.json existed: their train.log names the command."""
     out = tmp_path / "out"
     cfg = config()
-    (run_,) = rp.plan_runs(cfg, {"postln": rp.VARIANTS["postln"]}, out, data_bin)
+    (run_,) = rp.plan_runs(cfg, {"postln": VARIANTS["postln"]}, out, data_bin)
     folder = out / "runs" / "postln-d2-s1"
     folder.mkdir(parents=True)
     old = ["/old/venv/bin/fairseq-train", str(data_bin), "--user-dir", "/old/fairseq_rskip",
@@ -163,9 +164,9 @@ def cli(*argv):
 def test_only_options_after_double_dash_reach_fairseq_train(data_bin, tmp_path, capsys):
     base = ["--data", data_bin, "--archs", "postln", "--depths", "2", "--no-bleu",
             "--train-command", " ".join(FAKE_TRAIN)]
-    with pytest.raises(UserError, match=r"unknown option\(s\) --max-update 6: options for "
+    with pytest.raises(UserError, match=r"unknown option\(s\) --dropout 0.2: options for "
                        r"fairseq-train go after --"):
-        cli(*base, "--out", tmp_path / "a", "--max-update", "6")
+        cli(*base, "--out", tmp_path / "a", "--dropout", "0.2")
     with pytest.raises(UserError, match=r"--lr 5: .* --lr is set by the runner: use \"lr\""):
         cli(*base, "--out", tmp_path / "a", "--lr", "5")
     for option, instead in (("--seed", "--seeds"), ("--save-dir", "--out"), ("--arch", "--archs"),

@@ -31,9 +31,8 @@ batches. The *growth* of a variant is its change at the deepest depth minus (its
 """
 
 import copy
-import csv
 import math
-from dataclasses import asdict, dataclass
+from dataclasses import dataclass
 from pathlib import Path
 from statistics import mean, pstdev
 from typing import Dict, List, Optional, Sequence, Tuple
@@ -42,6 +41,7 @@ import torch
 
 from fairseq_rskip.analysis.figures import pyplot, save_figure
 from fairseq_rskip.analysis.modelbuild import build_model, data_bin_batches, nll_loss
+from fairseq_rskip.analysis.outputs import write_analysis_outputs
 from fairseq_rskip.progress import progress_bar
 from fairseq_rskip.variants import VARIANTS, Variant, size_suffix
 
@@ -305,14 +305,5 @@ def plot(records: Sequence[Record], depths: Sequence[int], variants: Sequence[st
 def write_outputs(records: Sequence[Record], out: Path, depths: Sequence[int],
                   variants: Sequence[str]) -> List[Path]:
     """``output_change.csv`` (every batch), ``.md`` (the tables) and ``.png`` (the plot)."""
-    out = Path(out)
-    out.mkdir(parents=True, exist_ok=True)
-    csv_path = out / "output_change.csv"
-    with open(csv_path, "w", newline="", encoding="utf-8") as f:
-        writer = csv.DictWriter(f, fieldnames=list(asdict(records[0])))
-        writer.writeheader()
-        for r in records:
-            writer.writerow(asdict(r))
-    md_path = out / "output_change.md"
-    md_path.write_text(markdown(records, depths, variants), encoding="utf-8")
-    return [csv_path, md_path, plot(records, depths, variants, out / "output_change.png")]
+    return write_analysis_outputs(out, "output_change", records, markdown(records, depths, variants),
+                                  lambda path: plot(records, depths, variants, path))

@@ -29,9 +29,8 @@ For the shaped models two references are reported as well:
     Value-SkipInit ``A_l = I``.
 """
 
-import csv
 import math
-from dataclasses import asdict, dataclass
+from dataclasses import dataclass
 from functools import lru_cache
 from pathlib import Path
 from typing import Dict, List, Optional, Sequence, Tuple
@@ -40,6 +39,7 @@ import torch
 
 from fairseq_rskip.analysis.figures import pyplot, save_figure
 from fairseq_rskip.analysis.modelbuild import build_model, data_bin_batches
+from fairseq_rskip.analysis.outputs import write_analysis_outputs
 from fairseq_rskip.progress import progress_bar
 from fairseq_rskip.variants import VARIANTS, Variant, distinct_plugin_builds, size_suffix
 
@@ -307,13 +307,6 @@ def plot(records: Sequence[LayerRecord], depths: Sequence[int], variants: Sequen
 
 def write_outputs(records: Sequence[LayerRecord], out: Path, depths: Sequence[int],
                   variants: Sequence[str]) -> List[Path]:
-    out.mkdir(parents=True, exist_ok=True)
-    csv_path = out / "signal_propagation.csv"
-    with open(csv_path, "w", newline="", encoding="utf-8") as f:
-        writer = csv.DictWriter(f, fieldnames=list(asdict(records[0])))
-        writer.writeheader()
-        for r in records:
-            writer.writerow({k: ("" if v is None else v) for k, v in asdict(r).items()})
-    md_path = out / "signal_propagation.md"
-    md_path.write_text(markdown(records, depths, variants), encoding="utf-8")
-    return [csv_path, md_path, plot(records, depths, variants, out / "signal_propagation.png")]
+    """``signal_propagation.csv`` (every layer), ``.md`` (the tables) and ``.png`` (the plot)."""
+    return write_analysis_outputs(out, "signal_propagation", records, markdown(records, depths, variants),
+                                  lambda path: plot(records, depths, variants, path))

@@ -3,9 +3,12 @@ rskip-evaluate (see :mod:`fairseq_rskip.analysis.runner` and :mod:`~fairseq_rski
 
     rskip-reproduce --config examples/translation/configs/bundled-cpu.json \
         --data work/bundled/data-bin --out work/repro-bundled
+    rskip-reproduce --archs postln rskip --size tiny --max-update 300 \
+        --data work/bundled/data-bin --out work/repro-tiny
 
-Resumable: run the same command again after a crash; finished runs are skipped. Options
-after ``--`` go to every fairseq-train.
+Without ``--config`` the runs train with the built-in recipe of ``--size``
+(:mod:`fairseq_rskip.analysis.runner.recipes`). Resumable: run the same command again
+after a crash; finished runs are skipped. Options after ``--`` go to every fairseq-train.
 """
 
 import argparse
@@ -13,6 +16,7 @@ import logging
 import shlex
 import sys
 
+from fairseq_rskip.analysis.runner.recipes import recipe_config, recipe_sizes
 from fairseq_rskip.errors import UserError, run_main
 from fairseq_rskip.variants import VARIANTS
 
@@ -23,18 +27,33 @@ def build_parser(prog="rskip-reproduce"):
         allow_abbrev=False,
         usage=f"{prog} [options] [-- FAIRSEQ_TRAIN_OPTIONS]",
         description="Compare architectures over depths and seeds with fairseq-train and "
-        "rskip-evaluate; resumable (finished runs are skipped). Options after -- go to every "
+        "rskip-evaluate; resumable (finished runs are skipped). Without --config the runs "
+        "train with the built-in recipe of --size (optimizer, criterion, batch, budget, "
+        f"evaluation; sizes: {', '.join(recipe_sizes())}). Options after -- go to every "
         "fairseq-train (after the variant's flags); those the runner sets itself (--seed, "
         "--save-dir, --arch, --lr, ...) are refused with the option to use instead.",
     )
-    p.add_argument("--config", help="JSON configuration (examples/translation/configs/)")
+    p.add_argument("--config", help="JSON configuration (examples/translation/configs/); "
+                   "default: the built-in recipe of --size")
     p.add_argument("--data", help="fairseq data-bin (overrides the configuration's)")
     p.add_argument("--out", required=True, help="output directory (runs, tables, plots)")
     p.add_argument("--archs", nargs="+", help=f"architectures (default: the configuration's; "
                    f"built in: {', '.join(VARIANTS)})")
     p.add_argument("--depths", nargs="+", type=int, help="encoder and decoder layers")
-    p.add_argument("--seeds", nargs="+", type=int)
-    p.add_argument("--size", help="size suffix of the architectures: tiny, iwslt_de_en, base, ...")
+    p.add_argument("--seeds", nargs="+", type=int,
+                   help="fairseq-train --seed of the runs, one run per seed (default: the "
+                   "configuration's; without --config, 1)")
+    p.add_argument("--size", help="size suffix of the architectures: tiny, iwslt_de_en, base, "
+                   "... (default: the configuration's; without --config, tiny); without "
+                   "--config it also picks the recipe: tiny the bundled demo's, iwslt_de_en "
+                   "the IWSLT'14 paper recipe, base/wmt_en_de and (vaswani_)wmt_en_de_big "
+                   "fairseq's WMT'14 En-De recipes")
+    p.add_argument("--max-update", type=int, metavar="N",
+                   help="train every run for N updates (replaces the recipe's or the "
+                   "configuration's budget)")
+    p.add_argument("--max-epoch", type=int, metavar="N",
+                   help="train every run for N epochs (replaces the recipe's or the "
+                   "configuration's budget; with --max-update, whichever comes first)")
     p.add_argument("--target-valid-loss", type=float)
     p.add_argument("--threads", type=int,
                    help="OMP_NUM_THREADS of fairseq-train and the evaluation (default: the "
@@ -80,7 +99,13 @@ def main(argv=None) -> int:
             f"unknown option(s) {' '.join(unknown)}: options for fairseq-train go after -- "
             f"(rskip-reproduce ... -- --max-update 100){hint}"
         )
-    config = Config.load(args.config) if args.config else Config()
+    if args.config:
+        config = Config.load(args.config)
+    else:
+        config = recipe_config(args.size or Config.size)
+        print(f"recipe: {config.name} (--size {config.size}; give --config FILE for "
+              f"another): {config.description}", flush=True)
+    config = config.with_budget(args.max_update, args.max_epoch)
     if args.depths:
         config.depths = args.depths
     if args.seeds:

@@ -139,82 +139,120 @@ def run(args):
 
 
 def _run(args):
-    dest = Path(args.dest)
-    remove_partials(dest)
-    stamps = Stamps(dest)
-    cfg = config_of(args)
-    s, t = args.src_lang, args.tgt_lang
-    langs = (s, t)
-    databin = dest / "data-bin"
+    remove_partials(Path(args.dest))
+    prep = Preparation(args)
+    prep.tokenize()
+    prep.clean()
+    seg_out, model_path = prep.segment()
+    databin = prep.binarize(seg_out, model_path)
+    logger.info("data-bin ready: %s (%s)", databin, ", ".join(f"{k} {v}" for k, v in prep.counts.items()))
+    return databin
 
-    def invalidate_final():
-        if databin.exists():
-            logger.info("removing %s (its inputs are being rebuilt)", databin)
-        stamps.clear("binarize")
-        remove(databin)
 
-    def step(name, params, outputs, fn):
-        if not stamps.is_done(name, params, outputs):
-            invalidate_final()
-        return stamps.run(name, params, outputs, fn)
+SPLITS = ("train", "valid", "test")
 
-    # 1. validate + normalise + tokenise every input set
-    inputs = {"train": args.train_prefix, "test": args.test_prefix}
-    if args.valid_prefix:
-        inputs["valid"] = args.valid_prefix
-    raw_files = {name: [Path(f"{prefix}.{lang}") for lang in langs] for name, prefix in inputs.items()}
-    for name, files in raw_files.items():
-        for f in files:
-            if not f.is_file():
-                raise UserError(f"missing {name} file {f} (expected PREFIX.{s} and PREFIX.{t})")
-    tokdir = dest / "tok"
-    tok_out = {name: [tokdir / f"{name}.{lang}" for lang in langs] for name in inputs}
-    norm_out = {name: [tokdir / f"{name}.norm.{lang}" for lang in langs] for name in inputs}
-    tok_params = {
-        "config": step_config(cfg, "tokenize"),
-        "inputs": fingerprint([f for files in raw_files.values() for f in files]),
-    }
 
-    def do_tokenize():
-        for name, files in raw_files.items():
-            n = validate_parallel(*files)
-            logger.info("%s: %d sentence pairs", name, n)
-        for name, files in raw_files.items():
-            for lang, raw, tok, norm in zip(langs, files, tok_out[name], norm_out[name]):
-                tokenizer = Tokenizer(
-                    lang,
-                    tokenize=not args.no_tokenize,
-                    normalize_punct=args.normalize_punct,
-                    aggressive_dash_splits=args.aggressive_dash_splits,
-                    lowercase=args.lowercase,
-                )
+class Preparation:
+    """The steps of one preparation of ``args.dest``, in order: :meth:`tokenize`,
+    :meth:`clean`, :meth:`segment` (BPE) and :meth:`binarize`. Each step is stamped and
+    skipped on a re-run with the same inputs and options; a step that runs again removes
+    the data-bin, which only :meth:`binarize` writes."""
+
+    def __init__(self, args):
+        self.args = args
+        self.dest = Path(args.dest)
+        self.stamps = Stamps(self.dest)
+        self.cfg = config_of(args)
+        self.langs = (args.src_lang, args.tgt_lang)
+        self.databin = self.dest / "data-bin"
+        self.inputs = {"train": args.train_prefix, "test": args.test_prefix}
+        if args.valid_prefix:
+            self.inputs["valid"] = args.valid_prefix
+        self.raw_files = {name: [Path(f"{prefix}.{lang}") for lang in self.langs]
+                          for name, prefix in self.inputs.items()}
+        tokdir, textdir = self.dest / "tok", self.dest / "text"
+        self.tok_out = {name: [tokdir / f"{name}.{lang}" for lang in self.langs] for name in self.inputs}
+        self.norm_out = {name: [tokdir / f"{name}.norm.{lang}" for lang in self.langs] for name in self.inputs}
+        self.all_tok = [f for name in self.inputs for f in self.tok_out[name] + self.norm_out[name]]
+        self.text_out = {sp: [textdir / f"{sp}.{lang}" for lang in self.langs] for sp in SPLITS}
+        self.ref_out = {sp: textdir / f"{sp}.ref.{args.tgt_lang}" for sp in SPLITS}
+        self.counts = {}
+
+    def step(self, name, params, outputs, fn):
+        """Run step ``name`` unless done with these ``params``; removes the data-bin first."""
+        if not self.stamps.is_done(name, params, outputs):
+            if self.databin.exists():
+                logger.info("removing %s (its inputs are being rebuilt)", self.databin)
+            self.stamps.clear("binarize")
+            remove(self.databin)
+        return self.stamps.run(name, params, outputs, fn)
+
+    # 1. validate, normalise and tokenise every input set
+
+    def tokenize(self):
+        for name, files in self.raw_files.items():
+            for f in files:
+                if not f.is_file():
+                    raise UserError(f"missing {name} file {f} (expected PREFIX.{self.langs[0]} "
+                                    f"and PREFIX.{self.langs[1]})")
+        params = {"config": step_config(self.cfg, "tokenize"),
+                  "inputs": fingerprint([f for files in self.raw_files.values() for f in files])}
+        self.step("tokenize", params, self.all_tok, self._tokenize)
+
+    def _tokenize(self):
+        args = self.args
+        for name, files in self.raw_files.items():
+            logger.info("%s: %d sentence pairs", name, validate_parallel(*files))
+        for name, files in self.raw_files.items():
+            for lang, raw, tok, norm in zip(self.langs, files, self.tok_out[name], self.norm_out[name]):
+                tokenizer = Tokenizer(lang, tokenize=not args.no_tokenize,
+                                      normalize_punct=args.normalize_punct,
+                                      aggressive_dash_splits=args.aggressive_dash_splits,
+                                      lowercase=args.lowercase)
                 with atomic_outputs([norm, tok]) as (tmp_norm, tmp_tok):
                     tokenize_file(raw, tmp_norm, tmp_tok, tokenizer, workers=args.workers)
 
-    all_tok = [f for name in inputs for f in tok_out[name] + norm_out[name]]
-    step("tokenize", tok_params, all_tok, do_tokenize)
-
     # 2. clean the training pairs, split off validation, fix the final text
-    textdir = dest / "text"
-    splits = ("train", "valid", "test")
-    text_out = {sp: [textdir / f"{sp}.{lang}" for lang in langs] for sp in splits}
-    ref_out = {sp: textdir / f"{sp}.ref.{t}" for sp in splits}
-    counts = {}
 
-    def do_clean():
-        src_tok, tgt_tok = tok_out["train"]
-        tgt_norm = norm_out["train"][1]
+    def clean(self):
+        params = {"config": step_config(self.cfg, "clean"), "inputs": fingerprint(self.all_tok)}
+        all_text = [f for sp in SPLITS for f in self.text_out[sp] + [self.ref_out[sp]]]
+        self.step("clean", params, all_text, self._clean)
+        for sp in SPLITS:
+            self.counts[sp] = count_lines(self.text_out[sp][0])
+            if self.counts[sp] == 0:
+                raise UserError(f"the {sp} set is empty after preparation")
+
+    def _clean(self):
+        kept, dropped = self._clean_training_pairs()
+        logger.info("cleaning kept %d training pairs, dropped %d", kept, dropped)
+        if kept == 0:
+            raise UserError("cleaning dropped every training pair; check the data or --clean-* options")
+        for sp in ("valid", "test"):
+            if sp not in self.inputs:
+                continue
+            sources = self.tok_out[sp] + [self.norm_out[sp][1]]
+            for src_path, dst_path in zip(sources, self.text_out[sp] + [self.ref_out[sp]]):
+                with atomic_output(dst_path) as tmp:
+                    shutil.copyfile(src_path, tmp)
+
+    def _clean_training_pairs(self):
+        """Write the kept training pairs (every ``--valid-every``-th to valid); ``(kept, dropped)``."""
+        args = self.args
+        src_tok, tgt_tok = self.tok_out["train"]
+        tgt_norm = self.norm_out["train"][1]
         kept = dropped = 0
-        outs = text_out["train"] + [ref_out["train"]]
+        outs = self.text_out["train"] + [self.ref_out["train"]]
         if args.valid_every:
-            outs += text_out["valid"] + [ref_out["valid"]]
+            outs += self.text_out["valid"] + [self.ref_out["valid"]]
         with atomic_outputs(outs) as tmps:
             files = [open(p, "w", encoding="utf-8") for p in tmps]
             try:
                 tr = files[:3]
                 va = files[3:6] if args.valid_every else None
                 for (_, a), (_, b), (_, r) in zip(iter_lines(src_tok), iter_lines(tgt_tok), iter_lines(tgt_norm)):
-                    if not args.no_clean and not keep_pair(a, b, args.clean_ratio, args.clean_min_len, args.clean_max_len):
+                    if not args.no_clean and not keep_pair(a, b, args.clean_ratio, args.clean_min_len,
+                                                           args.clean_max_len):
                         dropped += 1
                         continue
                     kept += 1
@@ -224,56 +262,53 @@ def _run(args):
             finally:
                 for f in files:
                     f.close()
-        logger.info("cleaning kept %d training pairs, dropped %d", kept, dropped)
-        if kept == 0:
-            raise UserError("cleaning dropped every training pair; check the data or --clean-* options")
-        for sp in ("valid", "test"):
-            if sp not in inputs:
-                continue
-            for src_path, dst_path in zip(tok_out[sp] + [norm_out[sp][1]], text_out[sp] + [ref_out[sp]]):
-                with atomic_output(dst_path) as tmp:
-                    shutil.copyfile(src_path, tmp)
-
-    clean_params = {"config": step_config(cfg, "clean"), "inputs": fingerprint(all_tok)}
-    all_text = [f for sp in splits for f in text_out[sp] + [ref_out[sp]]]
-    step("clean", clean_params, all_text, do_clean)
-    for sp in splits:
-        counts[sp] = count_lines(text_out[sp][0])
-        if counts[sp] == 0:
-            raise UserError(f"the {sp} set is empty after preparation")
+        return kept, dropped
 
     # 3. BPE
-    if args.bpe == "none":
-        seg_out = text_out
-        model_path = None
-    else:
-        bpedir = dest / "bpe"
+
+    def segment(self):
+        """``(segmented files per split, BPE model or None)``: the text itself with ``--bpe none``."""
+        args = self.args
+        if args.bpe == "none":
+            return self.text_out, None
+        bpedir = self.dest / "bpe"
         model_path = bpedir / bpe_mod.model_filename(args.bpe)
 
-        def do_learn():
+        def learn():
             with atomic_output(model_path) as tmp:
                 bpedir.mkdir(parents=True, exist_ok=True)
-                bpe_mod.learn(args.bpe, text_out["train"], args.bpe_size, tmp, bpedir)
+                bpe_mod.learn(args.bpe, self.text_out["train"], args.bpe_size, tmp, bpedir)
 
-        step("bpe_learn", {"config": step_config(cfg, "bpe_learn"), "inputs": fingerprint(text_out["train"])}, [model_path], do_learn)
-        seg_out = {sp: [bpedir / f"{sp}.{lang}" for lang in langs] for sp in splits}
+        self.step("bpe_learn", {"config": step_config(self.cfg, "bpe_learn"),
+                                "inputs": fingerprint(self.text_out["train"])}, [model_path], learn)
+        seg_out = {sp: [bpedir / f"{sp}.{lang}" for lang in self.langs] for sp in SPLITS}
 
-        def do_apply():
-            for sp in splits:
-                for src_path, dst_path in zip(text_out[sp], seg_out[sp]):
+        def apply():
+            for sp in SPLITS:
+                for src_path, dst_path in zip(self.text_out[sp], seg_out[sp]):
                     with atomic_output(dst_path) as tmp:
                         bpe_mod.apply(args.bpe, model_path, src_path, tmp, workers=args.workers)
 
-        all_seg = [f for sp in splits for f in seg_out[sp]]
-        apply_inputs = [model_path] + [f for sp in splits for f in text_out[sp]]
-        step("bpe_apply", {"config": step_config(cfg, "bpe_apply"), "inputs": fingerprint(apply_inputs)}, all_seg, do_apply)
+        all_seg = [f for sp in SPLITS for f in seg_out[sp]]
+        apply_inputs = [model_path] + [f for sp in SPLITS for f in self.text_out[sp]]
+        self.step("bpe_apply", {"config": step_config(self.cfg, "bpe_apply"),
+                                "inputs": fingerprint(apply_inputs)}, all_seg, apply)
+        return seg_out, model_path
 
     # 4. fairseq-preprocess
-    seg_files = [f for sp in splits for f in seg_out[sp]]
-    refs = [ref_out["valid"], ref_out["test"]]
 
-    def do_binarize():
-        with atomic_output(databin) as tmp:
+    def binarize(self, seg_out, model_path):
+        """The data-bin of the segmented text, with the references and ``prep.json``."""
+        seg_files = [f for sp in SPLITS for f in seg_out[sp]]
+        refs = [self.ref_out["valid"], self.ref_out["test"]]
+        params = {"config": self.cfg, "inputs": fingerprint(seg_files + refs)}
+        self.stamps.run("binarize", params, [self.databin / "prep.json"],
+                        lambda: self._binarize(seg_out, model_path, refs))
+        return self.databin
+
+    def _binarize(self, seg_out, model_path, refs):
+        args, (s, t) = self.args, self.langs
+        with atomic_output(self.databin) as tmp:
             argv = [
                 "--source-lang", s, "--target-lang", t,
                 "--trainpref", str(seg_out["train"][0].with_suffix("")),
@@ -289,23 +324,24 @@ def _run(args):
             fairseq_preprocess(argv)
             for sp, ref in zip(("valid", "test"), refs):
                 shutil.copyfile(ref, tmp / f"ref.{sp}.{t}")
-            meta = {
-                "src_lang": s,
-                "tgt_lang": t,
-                "bpe": args.bpe,
-                "bpe_size": args.bpe_size if args.bpe != "none" else None,
-                "bpe_model": str(model_path.resolve()) if model_path else None,
-                "lowercase": args.lowercase,
-                "tokenizer": "none" if args.no_tokenize else "moses",
-                "aggressive_dash_splits": args.aggressive_dash_splits,
-                "normalize_punct": args.normalize_punct,
-                "joined_dictionary": args.joined_dictionary,
-                "sentences": counts,
-                "references": {sp: f"ref.{sp}.{t}" for sp in ("valid", "test")},
-                "config": cfg,
-            }
-            (tmp / "prep.json").write_text(json.dumps(meta, indent=1) + "\n", encoding="utf-8")
+            (tmp / "prep.json").write_text(json.dumps(self._meta(model_path), indent=1) + "\n",
+                                           encoding="utf-8")
 
-    stamps.run("binarize", {"config": cfg, "inputs": fingerprint(seg_files + refs)}, [databin / "prep.json"], do_binarize)
-    logger.info("data-bin ready: %s (%s)", databin, ", ".join(f"{k} {v}" for k, v in counts.items()))
-    return databin
+    def _meta(self, model_path) -> dict:
+        """``prep.json``: how the data-bin was made."""
+        args, t = self.args, self.args.tgt_lang
+        return {
+            "src_lang": args.src_lang,
+            "tgt_lang": t,
+            "bpe": args.bpe,
+            "bpe_size": args.bpe_size if args.bpe != "none" else None,
+            "bpe_model": str(model_path.resolve()) if model_path else None,
+            "lowercase": args.lowercase,
+            "tokenizer": "none" if args.no_tokenize else "moses",
+            "aggressive_dash_splits": args.aggressive_dash_splits,
+            "normalize_punct": args.normalize_punct,
+            "joined_dictionary": args.joined_dictionary,
+            "sentences": self.counts,
+            "references": {sp: f"ref.{sp}.{t}" for sp in ("valid", "test")},
+            "config": self.cfg,
+        }
