@@ -1,11 +1,11 @@
 #!/usr/bin/env python
 """Peak memory of a command and every process it starts: the largest summed resident set
-size (``VmRSS``) of the process tree, sampled every 0.2 s
-(:func:`fairseq_rskip.analysis.child_process.peak_tree_rss`).
+size (``VmRSS``) and proportional set size (PSS: shared pages counted once) of the process
+tree, sampled every 0.2 s (:func:`fairseq_rskip.analysis.child_process.peak_tree_rss`).
 
     python benchmarks/peak_tree_rss.py -- python benchmarks/benchmark_throughput.py --quick
 
-Prints ``peak tree RSS: N MiB`` and exits with the command's status.
+Prints ``peak tree RSS: N MiB, PSS: M MiB`` and exits with the command's status.
 """
 
 import argparse
@@ -28,10 +28,10 @@ def main(argv=None) -> int:
     if not cmd:
         raise UserError("no command given: peak_tree_rss.py -- COMMAND ...")
     try:
-        returncode, peak_mib = peak_tree_rss(cmd, opts.interval)
+        returncode, peak_mib, peak_pss_mib = peak_tree_rss(cmd, opts.interval)
     except FileNotFoundError as err:
         raise UserError(f"command not found: {cmd[0]} ({err.strerror})") from None
-    print(f"peak tree RSS: {peak_mib:.0f} MiB ({' '.join(cmd)})", flush=True)
+    print(f"peak tree RSS: {peak_mib:.0f} MiB, PSS: {peak_pss_mib:.0f} MiB ({' '.join(cmd)})", flush=True)
     return returncode
 
 

@@ -1,6 +1,7 @@
 """The child processes the runner and the benchmark share (fairseq_rskip.analysis.child_process):
 memory of a whole process tree, the result line a child hands back, a logged command."""
 
+import re
 import sys
 from pathlib import Path
 
@@ -16,13 +17,24 @@ HOLD = "import time; x = bytearray({mib} * 2**20); x[::4096] = b'1' * len(x[::40
 
 def test_the_peak_of_a_tree_sums_the_processes_alive_together():
     child = f'{sys.executable} -c "{HOLD.format(mib=200)}"'
-    _, one = peak_tree_rss(["bash", "-c", child])
-    code, both = peak_tree_rss(["bash", "-c", f"{child} & {child}; wait"])
+    _, one, one_pss = peak_tree_rss(["bash", "-c", child])
+    code, both, both_pss = peak_tree_rss(["bash", "-c", f"{child} & {child}; wait"])
     assert code == 0
     assert 200 < one < 300
     assert both > 400
+    assert 200 < one_pss < 300
+    assert both_pss > 400
     assert vm_hwm_kib() > 0
     assert vm_hwm_kib(2**22 + 12345) == 0  # no such process
+
+
+def test_pages_a_forked_child_shares_count_twice_in_the_rss_once_in_the_pss():
+    shared = HOLD.format(mib=300).replace("time.sleep(1.5)", "import os; pid = os.fork(); time.sleep(1.5); "
+                                          "pid and os.waitpid(pid, 0)")
+    code, rss, pss = peak_tree_rss([sys.executable, "-c", shared])
+    assert code == 0
+    assert rss > 600
+    assert 300 < pss < 450
 
 
 def test_a_child_hands_back_its_last_line_and_a_failing_one_its_error():
@@ -52,7 +64,7 @@ def test_the_tree_memory_script_prints_the_peak_and_keeps_the_exit_status():
     proc = run([sys.executable, REPO / "benchmarks/peak_tree_rss.py", "--", sys.executable, "-c",
                 "raise SystemExit(4)"], check=False)
     assert proc.returncode == 4
-    assert proc.stdout.startswith("peak tree RSS: ")
+    assert re.match(r"peak tree RSS: \d+ MiB, PSS: \d+ MiB ", proc.stdout)
     proc = run([sys.executable, REPO / "benchmarks/peak_tree_rss.py"], check=False)
     assert proc.returncode == 2
     assert "error: no command given" in proc.stderr

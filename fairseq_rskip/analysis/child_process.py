@@ -137,23 +137,44 @@ def descendants(pid: int) -> list:
     return found
 
 
+def _pss_kib(pid) -> int:
+    """The proportional set size of a process in KiB (``/proc/PID/smaps_rollup``: each page
+    shared by k processes counts 1/k); 0 if the process is gone."""
+    try:
+        with open(f"/proc/{pid}/smaps_rollup", encoding="ascii") as f:
+            for line in f:
+                if line.startswith("Pss:"):
+                    return int(line.split()[1])
+    except (OSError, ValueError):
+        pass
+    return 0
+
+
 def tree_rss_kib(pid: int) -> int:
     """The summed resident set size (``VmRSS``) of ``pid`` and its descendants now, in KiB."""
     return sum(_status_kib(p, "VmRSS") for p in [pid, *descendants(pid)])
 
 
+def tree_pss_kib(pid: int) -> int:
+    """The summed proportional set size of ``pid`` and its descendants now, in KiB: the
+    memory the tree holds, pages shared between its processes (torch's libraries) counted once."""
+    return sum(_pss_kib(p) for p in [pid, *descendants(pid)])
+
+
 class TreeMemory:
-    """Polls, every ``interval_s`` in a thread, the summed RSS of a process tree; ``peak_kib``
-    is the largest sum seen (a sample: a peak shorter than the interval can be missed)."""
+    """Polls, every ``interval_s`` in a thread, the summed RSS and PSS of a process tree;
+    ``peak_kib`` and ``peak_pss_kib`` are the largest sums seen (samples: a peak shorter than
+    the interval can be missed)."""
 
     def __init__(self, pid: int, interval_s: float = 0.2):
-        self.pid, self.interval_s, self.peak_kib = pid, interval_s, 0
+        self.pid, self.interval_s, self.peak_kib, self.peak_pss_kib = pid, interval_s, 0, 0
         self._done = threading.Event()
         self._thread = threading.Thread(target=self._poll, daemon=True)
 
     def _poll(self):
         while not self._done.is_set():
             self.peak_kib = max(self.peak_kib, tree_rss_kib(self.pid))
+            self.peak_pss_kib = max(self.peak_pss_kib, tree_pss_kib(self.pid))
             self._done.wait(self.interval_s)
 
     def __enter__(self) -> "TreeMemory":
@@ -166,12 +187,13 @@ class TreeMemory:
 
 
 def peak_tree_rss(cmd: Sequence[str], interval_s: float = 0.2) -> tuple:
-    """``(exit status, peak summed RSS in MiB)`` of ``cmd`` and every process it starts
-    (sampled every ``interval_s``; pages shared between processes count once in each)."""
+    """``(exit status, peak summed RSS in MiB, peak summed PSS in MiB)`` of ``cmd`` and every
+    process it starts (sampled every ``interval_s``; in the RSS, pages shared between
+    processes count once in each; in the PSS, once in all)."""
     proc = subprocess.Popen(list(cmd))
     with TreeMemory(proc.pid, interval_s) as memory:
         returncode = proc.wait()
-    return returncode, memory.peak_kib / 1024
+    return returncode, memory.peak_kib / 1024, memory.peak_pss_kib / 1024
 
 
 # ----------------------------------------------------------------------------
