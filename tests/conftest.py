@@ -32,7 +32,7 @@ def _table_rows(size="_tiny"):
 
 
 class _Rows(dict):
-    """Variant name -> (arch, *flags); ``VARIANTS[name]`` also takes an earlier name of a row
+    """Variant name -> (arch, *flags); ``TINY_BUILDS[name]`` also takes an earlier name of a row
     (``ALIASES``), which iterating over the rows does not list."""
 
     def __missing__(self, name):
@@ -43,8 +43,9 @@ class _Rows(dict):
 
 # earlier names of two rows, used by tests/test_model_features.py
 ALIASES = {"rskip2": "rskip", "prenorm": "preln"}
-# Every variant of the table, and more flag combinations for coverage.
-VARIANTS = _Rows({
+# The tiny build (arch, *flags) of every variant of the table (fairseq_rskip.variants.VARIANTS),
+# and more flag combinations for coverage: what the model tests run over.
+TINY_BUILDS = _Rows({
     **_table_rows(),
     "rskip3": ("transformer_rskip_tiny", "--skip-recursions", "3"),
     "rskip3-shared": ("transformer_rskip_tiny", "--skip-recursions", "3", "--skip-shared-norm"),
@@ -199,6 +200,6 @@ def finish_workers(procs, timeout=300):
     return logs
 
 
-@pytest.fixture(params=sorted(VARIANTS))
+@pytest.fixture(params=sorted(TINY_BUILDS))
 def variant(request):
-    return request.param, VARIANTS[request.param]
+    return request.param, TINY_BUILDS[request.param]

@@ -24,7 +24,7 @@ import sys
 import pytest
 import torch
 
-from conftest import VARIANTS, build_model, decode_incrementally, json_logs, sample_batch, train
+from conftest import TINY_BUILDS, build_model, decode_incrementally, json_logs, sample_batch, train
 from fairseq_rskip.modules import NORM_TYPES, Normalization, ResidualNorm, SkipNormConfig, adanorm
 
 HALF = [torch.float16, torch.bfloat16]
@@ -51,7 +51,7 @@ def round_to(module, dtype):
 # decoding step by step
 # ---------------------------------------------------------------------------
 
-# Measured over every variant (tests/conftest.py VARIANTS, tiny size, one batch
+# Measured over every variant (tests/conftest.py TINY_BUILDS, tiny size, one batch
 # of 3 x 6 target tokens), the half-precision run against the float32 run with
 # the same (rounded) weights; first for the instance tested here (seed 1,
 # batch 0), then the worst over 8 seeds of weights and batch:
@@ -128,11 +128,11 @@ def float32_model_and_batch(flags, dtype):
 
 
 @pytest.mark.parametrize("dtype", HALF, ids=str)
-@pytest.mark.parametrize("name", sorted(VARIANTS))
+@pytest.mark.parametrize("name", sorted(TINY_BUILDS))
 def test_model_in_half_precision_matches_float32(name, dtype):
     """``model.half()`` / ``model.to(torch.bfloat16)``, as fairseq's trainer casts
     the model with ``--fp16`` / ``--bf16``."""
-    model, batch, target = float32_model_and_batch(VARIANTS[name], dtype)
+    model, batch, target = float32_model_and_batch(TINY_BUILDS[name], dtype)
     half = copy.deepcopy(model).to(dtype)
     half_run = model_pass(half, batch, target)
     assert half_run[0].dtype == dtype
@@ -141,11 +141,11 @@ def test_model_in_half_precision_matches_float32(name, dtype):
 
 
 @pytest.mark.parametrize("dtype", HALF, ids=str)
-@pytest.mark.parametrize("name", sorted(VARIANTS))
+@pytest.mark.parametrize("name", sorted(TINY_BUILDS))
 def test_model_under_cpu_autocast_matches_float32(name, dtype):
     """Mixed precision: float32 weights, matrix products in half precision; the
     recursive norms then recompute under the forward pass's autocast state."""
-    model, batch, target = float32_model_and_batch(VARIANTS[name], dtype)
+    model, batch, target = float32_model_and_batch(TINY_BUILDS[name], dtype)
     mixed_run = model_pass(model, batch, target, autocast=dtype)
     assert mixed_run[0].dtype == dtype  # the output projection ran in half precision
     assert all(g.dtype == torch.float32 for g in mixed_run[1].values())
@@ -153,12 +153,12 @@ def test_model_under_cpu_autocast_matches_float32(name, dtype):
 
 
 @pytest.mark.parametrize("dtype", HALF, ids=str)
-@pytest.mark.parametrize("name", sorted(VARIANTS))
+@pytest.mark.parametrize("name", sorted(TINY_BUILDS))
 def test_incremental_decoding_in_half_precision_matches_float32(name, dtype):
     """What ``fairseq-generate --fp16`` runs (it calls ``model.half()``):
     decoding step by step with cached keys and values. Measured: 1.7 units
     from the float32 full decoding (2.1 over 8 seeds); bound as above."""
-    model = round_to(build_model(*VARIANTS[name]).eval(), dtype)
+    model = round_to(build_model(*TINY_BUILDS[name]).eval(), dtype)
     batch = sample_batch()
     with torch.no_grad():
         expected = model(*batch)[0]
@@ -175,7 +175,7 @@ def test_torchscript_in_half_precision_matches_float32(name, dtype):
     recursive norms without recomputation (one type each: scripting takes
     seconds, and these paths do not depend on the type). Measured: at most 1.7
     units (every variant, both types); bound as above."""
-    model = round_to(build_model(*VARIANTS[name]).eval(), dtype)
+    model = round_to(build_model(*TINY_BUILDS[name]).eval(), dtype)
     scripted = torch.jit.script(copy.deepcopy(model).to(dtype))
     batch = sample_batch()
     with torch.no_grad():

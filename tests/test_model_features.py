@@ -6,7 +6,7 @@ import io
 import pytest
 import torch
 
-from conftest import VARIANTS, build_model, decode_incrementally, make_dictionary, sample_batch
+from conftest import TINY_BUILDS, build_model, decode_incrementally, make_dictionary, sample_batch
 
 
 def test_incremental_decoding_equals_full_decoding(variant):
@@ -116,7 +116,7 @@ def test_deep_model_builds_and_trains(arch):
 @pytest.mark.parametrize("name", ["rskip2", "adanorm-prenorm", "prenorm", "deepnorm", "admin", "espa", "value_skipinit"])
 def test_bfloat16_forward_and_backward(name):
     """What --bf16 does to the model; fp16 kernels need a GPU and are not run here."""
-    model = build_model(*VARIANTS[name]).eval()
+    model = build_model(*TINY_BUILDS[name]).eval()
     batch = sample_batch()
     with torch.no_grad():
         reference = model(*batch)[0]

@@ -5,7 +5,7 @@ all that the runner, benchmark and analyses read."""
 import pytest
 import torch
 
-from conftest import VARIANTS as FIXTURE_VARIANTS, build_model, sample_batch
+from conftest import TINY_BUILDS, build_model, sample_batch
 from fairseq.models import ARCH_MODEL_REGISTRY
 from fairseq_rskip.analysis import runner
 from fairseq_rskip.models import FAMILIES, SIZES
@@ -49,7 +49,7 @@ def test_tests_and_tools_read_the_table(monkeypatch):
     # the tests' model fixture has every distinct model of the table
     for v in distinct_plugin_builds("tiny"):
         arch, flags = v.plugin_build("tiny")
-        assert FIXTURE_VARIANTS[v.name] == (arch, *flags)
+        assert TINY_BUILDS[v.name] == (arch, *flags)
     from fairseq_rskip.benchmark import throughput as bench
 
     # every row of the plugin, in the table's order; fairseq's own rows are the baselines
