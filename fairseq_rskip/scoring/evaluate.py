@@ -108,7 +108,7 @@ def generate_command(args, ckpt, meta, extra):
         "--max-tokens", str(args.max_tokens), "--user-dir", str(args.user_dir),
         "--task", "translation",
         # fairseq drops a last batch smaller than this multiple (default 8,
-        # fairseq issue 5036): with 1 every test sentence is translated
+        # facebookresearch/fairseq#5036): with 1 every test sentence is translated
         "--required-batch-size-multiple", "1",
     ]
     if meta.get("src_lang"):
