@@ -138,3 +138,11 @@ def test_interval_descriptions():
     assert Interval(0, 1).describe() == "a number in (0, 1)"
     assert 2.0 not in Interval(1, closed_low=True, integer=True)
     assert True not in Interval(0)
+
+
+def test_no_library_file_is_over_500_lines_and_the_benchmark_command_is_thin():
+    long = {p.relative_to(PACKAGE).as_posix(): n for p in PACKAGE.rglob("*.py")
+            if (n := len(p.read_text(encoding="utf-8").splitlines())) > 500}
+    assert long == {}
+    script = PACKAGE.parent / "benchmarks" / "benchmark_throughput.py"
+    assert len(script.read_text(encoding="utf-8").splitlines()) < 250
