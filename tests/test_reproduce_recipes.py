@@ -31,7 +31,7 @@ def test_dry_run_without_config_prints_complete_commands(data_bin, tmp_path, cap
     printed = capsys.readouterr().out
     recipe_lines = [line for line in printed.splitlines() if line.startswith("recipe:")]
     assert recipe_lines == [recipe_lines[0]]
-    assert "bundled demo recipe (tiny)" in recipe_lines[0]
+    assert recipe_lines[0].startswith("recipe: the bundled demo's recipe, built in for --size tiny")
     commands = planned_commands(printed)
     assert len(commands) == 2
     assert "--arch transformer_tiny " in commands[0]
@@ -103,7 +103,7 @@ def test_a_run_without_config_trains_evaluates_and_reports(data_bin, tmp_path, c
     out = tmp_path / "out"
     assert cli("--archs", "postln", "rskip", "--data", data_bin, "--out", out,
                "--max-update", "20", "--threads", "1") == 0
-    assert "recipe: bundled demo recipe (tiny)" in capsys.readouterr().out
+    assert "recipe: the bundled demo's recipe, built in for --size tiny" in capsys.readouterr().out
     rows = {r["arch"]: r for r in csv.DictReader((out / "runs.csv").open())}
     assert sorted(rows) == ["postln", "rskip"]
     for arch in ("postln", "rskip"):

@@ -103,8 +103,8 @@ def main(argv=None) -> int:
         config = Config.load(args.config)
     else:
         config = recipe_config(args.size or Config.size)
-        print(f"recipe: {config.name} (--size {config.size}; give --config FILE for "
-              f"another): {config.description}", flush=True)
+        print(f"recipe: {config.name}, built in for --size {config.size} (--config FILE "
+              f"gives another): {config.description}", flush=True)
     config = config.with_budget(args.max_update, args.max_epoch)
     if args.depths:
         config.depths = args.depths

@@ -38,7 +38,7 @@ _ADAM = ["--optimizer", "adam", "--adam-betas", "(0.9, 0.98)", "--clip-norm", "0
 _LABEL_SMOOTHING = ["--criterion", "label_smoothed_cross_entropy", "--label-smoothing", "0.1"]
 
 TINY = {
-    "name": "bundled demo recipe (tiny)",
+    "name": "the bundled demo's recipe",
     "description": "transformer *_tiny size widened to 128/256, 4 heads; Adam (0.9, 0.98); "
                    "inverse_sqrt warm-up (prenorm_nowarmup: inverse_sqrt_nowarmup from the peak)",
     "depths": [3], "lr": 0.002, "warmup_updates": 200, "target_valid_loss": 8.0,
