@@ -5,12 +5,16 @@
         --archs postln espa uspa value_skipinit vanilla --layers 6
     python benchmarks/shortcut_free_start.py --data work/bundled/data-bin --archs espa \
         --layers 6 -- --spa-gamma-final 0.05
+    python benchmarks/shortcut_free_start.py --data work/bundled/data-bin --archs espa uspa \
+        --checkpoint espa=work/ckpt/espa-200.pt --checkpoint uspa=work/ckpt/uspa-200.pt
 
 Each model of fairseq_rskip/variants.py is built as fairseq-train builds it, at
 the size of examples/translation/configs/bundled-shortcut-free.json (width 128,
 FFN 512, 4 heads, shared embeddings, dropout 0; options after ``--`` are added
 to every model), and sees the first ``--batches`` validation batches of
-``--max-tokens`` tokens in training mode. Printed per model, averaged over the
+``--max-tokens`` tokens in training mode; ``--checkpoint ARCH=PATH`` loads a
+fairseq checkpoint of that model (its weights, trained with the same flags)
+instead of the initialisation. Printed per model, averaged over the
 batches:
 
 - the cross-entropy in bits (``log2`` of the vocabulary is the uniform guess)
@@ -93,6 +97,10 @@ def measure(name: str, opts, extra):
                                      opts.max_tokens, opts.batches, extra=[*variant.flags, *flags])
     model, _ = build_variant(variant, "tiny", flags, dictionary=task.source_dictionary,
                              tgt_dictionary=task.target_dictionary, seed=opts.seed)
+    if name in opts.checkpoints:
+        from fairseq_rskip.checkpoint_compat import load_checkpoint
+
+        model.load_state_dict(load_checkpoint(opts.checkpoints[name])["model"])
     model.train()
     pad = task.target_dictionary.pad()
     totals = defaultdict(float)
@@ -134,7 +142,12 @@ def main(argv=None) -> int:
     p.add_argument("--max-tokens", type=int, default=2048)
     p.add_argument("--seed", type=int, default=1)
     p.add_argument("--threads", type=int, default=1)
+    p.add_argument("--checkpoint", action="append", default=[], metavar="ARCH=PATH",
+                   help="measure the weights of this fairseq checkpoint for ARCH")
     opts = p.parse_args(argv)
+    opts.checkpoints = dict(item.split("=", 1) for item in opts.checkpoint if "=" in item)
+    if len(opts.checkpoints) != len(opts.checkpoint):
+        raise UserError("--checkpoint takes ARCH=PATH")
     if opts.layers < 1 or opts.batches < 1:
         raise UserError("--layers and --batches must be >= 1")
     import torch
