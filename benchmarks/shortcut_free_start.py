@@ -17,8 +17,10 @@ fairseq checkpoint of that model (its weights, trained with the same flags)
 instead of the initialisation. Printed per model, averaged over the
 batches:
 
-- the cross-entropy in bits (``log2`` of the vocabulary is the uniform guess)
-  and the standard deviation of the output logits;
+- the cross-entropy in bits (``log2`` of the vocabulary is the uniform guess),
+  the same with each target paired with another sentence's source (the
+  batch's sources rolled by one: how much the model uses its source), and the
+  standard deviation of the output logits;
 - the gradient norm of the mean token loss, in total and per group of
   parameters (embeddings, self-attention, cross-attention, feed-forward, the
   scalar gains), as fairseq's ``gnorm`` measures it for the first update;
@@ -114,6 +116,14 @@ def measure(name: str, opts, extra):
                                                  target.view(-1), ignore_index=pad)
         loss.backward()
         totals["bits"] += loss.item() / math.log(2)
+        with torch.no_grad():
+            net_input = dict(sample["net_input"])
+            net_input["src_tokens"] = net_input["src_tokens"].roll(1, 0)
+            net_input["src_lengths"] = net_input["src_lengths"].roll(1, 0)
+            other, _ = model(**net_input)
+            totals["bits, other source"] += torch.nn.functional.cross_entropy(
+                other.view(-1, other.size(-1)), target.view(-1), ignore_index=pad
+            ).item() / math.log(2)
         totals["logit std"] += logits[real].std().item()
         squares = defaultdict(float)
         for pname, p in model.named_parameters():
@@ -156,15 +166,16 @@ def main(argv=None) -> int:
     groups = ["embeddings", "self-attention", "cross-attention", "feed-forward", "gains"]
     print(f"{opts.layers}+{opts.layers} layers, {opts.batches} validation batches of "
           f"{opts.max_tokens} tokens{', extra: ' + ' '.join(extra) if extra else ''}")
-    print("| model | loss (bits) | logit std | gnorm | " + " | ".join(groups)
+    print("| model | loss (bits) | other source | logit std | gnorm | " + " | ".join(groups)
           + " | decoder bias, first layer: diagonal share, spread | last layer |")
-    print("|---" * (5 + len(groups) + 1) + "|")
+    print("|---" * (6 + len(groups) + 1) + "|")
     lengths = []
     for name in opts.archs:
         stats, bias, lengths = measure(name, opts, extra)
         cells = [f"{stats.get('gnorm ' + g, 0.0):.3g}" for g in groups]
         b = [f"{d:.2f}, {s:.1f}" for d, s in bias.values()] or ["-", "-"]
-        print(f"| {VARIANTS[name].label} | {stats['bits']:.2f} | {stats['logit std']:.2f} | "
+        print(f"| {VARIANTS[name].label} | {stats['bits']:.2f} | "
+              f"{stats['bits, other source']:.2f} | {stats['logit std']:.2f} | "
               f"{stats['gnorm']:.3g} | " + " | ".join(cells) + f" | {b[0]} | {b[-1]} |")
     print(f"target lengths (real tokens): {lengths[0]} to {lengths[-1]}")
     return 0
