@@ -222,6 +222,7 @@ def test_shipped_configs_load():
         "bundled-adanorm.json": {"preln", "preln_simple", "preln_adanorm_final",
                                  "preln_adanorm_final_c1", "preln_adanorm_every", "postln",
                                  "postln_adanorm"},
+        "bundled-shortcut-free.json": {"postln", "espa", "uspa", "value_skipinit", "vanilla"},
         "iwslt14-adanorm-gpu.json": {"postln", "preln_layernorm", "preln_simple_final",
                                      "adanorm_final", "adanorm_final_c2", "adanorm_every",
                                      "simple_every"},

@@ -1,0 +1,99 @@
+"""benchmarks/training_curves.py reads a comparison's logs into the right table; benchmarks/
+shortcut_free_start.py tells a model that uses its source from one that does not."""
+
+import importlib.util
+import json
+from pathlib import Path
+
+import pytest
+
+REPO = Path(__file__).resolve().parents[1]
+
+
+def load_script(name):
+    spec = importlib.util.spec_from_file_location(name, REPO / "benchmarks" / f"{name}.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def write_log(path: Path, valid, gnorms):
+    lines = []
+    for update, gnorm in gnorms:
+        entry = {"epoch": 1, "loss": "9.0", "num_updates": str(update), "gnorm": str(gnorm)}
+        lines.append(f"2026-01-01 00:00:00 | INFO | train_inner | {json.dumps(entry)}")
+    for update, loss in valid:
+        entry = {"epoch": 1, "valid_loss": str(loss), "valid_num_updates": str(update)}
+        lines.append(f"2026-01-01 00:00:00 | INFO | valid | {json.dumps(entry)}")
+    path.parent.mkdir(parents=True)
+    path.write_text("\n".join(lines) + "\n")
+
+
+def rows(printed):
+    return {line.split("|")[1].strip(): [c.strip() for c in line.split("|")[2:-1]]
+            for line in printed.splitlines() if line.startswith("| ") and "model" not in line}
+
+
+def test_table_reads_the_curves_and_the_reference(tmp_path, capsys):
+    curves = load_script("training_curves")
+    runs = tmp_path / "runs"
+    write_log(runs / "postln-d6-s1" / "train.log", [(100, 9.0), (200, 8.5), (400, 8.0)],
+              [(100, 1.0), (200, 3.0), (300, 0.5), (400, 0.7)])
+    write_log(runs / "espa-d6-s1" / "train.log", [(100, 9.5), (200, 8.6), (400, 8.4), (600, 8.5)],
+              [(100, 6.0), (200, 8.0), (400, 5.0)])
+    write_log(runs / "vanilla-d6-s1" / "train.log", [(100, 9.6), (200, 9.6)], [(100, 0.2)])
+    figure = tmp_path / "curves.png"
+    assert curves.main(["--out", str(tmp_path), "--depth", "6", "--archs", "postln", "espa",
+                        "vanilla", "--budget", "200", "--at", "100", "400",
+                        "--figure", str(figure)]) == 0
+    table = rows(capsys.readouterr().out)
+    assert table["Post-LN"] == ["9.000", "8.000", "8.000", "200 (1.00x)", "2", "0.6"]
+    assert table["E-SPA"] == ["9.500", "8.400", "8.400", "400 (2.00x)", "7", "5"]
+    assert table["vanilla"][3] == "not reached"
+    assert table["vanilla"][1] == "-"
+    assert figure.stat().st_size > 10_000
+
+
+def test_table_refuses_a_reference_without_its_budget(tmp_path):
+    from fairseq_rskip.errors import UserError
+
+    curves = load_script("training_curves")
+    write_log(tmp_path / "runs" / "postln-d6-s1" / "train.log", [(100, 9.0)], [])
+    with pytest.raises(UserError, match="no validation at update 600"):
+        curves.main(["--out", str(tmp_path), "--depth", "6", "--archs", "postln", "--budget", "600"])
+
+
+def test_source_swap_separates_a_model_that_ignores_its_source(tmp_path, data_bin):
+    """A model whose cross-attention gain is 0 (the shaped models at start) loses nothing with
+    another sentence's source; once the gain is set, the source matters."""
+    import torch
+
+    start = load_script("shortcut_free_start")
+
+    class Opts:
+        layers, batches, max_tokens, seed, checkpoints = 2, 1, 512, 1, {}
+
+    Opts.data = str(data_bin)
+    stats, bias, lengths = start.measure("espa", Opts, [])
+    assert stats["bits"] == pytest.approx(stats["bits, other source"], abs=1e-6)
+    assert set(bias) == {1, 2}
+    assert stats["gnorm cross-attention"] == 0.0
+
+    from fairseq_rskip.analysis.modelbuild import build_variant
+    from fairseq_rskip.variants import VARIANTS
+
+    from fairseq_rskip.analysis.modelbuild import data_bin_batches
+
+    flags = [*start.SIZE, "--encoder-layers", "2", "--decoder-layers", "2"]
+    task, _ = data_bin_batches(str(data_bin), "transformer_espa_tiny", "valid", 512, 1, extra=flags)
+    model, _ = build_variant(VARIANTS["espa"], "tiny", flags, dictionary=task.source_dictionary,
+                             tgt_dictionary=task.target_dictionary, seed=1)
+    state = model.state_dict()
+    for key in state:
+        if key.endswith("branch_gain"):
+            state[key] = torch.tensor(1.0)
+    path = tmp_path / "gain1.pt"
+    torch.save({"model": state}, path)
+    Opts.checkpoints = {"espa": str(path)}
+    stats, _, _ = start.measure("espa", Opts, [])
+    assert abs(stats["bits"] - stats["bits, other source"]) > 1e-3
