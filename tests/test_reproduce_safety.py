@@ -219,8 +219,15 @@ def start_runner(out, data_bin, pidfile, seconds_per_update="0.05", nohup=False)
          "--out", str(out), "--archs", "postln", "--depths", "2", "--no-bleu",
          "--train-command", " ".join(FAKE_TRAIN), "--", "--max-update", "100000"],
         stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env,
-        # as nohup starts it: SIGHUP ignored
-        preexec_fn=(lambda: signal.signal(signal.SIGHUP, signal.SIG_IGN)) if nohup else None)
+        preexec_fn=lambda: start_as_a_terminal_would(nohup))
+
+
+def start_as_a_terminal_would(nohup: bool) -> None:
+    """The runner's signals as a terminal starts it: SIGINT and SIGTERM at their defaults
+    (whatever the test process inherited), SIGHUP ignored under nohup."""
+    signal.signal(signal.SIGINT, signal.SIG_DFL)
+    signal.signal(signal.SIGTERM, signal.SIG_DFL)
+    signal.signal(signal.SIGHUP, signal.SIG_IGN if nohup else signal.SIG_DFL)
 
 
 def wait_for(path, procs, timeout=120):
