@@ -19,9 +19,9 @@ from typing import Optional, Tuple
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-# The default of --tat-eta, where the network has enough nonlinearities to reach it.
 logger = logging.getLogger(__name__)
 
+# The default of --tat-eta, where the network has enough nonlinearities to reach it.
 DEFAULT_TAT_ETA = 0.9
 
 
@@ -43,13 +43,20 @@ def composed_cmap_at_zero(negative_slope: float, nonlinearities: int) -> float:
 
 
 @lru_cache(maxsize=None)
+def relu_reach(nonlinearities: int) -> float:
+    """The largest ``C_f(0)`` that ``nonlinearities`` leaky ReLUs reach: ReLU's
+    (slope 0, the most nonlinear). An ``eta`` above it is out of reach."""
+    return composed_cmap_at_zero(0.0, nonlinearities)
+
+
+@lru_cache(maxsize=None)
 def tat_negative_slope(nonlinearities: int, eta: float) -> float:
     """The leaky ReLU slope ``a`` in [0, 1] with ``C_f(0) = eta``, ``f`` the
     composition of ``nonlinearities`` leaky ReLUs, by bisection (``C_f(0)``
     falls from its ReLU value at ``a = 0`` to 0 at ``a = 1``).
 
     Raises ``ValueError`` when even ReLU (``a = 0``) stays below ``eta``."""
-    reachable = composed_cmap_at_zero(0.0, nonlinearities)
+    reachable = relu_reach(nonlinearities)
     if reachable < eta:
         raise ValueError(
             f"C_f(0) = {eta} is out of reach of {nonlinearities} leaky ReLUs: the most "
@@ -80,7 +87,7 @@ def tat_slope(eta: Optional[float], nonlinearities: int) -> float:
     ``DEFAULT_TAT_ETA`` where reachable, else ReLU (slope 0), the most
     nonlinear leaky ReLU."""
     if eta is None:
-        if composed_cmap_at_zero(0.0, nonlinearities) < DEFAULT_TAT_ETA:
+        if relu_reach(nonlinearities) < DEFAULT_TAT_ETA:
             return 0.0
         eta = DEFAULT_TAT_ETA
     return tat_negative_slope(nonlinearities, eta)
@@ -93,7 +100,7 @@ def check_tat_reach(tat_eta: Optional[float], tat_depth: str, tat_fallback: str,
     one falls back to ReLU, logged (``--tat-fallback relu``), or is refused (``error``)."""
     counts = tat_nonlinearities(tat_depth, encoder_layers, decoder_layers)
     nonlinearities = min(counts)
-    reachable = composed_cmap_at_zero(0.0, nonlinearities)
+    reachable = relu_reach(nonlinearities)
     eta = DEFAULT_TAT_ETA if tat_eta is None else tat_eta
     if reachable >= eta:
         return
@@ -104,7 +111,7 @@ def check_tat_reach(tat_eta: Optional[float], tat_depth: str, tat_fallback: str,
             f"{reachable:.4f}; use --tat-eta <= {math.floor(reachable * 1e4) / 1e4} or more layers"
             + ("" if tat_eta is not None else " (or --tat-fallback relu to use ReLU)")
         )
-    short = [(side, n, composed_cmap_at_zero(0.0, n)) for side, n in zip(("encoder", "decoder"), counts)]
+    short = [(side, n, relu_reach(n)) for side, n in zip(("encoder", "decoder"), counts)]
     reached = ", ".join(f"{side}: {n} nonlinearities, C_f(0) = {c:.4f}" for side, n, c in short if c < eta)
     logger.warning(
         f"TAT: C_f(0) = {eta} (the default --tat-eta) is out of reach; using ReLU, the "
