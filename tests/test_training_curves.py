@@ -54,6 +54,32 @@ def test_table_reads_the_curves_and_the_reference(tmp_path, capsys):
     assert figure.stat().st_size > 10_000
 
 
+def test_seeds_from_several_folders_are_summarised_and_paired(tmp_path, capsys):
+    """Each seed's run is measured against the reference's run of its own seed; cells are
+    the mean with the range; --pair gives the per-seed differences and their t-interval."""
+    curves = load_script("training_curves")
+    first, second = tmp_path / "a", tmp_path / "b"
+    for seed, folder, ref, espa, uspa in [(1, first, 8.0, (9.0, 8.1), (8.8, 7.9)),
+                                          (2, second, 8.2, (9.2, 8.0), (8.9, 8.4))]:
+        write_log(folder / "runs" / f"postln-d6-s{seed}" / "train.log", [(100, 9.5), (200, ref)], [(100, 1.0)])
+        write_log(folder / "runs" / f"espa-d6-s{seed}" / "train.log", list(zip((100, 200), espa)), [(100, 5.0)])
+        write_log(first / "runs" / f"uspa-d6-s{seed}" / "train.log", list(zip((100, 200), uspa)), [(100, 4.0)])
+    assert curves.main(["--out", str(first), str(second), "--seeds", "1", "2", "--depth", "6",
+                        "--archs", "espa", "uspa", "--budget", "200", "--at", "100", "200",
+                        "--pair", "espa", "uspa"]) == 0
+    printed = capsys.readouterr().out
+    table = rows(printed.split("paired by seed")[0])
+    assert table["E-SPA"][:3] == ["9.100 (9.000-9.200)", "8.050 (8.000-8.100)", "8.050 (8.000-8.100)"]
+    assert table["E-SPA"][3] == "no/200 (per seed)"  # 8.1 > 8.0 (seed 1), 8.0 <= 8.2 (seed 2)
+    assert table["U-SPA"][3] == "200/no (per seed)"
+    paired = {line.split("|")[1].strip(): [c.strip() for c in line.split("|")[2:-1]]
+              for line in printed.split("paired by seed")[1].splitlines() if line.startswith("| 1") or line.startswith("| 2")}
+    assert paired["100"][0] == "+0.250" and paired["100"][2] == "+0.200, +0.300"
+    # t(0.975, 1) = 12.706, s = 0.0707: half width 12.706 * 0.0707 / sqrt(2) = 0.635
+    assert paired["100"][1] == "-0.385 to +0.885"
+    assert paired["200"][0] == "-0.100" and paired["200"][2] == "+0.200, -0.400"
+
+
 def test_table_refuses_a_reference_without_its_budget(tmp_path):
     from fairseq_rskip.errors import UserError
 
