@@ -32,7 +32,7 @@ SKIP_WEIGHTS = ("fixed", "deepnorm", "admin")
 DEEPNORM_INITS = ("paper", "torchscale")
 ADMIN_INITS = ("profile", "logn")
 SPA_KERNELS = ("exponential", "uniform")
-CROSS_ATTENTION_SHORTCUTS = ("skipinit", "zero-out-proj")
+CROSS_ATTENTION_SHORTCUTS = ("skipinit", "zero-out-proj", "residual")
 TAT_DEPTHS = ("whole-network", "per-stack")
 TAT_FALLBACKS = ("relu", "error")
 SHAPED_QUERY_INITS = ("zero", "fairseq")
@@ -232,7 +232,10 @@ class SkipNormConfig(FairseqDataclass):
         default="skipinit",
         metadata={"help": "cross-attention of E-SPA, U-SPA and Value-SkipInit keeps a shortcut: "
                   "skipinit = x + g F(x), trainable g = 0 at start; zero-out-proj = x + F(x), "
-                  "F's output projection zero at start"},
+                  "F's output projection zero at start; residual = x + F(x), F as fairseq "
+                  "initialises it (the source reaches the decoder, and the encoder gets "
+                  "gradients, from the first update; the decoder's kernel is then not the "
+                  "SPA target at start)"},
     )
     shaped_query_init: ChoiceEnum(list(SHAPED_QUERY_INITS)) = field(
         default="zero",

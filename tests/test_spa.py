@@ -245,6 +245,31 @@ def test_cross_attention_shortcuts_at_init():
         torch.testing.assert_close(outs[0], outs[1])
 
 
+def test_residual_cross_attention_lets_the_source_in_from_the_start():
+    """--cross-attention-shortcut residual: y = x + CrossAttn(x) with fairseq's initialisation;
+    the source changes the decoder's output at start and the encoder gets gradients from the
+    first backward pass (with skipinit it gets none: its only path is g = 0)."""
+    d = make_dictionary()
+    prev = torch.tensor([[2, 5, 6, 7]])
+    for arch, *flags in (("transformer_espa_tiny",), ("transformer_uspa_tiny",),
+                         ("transformer_vanilla_tiny", "--value-skipinit")):
+        residual = build_model(arch, *flags, "--cross-attention-shortcut", "residual", dictionary=d)
+        skipinit = build_model(arch, *flags, dictionary=d)
+        for layer in residual.decoder.layers:
+            assert layer.encoder_attn_layer_norm.skip and layer.encoder_attn_layer_norm.branch_gain is None
+            assert layer.encoder_attn.out_proj.weight.abs().min() > 0
+            assert not layer.self_attn_layer_norm.skip and not layer.final_layer_norm.skip
+        residual.eval()
+        outs = [residual(torch.tensor([src]), torch.tensor([len(src)]), prev)[0] for src in ([5, 6, 2], [9, 8, 7, 6, 2])]
+        assert (outs[0] - outs[1]).abs().max() > 1e-3
+        for model, encoder_learns in ((residual, True), (skipinit, False)):
+            model.train()
+            model.zero_grad()
+            model(torch.tensor([[5, 6, 2]]), torch.tensor([3]), prev)[0].logsumexp(-1).sum().backward()
+            grads = [p.grad for p in model.encoder.layers.parameters()]
+            assert any(g is not None and g.abs().max() > 0 for g in grads) == encoder_learns, arch
+
+
 # -- TAT --------------------------------------------------------------------------------------
 
 

@@ -22,8 +22,9 @@ No skip             ``y = N(F(x))`` (``--no-skip``); vanilla with ``--norm-type
                     subnormal floats, :mod:`fairseq_rskip.modules.subnormals`)
 Cross-attention of  ``y = x + g * F(x)``, trainable ``g = 0`` at start
 E-SPA, U-SPA,       (``--cross-attention-shortcut skipinit``, SkipInit), or
-Value-SkipInit      ``y = x + F(x)`` (``zero-out-proj``; the layer zeroes F's
-                    output projection): the one shortcut these models keep
+Value-SkipInit      ``y = x + F(x)`` (``zero-out-proj``: the layer zeroes F's
+                    output projection; ``residual``: F as fairseq initialises
+                    it): the one shortcut these models keep
 ==================  ===========================================================
 """
 
