@@ -24,6 +24,8 @@ batches:
 - the gradient norm of the mean token loss, in total and per group of
   parameters (embeddings, self-attention, cross-attention, feed-forward, the
   scalar gains), as fairseq's ``gnorm`` measures it for the first update;
+- the cross-attention gains ``g`` (``--cross-attention-shortcut skipinit``), their
+  smallest and largest over the decoder's layers;
 - for the shaped models, the fixed attention bias ``B_l`` of the decoder's
   first and last layers at the batches' target lengths: the mean, over rows,
   of the share of the row on the diagonal of ``softmax(B_l)`` and of the
@@ -134,6 +136,10 @@ def measure(name: str, opts, extra):
             totals["gnorm " + group] += math.sqrt(value)
         lengths.update(int(n) for n in real.sum(1))
     stats = {k: v / len(batches) for k, v in totals.items()}
+    gains = [float(p) for pname, p in model.named_parameters()
+             if pname.endswith("encoder_attn_layer_norm.branch_gain")]
+    if gains:
+        stats["cross-attention gains"] = (min(gains), max(gains), len(gains))
     return stats, bias_statistics(model, sorted(lengths)), sorted(lengths)
 
 
@@ -170,14 +176,19 @@ def main(argv=None) -> int:
           + " | decoder bias, first layer: diagonal share, spread | last layer |")
     print("|---" * (6 + len(groups) + 1) + "|")
     lengths = []
+    gains = {}
     for name in opts.archs:
         stats, bias, lengths = measure(name, opts, extra)
+        if "cross-attention gains" in stats:
+            gains[VARIANTS[name].label] = stats["cross-attention gains"]
         cells = [f"{stats.get('gnorm ' + g, 0.0):.3g}" for g in groups]
         b = [f"{d:.2f}, {s:.1f}" for d, s in bias.values()] or ["-", "-"]
         print(f"| {VARIANTS[name].label} | {stats['bits']:.2f} | "
               f"{stats['bits, other source']:.2f} | {stats['logit std']:.2f} | "
               f"{stats['gnorm']:.3g} | " + " | ".join(cells) + f" | {b[0]} | {b[-1]} |")
     print(f"target lengths (real tokens): {lengths[0]} to {lengths[-1]}")
+    for label, (low, high, n) in gains.items():
+        print(f"{label}: cross-attention gains g between {low:+.3f} and {high:+.3f} ({n} decoder layers)")
     return 0
 
 
