@@ -120,9 +120,9 @@ def paired_table(runs, first: str, second: str, at) -> None:
     print(f"\n{label(first)} - {label(second)}, validation loss, paired by seed")
     print("| update | mean | 95% interval | per seed |")
     print("|---|---|---|---|")
+    pairs = [(dict(a), dict(b)) for (a, _), (b, _) in zip(runs[first], runs[second])]
     for update in at:
-        diffs = [dict(a[0]).get(update, math.nan) - dict(b[0]).get(update, math.nan)
-                 for a, b in zip(runs[first], runs[second])]
+        diffs = [a.get(update, math.nan) - b.get(update, math.nan) for a, b in pairs]
         iv = t_interval(diffs)
         if iv is None:
             print(f"| {update} | - | - | - |")
@@ -159,7 +159,8 @@ def main(argv=None) -> int:
     print("| " + " | ".join(head) + " |")
     print("|---" * len(head) + "|")
     for arch in opts.archs:
-        cells = [summary([dict(curve).get(u, math.nan) for curve, _ in runs[arch]]) for u in opts.at]
+        by_update = [dict(curve) for curve, _ in runs[arch]]
+        cells = [summary([at.get(u, math.nan) for at in by_update]) for u in opts.at]
         best = summary([min((l for _, l in curve if math.isfinite(l)), default=math.nan)
                         for curve, _ in runs[arch]])
         reached = [first_at_or_below(curve, loss) for (curve, _), loss in zip(runs[arch], reference_losses)]
