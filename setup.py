@@ -54,6 +54,7 @@ setup(
             "rskip-signal-propagation = fairseq_rskip.cli.signal_propagation:cli_main",
             "rskip-gpu-check = fairseq_rskip.cli.gpu_check:cli_main",
             "rskip-output-change = fairseq_rskip.cli.output_change:cli_main",
+            "rskip-source-use = fairseq_rskip.cli.source_use:cli_main",
         ],
     },
 )

@@ -32,7 +32,7 @@ SKIP_WEIGHTS = ("fixed", "deepnorm", "admin")
 DEEPNORM_INITS = ("paper", "torchscale")
 ADMIN_INITS = ("profile", "logn")
 SPA_KERNELS = ("exponential", "uniform")
-CROSS_ATTENTION_SHORTCUTS = ("skipinit", "zero-out-proj", "residual")
+CROSS_ATTENTION_SHORTCUTS = ("skipinit", "zero-out-proj", "residual", "value-skipinit")
 TAT_DEPTHS = ("whole-network", "per-stack")
 TAT_FALLBACKS = ("relu", "error")
 SHAPED_QUERY_INITS = ("zero", "fairseq")
@@ -98,36 +98,29 @@ class SkipNormConfig(FairseqDataclass):
     # which normalisation, where
     norm_type: ChoiceEnum(list(NORM_TYPES)) = field(
         default="layernorm",
-        metadata={
-            "help": "normalisation of every sublayer, and of the stacks' own norms unless "
-            "--stack-norm-type says otherwise (simple = LayerNorm-simple, no gain or bias; "
-            "adanorm = AdaNorm; none = plain skip)"
-        },
+        metadata={"help": "normalisation of every sublayer, and of the stacks' own norms unless "
+                  "--stack-norm-type says otherwise (simple = LayerNorm-simple, no gain or bias; "
+                  "adanorm = AdaNorm; none = plain skip)"},
     )
     stack_norm_type: Optional[ChoiceEnum(list(NORM_TYPES))] = field(
         default=None,
-        metadata={
-            "help": "normalisation of the norms outside the layers: the final norm of a Pre-LN "
-            "encoder or decoder and --layernorm-embedding (default: --norm-type)"
-        },
+        metadata={"help": "normalisation of the norms outside the layers: the final norm of a Pre-LN "
+                  "encoder or decoder and --layernorm-embedding (default: --norm-type)"},
     )
     skip_recursions: int = field(
         default=1,
         metadata={"range": Interval(1, closed_low=True, integer=True),
-            "help": "rSkip+LN recursions n >= 1: y_1 = N_1(x + F(x)), y_i = N_i(x + y_(i-1)); "
-            "1 = Post-LN"
-        },
+                  "help": "rSkip+LN recursions n >= 1: y_1 = N_1(x + F(x)), y_i = N_i(x + y_(i-1)); "
+                  "1 = Post-LN"},
     )
     skip_scale: float = field(
         default=1.0,
         metadata={"range": Interval(0),
-            "help": "fixed input scale of the skip, y = N(LAMBDA * x + F(x)) (xSkip); finite, "
-            "> 0, needs --skip-recursions 1"
-        },
+                  "help": "fixed input scale of the skip, y = N(LAMBDA * x + F(x)) (xSkip); finite, "
+                  "> 0, needs --skip-recursions 1"},
     )
     skip_shared_norm: bool = field(
-        default=False,
-        metadata={"help": "ablation: the rSkip recursions share one normalisation"},
+        default=False, metadata={"help": "ablation: the rSkip recursions share one normalisation"}
     )
     adanorm_scale: float = field(
         default=1.0,
@@ -135,52 +128,41 @@ class SkipNormConfig(FairseqDataclass):
     )
     adanorm_k: float = field(
         default=0.1,
-        metadata={"range": Interval(0, 1, closed_low=True),
-                  "help": "AdaNorm's k in [0, 1) (AdaNorm only)"},
+        metadata={"range": Interval(0, 1, closed_low=True), "help": "AdaNorm's k in [0, 1) (AdaNorm only)"},
     )
     # initialisation
     attention_init: ChoiceEnum(list(ATTENTION_INITS)) = field(
         default="fairseq",
-        metadata={
-            "help": "initial weights of every attention's q, k, v and output projections: "
-            "fairseq = fairseq's (xavier_uniform); kaiming_uniform = PyTorch's Linear default, "
-            "U(+-1/sqrt(fan_in)), with zero biases (the AdaNorm authors' --init_method km)"
-        },
+        metadata={"help": "initial weights of every attention's q, k, v and output projections: "
+                  "fairseq = fairseq's (xavier_uniform); kaiming_uniform = PyTorch's Linear default, "
+                  "U(+-1/sqrt(fan_in)), with zero biases (the AdaNorm authors' --init_method km)"},
     )
     # deep Post-LN recipes: the weight of the skip, and how it is initialised
     skip_weight: ChoiceEnum(list(SKIP_WEIGHTS)) = field(
         default="fixed",
-        metadata={
-            "help": "weight w of the skip, y = N(w * x + F(x)): fixed = --skip-scale; deepnorm = "
-            "DeepNorm's alpha from the encoder and decoder depths, with its initialisation; "
-            "admin = Admin's trainable vector omega per sublayer (Post-norm, one recursion)"
-        },
+        metadata={"help": "weight w of the skip, y = N(w * x + F(x)): fixed = --skip-scale; deepnorm = "
+                  "DeepNorm's alpha from the encoder and decoder depths, with its initialisation; "
+                  "admin = Admin's trainable vector omega per sublayer (Post-norm, one recursion)"},
     )
     deepnorm_init: ChoiceEnum(list(DEEPNORM_INITS)) = field(
         default="paper",
-        metadata={
-            "help": "DeepNorm's initialisation: paper = xavier_normal_(gain=beta) on value, output "
-            "and feed-forward weights, gain 1 on query and key; torchscale = torchscale's "
-            "(PyTorch's default Linear init, v/out/fc1/fc2 weights and biases divided by its factor)"
-        },
+        metadata={"help": "DeepNorm's initialisation: paper = xavier_normal_(gain=beta) on value, output "
+                  "and feed-forward weights, gain 1 on query and key; torchscale = torchscale's "
+                  "(PyTorch's default Linear init, v/out/fc1/fc2 weights and biases divided by its factor)"},
     )
     admin_init: ChoiceEnum(list(ADMIN_INITS)) = field(
         default="profile",
-        metadata={
-            "help": "Admin's initial omega: profile = the paper's profiling recursion on the first "
-            "training batch (saved in the checkpoint); logn = admin-torch's closed form "
-            "sqrt((n+1)/ln(n+1) - 1), n residual sublayers of the stack"
-        },
+        metadata={"help": "Admin's initial omega: profile = the paper's profiling recursion on the first "
+                  "training batch (saved in the checkpoint); logn = admin-torch's closed form "
+                  "sqrt((n+1)/ln(n+1) - 1), n residual sublayers of the stack"},
     )
     admin_profile: Optional[str] = field(
         default=None,
-        metadata={
-            "allowed": "a profile file",
-            "help": "Admin: start omega from this profile file (Transformer-Clinic's "
-            "profile.ratio.init, which every profiling run writes into --save-dir) instead of "
-            "profiling: one line 'INDEX VALUE' per sublayer, the encoder's 2N, then the "
-            "decoder's 3M"
-        },
+        metadata={"allowed": "a profile file",
+                  "help": "Admin: start omega from this profile file (Transformer-Clinic's "
+                  "profile.ratio.init, which every profiling run writes into --save-dir) instead of "
+                  "profiling: one line 'INDEX VALUE' per sublayer, the encoder's 2N, then the "
+                  "decoder's 3M"},
     )
 
     # Shortcut-free models (He et al. 2023): vanilla, E-SPA, U-SPA, Value-SkipInit
@@ -235,7 +217,16 @@ class SkipNormConfig(FairseqDataclass):
                   "F's output projection zero at start; residual = x + F(x), F as fairseq "
                   "initialises it (the source reaches the decoder, and the encoder gets "
                   "gradients, from the first update; the decoder's kernel is then not the "
-                  "SPA target at start)"},
+                  "SPA target at start); value-skipinit = no shortcut, (alpha X + beta A(X, S) S) "
+                  "W_V W_O, S the encoder's output, trainable alpha = 1 and beta = "
+                  "--cross-attention-gain-init at start"},
+    )
+    cross_attention_gain_init: float = field(
+        default=0.0,
+        metadata={"range": Interval(0, closed_low=True),
+                  "help": "initial gain of the source's path through cross-attention, >= 0: g "
+                  "of --cross-attention-shortcut skipinit, beta of value-skipinit (at 0 the "
+                  "encoder gets no gradient at the first update)"},
     )
     shaped_query_init: ChoiceEnum(list(SHAPED_QUERY_INITS)) = field(
         default="zero",
@@ -472,13 +463,14 @@ class SkipNormConfig(FairseqDataclass):
             or self.tat_depth != defaults["tat_depth"]
             or self.tat_fallback != defaults["tat_fallback"]
             or self.cross_attention_shortcut != defaults["cross_attention_shortcut"]
+            or self.cross_attention_gain_init != defaults["cross_attention_gain_init"]
             or self.shaped_query_init != defaults["shaped_query_init"]
             or self.shaped_key_init != defaults["shaped_key_init"]
         ):
             raise ValueError(
                 "--tat-eta, --tat-depth, --tat-fallback, --cross-attention-shortcut, "
-                "--shaped-query-init and --shaped-key-init apply only with --spa-kernel or "
-                "--value-skipinit"
+                "--cross-attention-gain-init, --shaped-query-init and --shaped-key-init apply "
+                "only with --spa-kernel or --value-skipinit"
             )
         if self.no_skip and getattr(model_args, "cross_self_attention", False):
             raise ValueError(
@@ -492,6 +484,14 @@ class SkipNormConfig(FairseqDataclass):
                 f"--attention-init {self.attention_init} and --spa-kernel/--value-skipinit both "
                 "initialise the attention projections: leave --attention-init out"
             )
+        if self.cross_attention_gain_init != 0 and (shortcut := self.cross_attention_shortcut) not in (
+                "skipinit", "value-skipinit"):
+            raise ValueError("--cross-attention-gain-init applies only with --cross-attention-"
+                             f"shortcut skipinit or value-skipinit; got {shortcut}")
+        dims = [getattr(model_args, f"{s}_embed_dim", None) for s in ("encoder", "decoder")]
+        if self.cross_attention_shortcut == "value-skipinit" and dims[0] != dims[1]:
+            raise ValueError("--cross-attention-shortcut value-skipinit reads the decoder's states "
+                             f"through the values' W_V and needs equal widths; got {dims[0]}, {dims[1]}")
         activation_fn = getattr(model_args, "activation_fn", "relu")
         if activation_fn != "relu":
             raise ValueError(

@@ -59,6 +59,9 @@ TINY_BUILDS = _Rows({
     "deepnorm-torchscale": ("transformer_deepnorm_tiny", "--deepnorm-init", "torchscale"),
     "admin-logn": ("transformer_admin_tiny", "--admin-init", "logn"),
     "uspa-zero-out-proj": ("transformer_uspa_tiny", "--cross-attention-shortcut", "zero-out-proj"),
+    "espa-cross-gain": ("transformer_espa_tiny", "--cross-attention-gain-init", "0.3"),
+    "uspa-cross-value-skipinit": ("transformer_uspa_tiny", "--cross-attention-shortcut", "value-skipinit",
+                                  "--cross-attention-gain-init", "0.3"),
 })
 
 

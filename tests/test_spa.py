@@ -270,6 +270,63 @@ def test_residual_cross_attention_lets_the_source_in_from_the_start():
             assert any(g is not None and g.abs().max() > 0 for g in grads) == encoder_learns, arch
 
 
+def test_cross_attention_gain_starts_at_its_flag_and_lets_the_source_in():
+    """--cross-attention-gain-init 0.3: skipinit's g starts at 0.3, so the source changes the
+    decoder's output at start and the encoder gets gradients at the first backward pass."""
+    d = make_dictionary()
+    prev = torch.tensor([[2, 5, 6, 7]])
+    model = build_model("transformer_espa_tiny", "--cross-attention-gain-init", "0.3", dictionary=d)
+    assert [layer.encoder_attn_layer_norm.branch_gain.item() for layer in model.decoder.layers] == \
+        pytest.approx([0.3] * len(model.decoder.layers))
+    model.eval()
+    outs = [model(torch.tensor([src]), torch.tensor([len(src)]), prev)[0] for src in ([5, 6, 2], [9, 8, 7, 6, 2])]
+    assert (outs[0] - outs[1]).abs().max() > 1e-3
+    model.train()
+    model(torch.tensor([[5, 6, 2]]), torch.tensor([3]), prev)[0].logsumexp(-1).sum().backward()
+    assert any(p.grad is not None and p.grad.abs().max() > 0 for p in model.encoder.layers.parameters())
+
+
+@pytest.mark.parametrize("beta", [0.0, 0.3])
+def test_value_skipinit_cross_attention_is_the_formula_at_start(beta):
+    """--cross-attention-shortcut value-skipinit: no shortcut around cross-attention; the
+    sublayer is (alpha X + beta softmax(Q K^T / sqrt(d_k)) S) W_V W_O (biases zero, W_V and W_O
+    orthogonal), alpha = 1 and beta = --cross-attention-gain-init at start, retyped here
+    from the formula; at beta = 0 the source changes nothing and the encoder gets no gradient."""
+    d = make_dictionary()
+    model = build_model("transformer_uspa_tiny", "--cross-attention-shortcut", "value-skipinit",
+                        "--cross-attention-gain-init", str(beta), dictionary=d)
+    for layer in model.decoder.layers:
+        norm, attention = layer.encoder_attn_layer_norm, layer.encoder_attn
+        assert not norm.skip and norm.branch_gain is None
+        assert attention.value_skipinit_alpha.item() == 1.0
+        assert attention.value_skipinit_beta.item() == pytest.approx(beta)
+        for w in (attention.v_proj.weight, attention.out_proj.weight):
+            torch.testing.assert_close(w @ w.T, torch.eye(w.size(0)), rtol=0, atol=1e-5)
+        assert attention.q_proj.weight.abs().min() > 0  # fairseq's queries, not zero
+    attention = model.decoder.layers[0].encoder_attn.eval()
+    g = torch.Generator().manual_seed(0)
+    x, s = torch.randn(4, 2, 64, generator=g), torch.randn(5, 2, 64, generator=g)
+    with torch.no_grad():
+        out, _ = attention(x, s, s, static_kv=True, need_weights=False)
+        heads, dk = attention.num_heads, 64 // attention.num_heads
+        split = lambda t: t.view(t.size(0), 2, heads, dk).permute(1, 2, 0, 3)  # (B, H, T, dk)
+        q = split(x @ attention.q_proj.weight.T)
+        k = split(s @ attention.k_proj.weight.T)
+        a = torch.softmax(q @ k.transpose(-1, -2) / math.sqrt(dk), -1)
+        mixed = a @ split(s @ attention.v_proj.weight.T)
+        mixed = mixed.permute(2, 0, 1, 3).reshape(4, 2, 64)
+        expected = (x @ attention.v_proj.weight.T + beta * mixed) @ attention.out_proj.weight.T
+    torch.testing.assert_close(out, expected, rtol=1e-5, atol=1e-5)
+    prev = torch.tensor([[2, 5, 6, 7]])
+    model.eval()
+    outs = [model(torch.tensor([src]), torch.tensor([len(src)]), prev)[0] for src in ([5, 6, 2], [9, 8, 7, 6, 2])]
+    assert ((outs[0] - outs[1]).abs().max() > 1e-3) == (beta > 0)
+    model.train()
+    model(torch.tensor([[5, 6, 2]]), torch.tensor([3]), prev)[0].logsumexp(-1).sum().backward()
+    encoder_grads = [p.grad for p in model.encoder.layers.parameters()]
+    assert any(g is not None and g.abs().max() > 0 for g in encoder_grads) == (beta > 0)
+
+
 # -- TAT --------------------------------------------------------------------------------------
 
 

@@ -171,7 +171,8 @@ def test_arguments_saved_before_the_config_dataclass_build_the_same_model():
         args.adanorm_scale = args.adanorm_k = None
         for name in ("skip_shared_norm", "stack_norm_type", "attention_init", "skip_norm_defaults_version",
                      "no_skip", "spa_kernel", "spa_gamma_final", "spa_rho_final", "value_skipinit",
-                     "tat_eta", "tat_depth", "cross_attention_shortcut", "tat_fallback",
+                     "tat_eta", "tat_depth", "cross_attention_shortcut", "cross_attention_gain_init",
+                     "tat_fallback",
                      "shaped_query_init", "shaped_key_init"):
             delattr(args, name)
         torch.manual_seed(1)
@@ -271,8 +272,17 @@ SHORTCUT_FREE_REFUSED = [
     ("transformer_rskip_tiny", ("--skip-recursions", "1", "--value-skipinit"), r"--value-skipinit replaces the skip connection and needs --no-skip"),
     ("transformer_espa_tiny", ("--value-skipinit",), r"--value-skipinit and --spa-kernel are two alternatives"),
     ("transformer_vanilla_tiny", ("--tat-eta", "0.5"),
-     r"--tat-eta, --tat-depth, --tat-fallback, --cross-attention-shortcut, --shaped-query-init and "
-     r"--shaped-key-init apply only with --spa-kernel or --value-skipinit"),
+     r"--tat-eta, --tat-depth, --tat-fallback, --cross-attention-shortcut, --cross-attention-gain-init, "
+     r"--shaped-query-init and --shaped-key-init apply only with --spa-kernel or --value-skipinit"),
+    ("transformer_vanilla_tiny", ("--cross-attention-gain-init", "0.3"), r"apply only with --spa-kernel"),
+    ("transformer_espa_tiny", ("--cross-attention-gain-init", "-0.1"),
+     r"--cross-attention-gain-init must be a finite number >= 0; got -0.1"),
+    ("transformer_espa_tiny", ("--cross-attention-shortcut", "residual", "--cross-attention-gain-init", "0.3"),
+     r"--cross-attention-gain-init applies only with --cross-attention-shortcut skipinit or "
+     r"value-skipinit; got residual"),
+    ("transformer_uspa_tiny", ("--cross-attention-shortcut", "value-skipinit", "--decoder-embed-dim", "32"),
+     r"--cross-attention-shortcut value-skipinit reads the decoder's states through the values' W_V "
+     r"and needs equal widths; got 64, 32"),
     ("transformer_vanilla_tiny", ("--tat-fallback", "error"), r"apply only with --spa-kernel or --value-skipinit"),
     ("transformer_rskip_tiny", ("--shaped-query-init", "fairseq"), r"apply only with --spa-kernel"),
     ("transformer_vanilla_tiny", ("--shaped-key-init", "normal"), r"apply only with --spa-kernel"),

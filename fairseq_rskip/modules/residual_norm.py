@@ -20,11 +20,14 @@ No skip             ``y = N(F(x))`` (``--no-skip``); vanilla with ``--norm-type
                     none``: ``y = F(x)``; the gradient of ``F(x)`` has its
                     entries of magnitude at most ``2**-50`` made zero (no
                     subnormal floats, :mod:`fairseq_rskip.modules.subnormals`)
-Cross-attention of  ``y = x + g * F(x)``, trainable ``g = 0`` at start
-E-SPA, U-SPA,       (``--cross-attention-shortcut skipinit``, SkipInit), or
-Value-SkipInit      ``y = x + F(x)`` (``zero-out-proj``: the layer zeroes F's
+Cross-attention of  ``y = x + g * F(x)``, trainable ``g = g_0`` at start
+E-SPA, U-SPA,       (``--cross-attention-shortcut skipinit``, SkipInit;
+Value-SkipInit      ``g_0 = --cross-attention-gain-init``, 0 by default), or
+                    ``y = x + F(x)`` (``zero-out-proj``: the layer zeroes F's
                     output projection; ``residual``: F as fairseq initialises
-                    it): the one shortcut these models keep
+                    it): the one shortcut these models keep; with
+                    ``value-skipinit`` none, ``y = F(x)`` (the attention
+                    keeps the decoder's own value, ShapedMultiheadAttention)
 ==================  ===========================================================
 """
 
@@ -80,11 +83,13 @@ class ResidualNorm(Normalization):
     ):
         super().__init__(dim, config)
         # cross-attention has no identity-like attention matrix: the shortcut-free
-        # models that shape their attention keep a shortcut around it alone
-        keeps_shortcut = cross_attention and config.shaped
+        # models that shape their attention keep a shortcut around it alone (none
+        # with --cross-attention-shortcut value-skipinit, inside the attention)
+        keeps_shortcut = (cross_attention and config.shaped
+                          and config.cross_attention_shortcut != "value-skipinit")
         self.skip = not config.no_skip or keeps_shortcut
         if keeps_shortcut and config.cross_attention_shortcut == "skipinit":
-            self.branch_gain = nn.Parameter(torch.zeros(()))
+            self.branch_gain = nn.Parameter(torch.full((), float(config.cross_attention_gain_init)))
         else:
             self.register_parameter("branch_gain", None)
         self.normalize_before = normalize_before

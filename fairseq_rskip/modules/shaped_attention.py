@@ -10,7 +10,12 @@ E-SPA, U-SPA      ``D_l softmax(Q K^T / sqrt(d_k) + B_l) V`` with the fixed bias
                   for layer ``l`` of ``L``; ``W_Q = 0`` at start, so that the
                   attention is ``A_l`` whatever the input
 Value-SkipInit    ``(alpha I + beta softmax(Q K^T / sqrt(d_k))) V``, trainable
-                  scalars ``alpha = 1``, ``beta = 0`` at start; ``W_Q = 0``
+                  scalars ``alpha = 1``, ``beta = 0`` at start; ``W_Q = 0``;
+                  as cross-attention (``--cross-attention-shortcut
+                  value-skipinit``) ``alpha X W_V + beta softmax(Q K^T /
+                  sqrt(d_k)) S W_V``, ``X`` the decoder's states, ``S`` the
+                  encoder's output, ``beta`` starting at ``beta_init``,
+                  fairseq's ``W_Q``, ``W_K``
 plain             ``softmax(Q K^T / sqrt(d_k)) V``: the vanilla model's
                   self-attention and every shortcut-free model's cross-attention,
                   with fairseq's initialisation
@@ -58,7 +63,8 @@ class ShapedMultiheadAttention(MultiheadAttention):
     ``kernel`` is ``"exponential"``, ``"uniform"`` or ``""`` (no shaping);
     ``final`` its ``gamma_L`` or ``rho_L``; ``layer`` is ``l`` in ``1 .. num_layers``.
     ``encoder_decoder_attention``: keys and values from ``key`` (the encoder's
-    output), cached across decoding steps (``static_kv``), no shaping.
+    output), cached across decoding steps (``static_kv``), no shaping (Value-SkipInit
+    allowed: the query's own value is ``v_proj(query)``).
     """
 
     __jit_ignored_attributes__ = ["_matrices"]
@@ -81,6 +87,7 @@ class ShapedMultiheadAttention(MultiheadAttention):
         kdim: Optional[int] = None,
         query_init: str = "zero",
         key_init: str = "fairseq",
+        beta_init: float = 0.0,
     ):
         super().__init__(
             embed_dim,
@@ -93,7 +100,7 @@ class ShapedMultiheadAttention(MultiheadAttention):
             q_noise=q_noise,
             qn_block_size=qn_block_size,
         )
-        assert not (encoder_decoder_attention and (kernel or value_skipinit)), (
+        assert not (encoder_decoder_attention and kernel), (
             "cross-attention has no identity-like attention to shape"
         )
         self.kernel = kernel
@@ -108,7 +115,7 @@ class ShapedMultiheadAttention(MultiheadAttention):
             self.rho, self.rho_prev = rhos[layer], rhos[layer - 1]
         if value_skipinit:
             self.value_skipinit_alpha = nn.Parameter(torch.ones(()))
-            self.value_skipinit_beta = nn.Parameter(torch.zeros(()))
+            self.value_skipinit_beta = nn.Parameter(torch.full((), float(beta_init)))
         else:
             self.register_parameter("value_skipinit_alpha", None)
             self.register_parameter("value_skipinit_beta", None)
@@ -285,7 +292,9 @@ class ShapedMultiheadAttention(MultiheadAttention):
             if not need_head_weights:
                 weights = weights.mean(dim=0)
         if self.value_skipinit_alpha is not None and self.value_skipinit_beta is not None:
-            attn = self.value_skipinit_alpha * v[:, :, src_len - tgt_len :] + self.value_skipinit_beta * attn
+            # the query's own value: X W_V (self-attention: the last tgt_len of the values)
+            own = self._heads(self.v_proj(query)) if self.encoder_decoder_attention else v[:, :, src_len - tgt_len :]
+            attn = self.value_skipinit_alpha * own + self.value_skipinit_beta * attn
         attn = attn.permute(2, 0, 1, 3).reshape(tgt_len, bsz, embed_dim)
         return self.out_proj(attn), weights
 

@@ -230,7 +230,8 @@ class RSkipTransformerDecoderLayer(_SkipNormLayer, TransformerDecoderLayerBase):
         return self._shaped_self_attention(cfg, cfg.decoder, causal=True)
 
     def build_encoder_attention(self, embed_dim, cfg):
-        """Cross-attention: fairseq's, computed with the floored softmax under ``--no-skip``."""
+        """Cross-attention: fairseq's, computed with the floored softmax under ``--no-skip``
+        (with ``--cross-attention-shortcut value-skipinit``, Value-SkipInit's)."""
         if not self.skip_norm.no_skip:
             return super().build_encoder_attention(embed_dim, cfg)
         return ShapedMultiheadAttention(
@@ -242,11 +243,13 @@ class RSkipTransformerDecoderLayer(_SkipNormLayer, TransformerDecoderLayerBase):
             layer=self.layer_index + 1,
             num_layers=cfg.decoder.layers,
             causal=False,
-            value_skipinit=False,
+            value_skipinit=self.skip_norm.cross_attention_shortcut == "value-skipinit",
             q_noise=self.quant_noise,
             qn_block_size=self.quant_noise_block_size,
             encoder_decoder_attention=True,
             kdim=cfg.encoder.embed_dim,
+            query_init="fairseq",
+            beta_init=self.skip_norm.cross_attention_gain_init,
         )
 
     def forward(

@@ -1,0 +1,165 @@
+"""How much a trained translation model uses its source, and its loss by target length.
+
+For a fairseq checkpoint and a split of its data-bin, in evaluation mode, over
+every sentence of the split (batches of ``max_tokens``):
+
+- the cross-entropy in bits per target token (plain, not label-smoothed);
+- the same with each target paired with another sentence's source (the
+  batch's sources rolled by one): the difference, in bits, is what the source
+  is worth to the model (0 for a language model of the target);
+- both by target length (real tokens, end of sentence included), in the
+  buckets of ``BUCKETS``: a model that breaks down on long targets shows it
+  there before its mean moves.
+"""
+
+import math
+from dataclasses import dataclass, field
+from typing import Dict, List, Optional, Sequence, Tuple
+
+import torch
+
+# target-length buckets [low, high) in tokens
+BUCKETS: Tuple[Tuple[int, float], ...] = ((1, 10), (10, 20), (20, 30), (30, 40), (40, 60), (60, math.inf))
+
+
+def bucket_label(low: int, high: float) -> str:
+    return f"{low}+" if high == math.inf else f"{low}-{int(high) - 1}"
+
+
+@dataclass
+class Totals:
+    """Summed nats and token counts, with and without the right source."""
+
+    nats: float = 0.0
+    nats_other: float = 0.0
+    tokens: int = 0
+    sentences: int = 0
+
+    def add(self, nats: float, nats_other: float, tokens: int, sentences: int) -> None:
+        self.nats += nats
+        self.nats_other += nats_other
+        self.tokens += tokens
+        self.sentences += sentences
+
+    @property
+    def bits(self) -> float:
+        return self.nats / self.tokens / math.log(2) if self.tokens else math.nan
+
+    @property
+    def bits_other(self) -> float:
+        return self.nats_other / self.tokens / math.log(2) if self.tokens else math.nan
+
+    @property
+    def source_worth(self) -> float:
+        return self.bits_other - self.bits
+
+
+@dataclass
+class SourceUse:
+    """The measurement of one checkpoint: all sentences, and by target-length bucket."""
+
+    name: str
+    total: Totals = field(default_factory=Totals)
+    buckets: Dict[Tuple[int, float], Totals] = field(
+        default_factory=lambda: {b: Totals() for b in BUCKETS})
+
+
+def token_nats(model, net_input: dict, target: torch.Tensor, pad: int) -> torch.Tensor:
+    """Per-token cross-entropy (nats) of ``target`` under ``model``; padding 0."""
+    logits, _ = model(**net_input)
+    nats = torch.nn.functional.cross_entropy(
+        logits.float().view(-1, logits.size(-1)), target.view(-1), ignore_index=pad, reduction="none")
+    return nats.view_as(target)
+
+
+def rolled_source(net_input: dict) -> dict:
+    """The batch with each target paired with the previous sentence's source."""
+    other = dict(net_input)
+    other["src_tokens"] = net_input["src_tokens"].roll(1, 0)
+    other["src_lengths"] = net_input["src_lengths"].roll(1, 0)
+    return other
+
+
+@torch.no_grad()
+def measure(model, batches, pad: int, name: str = "") -> SourceUse:
+    """:class:`SourceUse` of ``model`` (put in evaluation mode) over fairseq ``batches``.
+    A batch of one sentence has no other source and is left out."""
+    model.eval()
+    result = SourceUse(name)
+    for sample in batches:
+        target = sample["target"]
+        if target.size(0) < 2:
+            continue
+        real = target.ne(pad)
+        nats = token_nats(model, sample["net_input"], target, pad).sum(1)
+        other = token_nats(model, rolled_source(sample["net_input"]), target, pad).sum(1)
+        lengths = real.sum(1)
+        result.total.add(float(nats.sum()), float(other.sum()), int(lengths.sum()), target.size(0))
+        for (low, high), totals in result.buckets.items():
+            chosen = (lengths >= low) & (lengths < high)
+            if chosen.any():
+                totals.add(float(nats[chosen].sum()), float(other[chosen].sum()),
+                           int(lengths[chosen].sum()), int(chosen.sum()))
+    return result
+
+
+def load(checkpoint: str, data: str, split: str, max_tokens: int):
+    """``(model, batches, pad)``: a fairseq checkpoint's model as it was trained, and the
+    batches of ``split`` of ``data`` (every sentence, in fairseq's order)."""
+    from fairseq import checkpoint_utils
+
+    import fairseq_rskip  # noqa: F401  (registers the architectures)
+    from fairseq_rskip.checkpoint_compat import check_checkpoint_file
+    from fairseq_rskip.fairseq_tools import PLUGIN_DIR
+
+    check_checkpoint_file(checkpoint)
+    models, _cfg, task = checkpoint_utils.load_model_ensemble_and_task(
+        [checkpoint], arg_overrides={"data": data, "user_dir": str(PLUGIN_DIR)})
+    task.load_dataset(split)
+    itr = task.get_batch_iterator(
+        dataset=task.dataset(split), max_tokens=max_tokens, max_positions=(1024, 1024),
+        seed=1, ignore_invalid_inputs=True,
+    ).next_epoch_itr(shuffle=False)
+    return models[0], itr, task.target_dictionary.pad()
+
+
+def markdown(results: Sequence[SourceUse]) -> str:
+    """Two tables: source use over all sentences, and cross-entropy by target length."""
+    lines = ["| model | sentences | target tokens | cross-entropy (bits) | with another sentence's "
+             "source | the source is worth (bits) |", "|---|---|---|---|---|---|"]
+    for r in results:
+        t = r.total
+        lines.append(f"| {r.name} | {t.sentences} | {t.tokens} | {t.bits:.3f} | {t.bits_other:.3f} | "
+                     f"{t.source_worth:.3f} |")
+    labels = [bucket_label(*b) for b in BUCKETS]
+    lines += ["", "Cross-entropy (bits) by target length in tokens (sentences in brackets):", "",
+              "| model | " + " | ".join(labels) + " |", "|---" * (len(labels) + 1) + "|"]
+    for r in results:
+        cells = [f"{t.bits:.3f} ({t.sentences})" if t.sentences else "-" for t in r.buckets.values()]
+        lines.append(f"| {r.name} | " + " | ".join(cells) + " |")
+    return "\n".join(lines)
+
+
+def worst_bucket_gap(result: SourceUse, reference: Tuple[int, int] = (10, 30)) -> Optional[float]:
+    """The largest bucket cross-entropy minus that of targets of ``reference`` tokens
+    (10-29 by default), over the buckets with sentences; None without reference sentences."""
+    low, high = reference
+    ref = Totals()
+    for (b_low, b_high), t in result.buckets.items():
+        if b_low >= low and b_high <= high:
+            ref.add(t.nats, t.nats_other, t.tokens, t.sentences)
+    if not ref.tokens:
+        return None
+    return max(t.bits for t in result.buckets.values() if t.tokens) - ref.bits
+
+
+def rows(results: Sequence[SourceUse]) -> List[dict]:
+    """One CSV row per model and bucket (bucket ``all`` first)."""
+    out = []
+    for r in results:
+        for label, t in [("all", r.total)] + [(bucket_label(*b), t) for b, t in r.buckets.items()]:
+            out.append({"model": r.name, "target_tokens": label, "sentences": t.sentences,
+                        "tokens": t.tokens, "bits": round(t.bits, 4) if t.tokens else "",
+                        "bits_other_source": round(t.bits_other, 4) if t.tokens else "",
+                        "source_worth": round(t.source_worth, 4) if t.tokens else ""})
+    return out
