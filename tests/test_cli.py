@@ -1,6 +1,7 @@
 """End to end through fairseq's own command-line tools on a tiny generated corpus:
 preprocess, train, generate, resume, interactive, checkpoint averaging, hub loading."""
 
+import csv
 import re
 import shutil
 import subprocess
@@ -283,3 +284,25 @@ def test_saved_arguments_carry_the_defaults_version(trained, data_bin):
     assert model.encoder.layer_norm.norm_type == model.decoder.layer_norm.norm_type == "adanorm"
     assert model.encoder.layer_norm.adanorm_scale == 1.0
     assert model.decoder.layers[0].final_layer_norm.norm_type == "layernorm"
+
+
+def test_source_use_command_agrees_with_fairseq_validate(trained, data_bin, tmp_path):
+    """rskip-source-use: its cross-entropy over the whole split is fairseq-validate's
+    (the trained criterion's nll_loss, bits per token); the table names both models and the buckets."""
+    ckpts = {arch: trained[arch][0] / "checkpoint_last.pt"
+             for arch in ("transformer_rskip_tiny", "transformer_espa_tiny")}
+    out = tmp_path / "use.csv"
+    proc = run(["rskip-source-use", "--data", data_bin, "--csv", out,
+                *[a for arch, path in ckpts.items() for a in ("--checkpoint", f"{arch}={path}")]])
+    rows = {(r["model"], r["target_tokens"]): r for r in csv.DictReader(out.open())}
+    assert rows[("transformer_espa_tiny", "all")]["sentences"] == "40"
+    assert "| 1-9 | 10-19 | 20-29 | 30-39 | 40-59 | 60+ |" in proc.stdout
+    for arch, path in ckpts.items():
+        validate = run(["fairseq-validate", data_bin, "--user-dir", USER_DIR, "--path", path,
+                        "--task", "translation", "--max-tokens", "4096", "--valid-subset", "valid",
+                        # fairseq drops a last batch smaller than this multiple (facebookresearch/fairseq#5036)
+                        "--required-batch-size-multiple", "1"])
+        found = re.search(r"\| valid on 'valid' subset \| loss [0-9.]+ \| nll_loss ([0-9.]+)",
+                          validate.stdout + validate.stderr)
+        assert float(rows[(arch, "all")]["bits"]) == pytest.approx(float(found[1]), abs=2e-3)
+        assert f"| {arch} | 40 |" in proc.stdout

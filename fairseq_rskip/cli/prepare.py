@@ -8,6 +8,7 @@
     rskip-prepare wmt14-en2de [--dest DIR] [--archive-dir DIR] [pipeline options]
     rskip-prepare download --url URL [--url MIRROR] --dest FILE [--sha256 HEX | --md5 HEX]
     rskip-prepare build-bundled-corpus [trans-de-en_1.9-6_all.deb] [--out DIR]
+    rskip-prepare concatenated --data DATA_BIN --pairs MIN [MAX] --dest DIR [--splits ...]
 
 Each prints the path of what it made on stdout (the data-bin, the
 downloaded file, or the corpus's sentence counts); progress goes to stderr.
@@ -22,7 +23,7 @@ import json
 import sys
 import tempfile
 
-from fairseq_rskip.data_prep import bundled, datasets, download, pipeline
+from fairseq_rskip.data_prep import bundled, concatenate, datasets, download, pipeline
 from fairseq_rskip.data_prep.common import setup_logging
 from fairseq_rskip.errors import UserError, run_main
 
@@ -100,12 +101,30 @@ def build_bundled_corpus(argv, prog):
         return json.dumps(bundled.build(bundled.download_deb(tmp), args.out))
 
 
+def concatenated(argv, prog):
+    p = argparse.ArgumentParser(prog=prog, description=concatenate.__doc__,
+                                formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--data", required=True, help="the data-bin whose pairs are joined")
+    p.add_argument("--pairs", type=int, nargs="+", required=True, metavar="N",
+                   help="pairs per new pair: N, or MIN MAX (drawn uniformly)")
+    p.add_argument("--dest", required=True, help="the new data-bin folder")
+    p.add_argument("--splits", nargs="+", default=["valid", "test"], help="default: %(default)s")
+    p.add_argument("--seed", type=int, default=1)
+    args = p.parse_args(argv)
+    if len(args.pairs) > 2:
+        raise UserError(f"--pairs takes N or MIN MAX; got {len(args.pairs)} numbers")
+    setup_logging()
+    return concatenate.concatenate(args.data, args.dest, args.pairs[0], args.pairs[-1],
+                                   args.splits, args.seed)
+
+
 COMMANDS = {
     "parallel": prepare_parallel,
     "bundled": prepare_bundled,
     **{name.replace("_", "-"): recipe_command(name) for name in datasets.RECIPES},
     "download": download_file,
     "build-bundled-corpus": build_bundled_corpus,
+    "concatenated": concatenated,
 }
 
 
