@@ -23,9 +23,12 @@ batches:
   standard deviation of the output logits;
 - the gradient norm of the mean token loss, in total and per group of
   parameters (embeddings, self-attention, cross-attention, feed-forward, the
-  scalar gains), as fairseq's ``gnorm`` measures it for the first update;
-- the cross-attention gains ``g`` (``--cross-attention-shortcut skipinit``), their
-  smallest and largest over the decoder's layers;
+  scalar gains), as fairseq's ``gnorm`` measures it for the first update, and
+  that of the encoder's layers alone (what reaches the encoder through
+  cross-attention);
+- the cross-attention gains (``g`` of ``--cross-attention-shortcut skipinit``,
+  ``beta`` of ``value-skipinit``), their smallest and largest over the
+  decoder's layers;
 - for the shaped models, the fixed attention bias ``B_l`` of the decoder's
   first and last layers at the batches' target lengths: the mean, over rows,
   of the share of the row on the diagonal of ``softmax(B_l)`` and of the
@@ -132,12 +135,14 @@ def measure(name: str, opts, extra):
             if p.grad is not None:
                 squares[group_of(pname)] += float(p.grad.pow(2).sum())
         totals["gnorm"] += math.sqrt(sum(squares.values()))
+        totals["gnorm encoder layers"] += math.sqrt(sum(
+            float(p.grad.pow(2).sum()) for p in model.encoder.layers.parameters() if p.grad is not None))
         for group, value in squares.items():
             totals["gnorm " + group] += math.sqrt(value)
         lengths.update(int(n) for n in real.sum(1))
     stats = {k: v / len(batches) for k, v in totals.items()}
-    gains = [float(p) for pname, p in model.named_parameters()
-             if pname.endswith("encoder_attn_layer_norm.branch_gain")]
+    gains = [float(p.detach()) for pname, p in model.named_parameters()
+             if pname.endswith(("encoder_attn_layer_norm.branch_gain", "encoder_attn.value_skipinit_beta"))]
     if gains:
         stats["cross-attention gains"] = (min(gains), max(gains), len(gains))
     return stats, bias_statistics(model, sorted(lengths)), sorted(lengths)
@@ -169,7 +174,8 @@ def main(argv=None) -> int:
     import torch
 
     torch.set_num_threads(opts.threads)
-    groups = ["embeddings", "self-attention", "cross-attention", "feed-forward", "gains"]
+    groups = ["embeddings", "self-attention", "cross-attention", "feed-forward", "gains",
+              "encoder layers"]
     print(f"{opts.layers}+{opts.layers} layers, {opts.batches} validation batches of "
           f"{opts.max_tokens} tokens{', extra: ' + ' '.join(extra) if extra else ''}")
     print("| model | loss (bits) | other source | logit std | gnorm | " + " | ".join(groups)

@@ -103,7 +103,7 @@ def test_source_swap_separates_a_model_that_ignores_its_source(tmp_path, data_bi
     stats, bias, lengths = start.measure("espa", Opts, [])
     assert stats["bits"] == pytest.approx(stats["bits, other source"], abs=1e-6)
     assert set(bias) == {1, 2}
-    assert stats["gnorm cross-attention"] == 0.0
+    assert stats["gnorm cross-attention"] == 0.0 and stats["gnorm encoder layers"] == 0.0
     assert stats["cross-attention gains"] == (0.0, 0.0, 2)
 
     from fairseq_rskip.analysis.modelbuild import build_variant
@@ -125,3 +125,4 @@ def test_source_swap_separates_a_model_that_ignores_its_source(tmp_path, data_bi
     stats, _, _ = start.measure("espa", Opts, [])
     assert abs(stats["bits"] - stats["bits, other source"]) > 1e-3
     assert stats["cross-attention gains"] == (1.0, 1.0, 2)
+    assert stats["gnorm encoder layers"] > 0.0
