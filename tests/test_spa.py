@@ -327,6 +327,33 @@ def test_value_skipinit_cross_attention_is_the_formula_at_start(beta):
     assert any(g is not None and g.abs().max() > 0 for g in encoder_grads) == (beta > 0)
 
 
+@pytest.mark.parametrize("beam", [1, 3])
+def test_value_skipinit_cross_attention_step_by_step_and_in_beams(beam):
+    """Value-SkipInit's cross-attention, decoded one step at a time with the encoder's keys
+    cached once per sentence (set_beam_size) and reordered within the beams, equals the full
+    computation: each step's own-state term reads that step's query."""
+    torch.manual_seed(0)
+    attention = ShapedMultiheadAttention(32, 4, 0.0, kernel="", final=0.0, layer=1, num_layers=2,
+                                         causal=False, value_skipinit=True, encoder_decoder_attention=True,
+                                         kdim=32, query_init="fairseq", beta_init=0.3).eval()
+    sentences = 2
+    encoder_out = torch.randn(5, sentences, 32).repeat_interleave(beam, dim=1)
+    padding = torch.tensor([[True, False, False, False, False], [False] * 5]).repeat_interleave(beam, dim=0)
+    queries = torch.randn(4, sentences * beam, 32)
+    with torch.no_grad():
+        full, _ = attention(queries, encoder_out, encoder_out, key_padding_mask=padding, static_kv=True,
+                            need_weights=False)
+        attention.set_beam_size(beam)
+        state, steps = {}, []
+        for t in range(4):
+            if t == 2:
+                order = torch.arange(sentences * beam).view(sentences, beam).flip(1).flatten()
+                attention.reorder_incremental_state(state, order)
+            steps.append(attention(queries[t: t + 1], encoder_out, encoder_out, key_padding_mask=padding,
+                                   incremental_state=state, static_kv=True)[0])
+    torch.testing.assert_close(torch.cat(steps), full, rtol=1e-5, atol=1e-6)
+
+
 # -- TAT --------------------------------------------------------------------------------------
 
 
@@ -566,10 +593,13 @@ def test_causal_closed_forms_at_1024_positions(kernel, final):
 # -- decoding -----------------------------------------------------------------------------------
 
 
-@pytest.mark.parametrize("arch", ["transformer_espa_tiny", "transformer_uspa_tiny", "transformer_vanilla_tiny --value-skipinit"])
+@pytest.mark.parametrize("arch", [
+    "transformer_espa_tiny", "transformer_uspa_tiny", "transformer_vanilla_tiny --value-skipinit",
+    "transformer_espa_tiny --cross-attention-gain-init 0.3",
+    "transformer_uspa_tiny --cross-attention-shortcut value-skipinit --cross-attention-gain-init 0.3"])
 def test_incremental_decoding_of_a_long_target(arch):
-    """70 steps: step t uses row t of the causal matrices, so every step equals
-    full decoding."""
+    """120 steps: step t uses row t of the causal matrices, so every step equals
+    full decoding (and value-skipinit's cross-attention reads each step's own state)."""
     d = make_dictionary()
     model = build_model(*arch.split(), "--max-target-positions", "128", dictionary=d).eval()
     g = torch.Generator().manual_seed(0)
@@ -577,7 +607,7 @@ def test_incremental_decoding_of_a_long_target(arch):
     src[0, :4] = d.pad()
     src[:, -1] = d.eos()
     lengths = (src != d.pad()).sum(1)
-    prev = torch.randint(d.nspecial, len(d), (2, 70), generator=g)
+    prev = torch.randint(d.nspecial, len(d), (2, 120), generator=g)
     prev[:, 0] = d.eos()
     with torch.no_grad():
         full = model(src, lengths, prev)[0]
