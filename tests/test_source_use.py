@@ -8,6 +8,7 @@ import torch
 
 from conftest import build_model, make_dictionary
 from fairseq_rskip.analysis import modelbuild, source_use
+from fairseq_rskip.analysis.significance import t_interval
 
 
 def batches_of(dictionary, lengths, seed=0):
@@ -86,3 +87,28 @@ def test_the_table_and_rows_name_every_bucket():
     rows = source_use.rows([result])
     assert [r["target_tokens"] for r in rows] == ["all", "1-9", "10-19", "20-29", "30-39", "40-59", "60+"]
     assert rows[-1]["sentences"] == 4 and rows[3]["bits"] == ""
+
+
+def test_a_name_given_several_times_is_summed_up_and_paired():
+    d = make_dictionary()
+    batches = batches_of(d, [12, 25])
+    results = []
+    for seed in (1, 2, 3):
+        for arch, name in (("transformer_rskip_tiny", "rskip"), ("transformer_espa_tiny", "espa")):
+            model = build_model(arch, seed=seed, dictionary=d)
+            results.append(source_use.measure(model, batches, d.pad(), name))
+    rskip = [r for r in results if r.name == "rskip"]
+    espa = [r for r in results if r.name == "espa"]
+    def mean_range(values):
+        return f"{sum(values) / 3:.3f} ({min(values):.3f} to {max(values):.3f})"
+
+    summary = source_use.seed_summary(results)
+    assert (f"| rskip | 3 | {mean_range([r.total.bits for r in rskip])} | "
+            f"{mean_range([r.total.source_worth for r in rskip])} |") in summary
+    paired = source_use.paired_differences(results, "rskip", "espa")
+    diffs = [a.total.bits - b.total.bits for a, b in zip(rskip, espa)]
+    iv = t_interval(diffs)
+    assert (f"| cross-entropy | {iv['mean']:+.3f} | {iv['low']:+.3f} to {iv['high']:+.3f} | "
+            + ", ".join(f"{x:+.3f}" for x in diffs) + " |") in paired
+    with pytest.raises(KeyError):
+        source_use.paired_differences(results, "rskip", "uspa")

@@ -10,13 +10,20 @@ every sentence of the split (batches of ``max_tokens``):
 - both by target length (real tokens, end of sentence included), in the
   buckets of ``BUCKETS``: a model that breaks down on long targets shows it
   there before its mean moves.
+
+Several checkpoints of one name (a model's seeds, in seed order) are summed up
+by :func:`seed_summary`, and two names compared seed by seed by
+:func:`paired_differences` (mean and Student's t-interval).
 """
 
 import math
+from collections import defaultdict
 from dataclasses import dataclass, field
 from typing import Dict, List, Optional, Sequence, Tuple
 
 import torch
+
+from fairseq_rskip.analysis.significance import t_interval
 
 # target-length buckets [low, high) in tokens
 BUCKETS: Tuple[Tuple[int, float], ...] = ((1, 10), (10, 20), (20, 30), (30, 40), (40, 60), (60, math.inf))
@@ -163,3 +170,50 @@ def rows(results: Sequence[SourceUse]) -> List[dict]:
                         "bits_other_source": round(t.bits_other, 4) if t.tokens else "",
                         "source_worth": round(t.source_worth, 4) if t.tokens else ""})
     return out
+
+
+def by_name(results: Sequence[SourceUse]) -> Dict[str, List[SourceUse]]:
+    """The results of each name, in the order given (a name's seeds)."""
+    grouped: Dict[str, List[SourceUse]] = defaultdict(list)
+    for r in results:
+        grouped[r.name].append(r)
+    return dict(grouped)
+
+
+def _mean_range(values: Sequence[float]) -> str:
+    if len(values) == 1:
+        return f"{values[0]:.3f}"
+    return f"{sum(values) / len(values):.3f} ({min(values):.3f} to {max(values):.3f})"
+
+
+def seed_summary(results: Sequence[SourceUse]) -> str:
+    """Per name: the number of checkpoints, and the mean (range) of the cross-entropy, of
+    what the source is worth, and of the largest bucket gap (:func:`worst_bucket_gap`)."""
+    lines = ["| model | checkpoints | cross-entropy (bits) | the source is worth (bits) | worst bucket "
+             "minus 10-29 tokens |", "|---|---|---|---|---|"]
+    for name, group in by_name(results).items():
+        gaps = [g for g in (worst_bucket_gap(r) for r in group) if g is not None]
+        lines.append(f"| {name} | {len(group)} | {_mean_range([r.total.bits for r in group])} | "
+                     f"{_mean_range([r.total.source_worth for r in group])} | "
+                     f"{_mean_range(gaps) if gaps else '-'} |")
+    return "\n".join(lines)
+
+
+def paired_differences(results: Sequence[SourceUse], first: str, second: str) -> str:
+    """``first - second``, checkpoint by checkpoint in the order given (seed k with seed k):
+    the differences of cross-entropy and of the source's worth, their mean and 95% t-interval."""
+    grouped = by_name(results)
+    for name in (first, second):
+        if name not in grouped:
+            raise KeyError(name)
+    pairs = list(zip(grouped[first], grouped[second]))
+    lines = [f"{first} - {second}, paired by checkpoint order ({len(pairs)} pairs):", "",
+             "| measure | mean | 95% interval | per pair |", "|---|---|---|---|"]
+    for measure, value in (("cross-entropy", lambda r: r.total.bits),
+                           ("the source is worth", lambda r: r.total.source_worth)):
+        diffs = [value(a) - value(b) for a, b in pairs]
+        iv = t_interval(diffs)
+        interval = "-" if iv is None or iv["low"] is None else f"{iv['low']:+.3f} to {iv['high']:+.3f}"
+        mean = "-" if iv is None else f"{iv['mean']:+.3f}"
+        lines.append(f"| {measure} | {mean} | {interval} | " + ", ".join(f"{d:+.3f}" for d in diffs) + " |")
+    return "\n".join(lines)

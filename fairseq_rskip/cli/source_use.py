@@ -22,7 +22,12 @@ def build_parser(prog="rskip-source-use"):
         "own source and with another sentence's, and by target length.")
     p.add_argument("--data", required=True, help="the fairseq data-bin the models were trained on")
     p.add_argument("--checkpoint", action="append", required=True, metavar="NAME=PATH",
-                   help="a fairseq checkpoint and the name its rows get (repeat for several)")
+                   help="a fairseq checkpoint and the name its rows get (repeat for several; "
+                   "a name given several times, e.g. a model's seeds in seed order, is also "
+                   "summed up)")
+    p.add_argument("--pair", nargs=2, action="append", default=[], metavar=("A", "B"),
+                   help="print A - B checkpoint by checkpoint (the k-th of A with the k-th of B), "
+                   "with the mean and 95%% t-interval")
     p.add_argument("--split", default="valid", help="data-bin split (default: %(default)s)")
     p.add_argument("--max-tokens", type=int, default=4096, help="tokens per batch")
     p.add_argument("--csv", metavar="FILE", help="also write the rows (model x length bucket) here")
@@ -40,6 +45,14 @@ def main(argv=None) -> int:
     for _, path in named:
         if not Path(path).is_file():
             raise UserError(f"--checkpoint {path}: no such file")
+    names = [name for name, _ in named]
+    for first, second in args.pair:
+        for name in (first, second):
+            if name not in names:
+                raise UserError(f"--pair {first} {second}: no --checkpoint named {name}")
+        if names.count(first) != names.count(second):
+            raise UserError(f"--pair {first} {second}: {names.count(first)} and {names.count(second)} "
+                            "checkpoints; pairs need as many of each")
     if args.max_tokens < 1:
         raise UserError(f"--max-tokens must be at least 1; got {args.max_tokens}")
     import torch
@@ -53,6 +66,12 @@ def main(argv=None) -> int:
         results.append(source_use.measure(model, batches, pad, name))
         write(f"{name}: measured {results[-1].total.sentences} sentences of {args.split}")
     write(source_use.markdown(results))
+    if len(set(names)) < len(names):
+        write("\nSummed up by name (mean, and range over the checkpoints):\n")
+        write(source_use.seed_summary(results))
+    for first, second in args.pair:
+        write("")
+        write(source_use.paired_differences(results, first, second))
     if args.csv:
         rows = source_use.rows(results)
         Path(args.csv).parent.mkdir(parents=True, exist_ok=True)
