@@ -66,9 +66,14 @@ def round_to(module, dtype):
 # that rounds to the other side of 0 moves whole rows of a gradient (in float64,
 # scaling the weights by 1 + 1e-3 * noise, about float16's rounding, moves a
 # parameter gradient's norm by up to 4% and the gradient by up to 12%).
+# The shaped models whose source path is live at start (--cross-attention-gain-init
+# 0.3, with skipinit or value-skipinit) start with larger decoder states and logits,
+# and bfloat16 moves their gradients more: 1 - cosine 4.2e-3 for the instance tested
+# (value-skipinit; 3.2e-3 the worst over 8 other seeds and batches), a parameter
+# gradient's norm by up to 0.18 (skipinit with g = 0.3, 8 seeds); bounds 5e-3 and 0.2.
 OUTPUT_UNITS = 4
-GRAD_COSINE_GAP = {torch.float16: 1e-3, torch.bfloat16: 3e-3}
-GRAD_NORM_REL = {torch.float16: 0.08, torch.bfloat16: 0.15}
+GRAD_COSINE_GAP = {torch.float16: 1e-3, torch.bfloat16: 5e-3}
+GRAD_NORM_REL = {torch.float16: 0.08, torch.bfloat16: 0.2}
 # A scalar gain's gradient (the cross-attention SkipInit gain g, Value-SkipInit's
 # alpha and beta) is one sum over every element of the batch whose terms cancel
 # (g = 0 at start): worst relative error over 8 seeds, cast and autocast, 0.39

@@ -354,6 +354,27 @@ def test_value_skipinit_cross_attention_step_by_step_and_in_beams(beam):
     torch.testing.assert_close(torch.cat(steps), full, rtol=1e-5, atol=1e-6)
 
 
+def test_the_fixed_bias_is_added_in_float32_under_bfloat16_autocast():
+    """Under bf16 autocast the attention logits come out of a bf16 matmul; the bias B_l is
+    added after they are cast to float32 (where the softmax runs), so with W_Q = 0 the
+    attention rows are exactly float32's D_l softmax(B_l) (rounding B_l to bf16 first moves
+    a row by up to 0.4 % in L1 at 64 tokens)."""
+    attention = ShapedMultiheadAttention(32, 4, 0.0, kernel="exponential", final=0.005, layer=1,
+                                         num_layers=6, causal=True, value_skipinit=False,
+                                         max_positions=64).eval()
+    x = torch.randn(64, 2, 32, generator=torch.Generator().manual_seed(0))
+    with torch.no_grad():
+        _, exact = attention(x, x, x, need_weights=True)
+        with torch.autocast("cpu", dtype=torch.bfloat16):
+            _, autocast = attention(x, x, x, need_weights=True)
+        bias, scale = attention.shaping(None, 64, 64, torch.device("cpu"))
+        rounded = scale * torch.softmax(bias.to(torch.bfloat16).float(), -1)
+    assert autocast.dtype == torch.float32
+    torch.testing.assert_close(autocast, exact, rtol=0, atol=1e-7)
+    # what the test guards against: the bias rounded to bf16 before the softmax
+    assert ((rounded[0, 0] - exact[0]).abs().sum(-1) / exact[0].abs().sum(-1)).max() > 1e-3
+
+
 # -- TAT --------------------------------------------------------------------------------------
 
 

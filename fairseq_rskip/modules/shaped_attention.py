@@ -276,10 +276,12 @@ class ShapedMultiheadAttention(MultiheadAttention):
             base = mask if mask is not None else torch.zeros(1, 1, 1, 1, device=q.device)
             mask = base.masked_fill(padding, float("-inf"))
 
-        logits = torch.matmul(q * self.scaling, k.transpose(-1, -2))
+        # the bias B_l and the masks are added in float32, where the softmax runs: in
+        # half precision B_l's rounding would move rows of softmax(B_l) by up to 0.4 %
+        logits = torch.matmul(q * self.scaling, k.transpose(-1, -2)).float()
         if mask is not None:
-            logits = logits + mask.to(logits.dtype)
-        probs = floored_softmax(logits.float(), self.probability_floor)
+            logits = logits + mask.float()
+        probs = floored_softmax(logits, self.probability_floor)
         dropout_p = self.dropout_module.p if self.training or self.dropout_module.apply_during_inference else 0.0
         attn = torch.matmul(F.dropout(probs.type_as(q), dropout_p, training=dropout_p > 0), v)
         weights: Optional[Tensor] = None
