@@ -112,7 +112,7 @@ RANGE_FIELDS = fields_with(lambda f: "range" in f.metadata)
 def test_the_numeric_flags_have_ranges():
     assert {f.name for f in RANGE_FIELDS} == {
         "skip_recursions", "skip_scale", "adanorm_scale", "adanorm_k", "spa_gamma_final",
-        "spa_rho_final", "tat_eta",
+        "spa_rho_final", "tat_eta", "cross_attention_gain_init",
     }
 
 
