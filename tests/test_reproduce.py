@@ -225,7 +225,7 @@ def test_shipped_configs_load():
         "bundled-shortcut-free.json": {"postln", "espa", "uspa", "value_skipinit", "vanilla"},
         # the cross-attention readings of the shortcut-free models
         "bundled-cross-attention.json": {"postln", "espa", "uspa", "espa_cross_g03", "uspa_cross_g03",
-                                         "espa_cross_vsi03", "uspa_cross_vsi03"},
+                                         "espa_cross_residual", "uspa_cross_residual"},
         "enfr-cross-attention.json": {"postln", "espa", "uspa", "espa_cross_g03", "uspa_cross_g03"},
         "iwslt14-adanorm-gpu.json": {"postln", "preln_layernorm", "preln_simple_final",
                                      "adanorm_final", "adanorm_final_c2", "adanorm_every",
