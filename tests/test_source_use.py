@@ -104,7 +104,7 @@ def test_a_name_given_several_times_is_summed_up_and_paired():
 
     summary = source_use.seed_summary(results)
     assert (f"| rskip | 3 | {mean_range([r.total.bits for r in rskip])} | "
-            f"{mean_range([r.total.source_worth for r in rskip])} |") in summary
+            f"{mean_range([r.total.source_worth for r in rskip])} | - |") in summary  # no 60+ target
     paired = source_use.paired_differences(results, "rskip", "espa")
     diffs = [a.total.bits - b.total.bits for a, b in zip(rskip, espa)]
     iv = t_interval(diffs)

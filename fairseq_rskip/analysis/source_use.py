@@ -188,14 +188,18 @@ def _mean_range(values: Sequence[float]) -> str:
 
 def seed_summary(results: Sequence[SourceUse]) -> str:
     """Per name: the number of checkpoints, and the mean (range) of the cross-entropy, of
-    what the source is worth, and of the largest bucket gap (:func:`worst_bucket_gap`)."""
-    lines = ["| model | checkpoints | cross-entropy (bits) | the source is worth (bits) | worst bucket "
-             "minus 10-29 tokens |", "|---|---|---|---|---|"]
+    what the source is worth, of the cross-entropy of the longest targets (the last bucket)
+    and of the largest bucket gap (:func:`worst_bucket_gap`)."""
+    longest = BUCKETS[-1]
+    lines = ["| model | checkpoints | cross-entropy (bits) | the source is worth (bits) | "
+             f"{bucket_label(*longest)} tokens | worst bucket minus 10-29 tokens |",
+             "|---|---|---|---|---|---|"]
     for name, group in by_name(results).items():
         gaps = [g for g in (worst_bucket_gap(r) for r in group) if g is not None]
+        long = [r.buckets[longest].bits for r in group if r.buckets[longest].tokens]
         lines.append(f"| {name} | {len(group)} | {_mean_range([r.total.bits for r in group])} | "
                      f"{_mean_range([r.total.source_worth for r in group])} | "
-                     f"{_mean_range(gaps) if gaps else '-'} |")
+                     f"{_mean_range(long) if long else '-'} | {_mean_range(gaps) if gaps else '-'} |")
     return "\n".join(lines)
 
 
