@@ -141,11 +141,12 @@ def main(argv=None) -> int:
     p.add_argument("--reference", default="postln", help="the reference architecture")
     p.add_argument("--budget", type=int, required=True, help="the reference's budget (updates)")
     p.add_argument("--at", type=int, nargs="+", default=[], help="updates to tabulate")
-    p.add_argument("--pair", nargs=2, metavar=("A", "B"),
-                   help="print the paired differences A - B of the validation loss at each --at update")
+    p.add_argument("--pair", nargs=2, metavar=("A", "B"), action="append", default=[],
+                   help="print the paired differences A - B of the validation loss at each --at update "
+                   "(repeat for several pairs)")
     p.add_argument("--figure", help="write the figure here (PNG)")
     opts = p.parse_args(argv)
-    names = list(dict.fromkeys([opts.reference, *opts.archs, *(opts.pair or ())]))
+    names = list(dict.fromkeys([opts.reference, *opts.archs, *(a for pair in opts.pair for a in pair)]))
     runs = {arch: [read_run(find_log(opts.out, arch, opts.depth, seed)) for seed in opts.seeds]
             for arch in names}
     reference_losses = [dict(curve).get(opts.budget) for curve, _ in runs[opts.reference]]
@@ -168,8 +169,8 @@ def main(argv=None) -> int:
         later = summary([median_between(g, 200, math.inf) for _, g in runs[arch]], ".3g")
         print(f"| {label(arch)} | " + " | ".join(cells) + f" | {best} | {reached_text(reached, opts.budget)} | "
               f"{early} | {later} |")
-    if opts.pair:
-        paired_table(runs, *opts.pair, opts.at)
+    for first, second in opts.pair:
+        paired_table(runs, first, second, opts.at)
     if opts.figure:
         named = {label(a): runs[a] for a in opts.archs}
         print(f"wrote {plot(named, reference_losses, opts.budget, opts.reference, opts.figure)}")

@@ -78,6 +78,14 @@ def test_seeds_from_several_folders_are_summarised_and_paired(tmp_path, capsys):
     # t(0.975, 1) = 12.706, s = 0.0707: half width 12.706 * 0.0707 / sqrt(2) = 0.635
     assert paired["100"][1] == "-0.385 to +0.885"
     assert paired["200"][0] == "-0.100" and paired["200"][2] == "+0.200, -0.400"
+    # several pairs, each its own table
+    assert curves.main(["--out", str(first), str(second), "--seeds", "1", "2", "--depth", "6",
+                        "--archs", "espa", "uspa", "--budget", "200", "--at", "200",
+                        "--pair", "espa", "uspa", "--pair", "uspa", "postln"]) == 0
+    printed = capsys.readouterr().out
+    assert "E-SPA - U-SPA, validation loss, paired by seed" in printed
+    assert "U-SPA - Post-LN, validation loss, paired by seed" in printed
+    assert "| 200 | +0.050 | " in printed  # U-SPA - Post-LN at 200: (7.9 - 8.0 + 8.4 - 8.2) / 2
 
 
 def test_table_refuses_a_reference_without_its_budget(tmp_path):
