@@ -327,7 +327,7 @@ class ShapedMultiheadAttention(MultiheadAttention):
         prev_key_padding_mask: Optional[Tensor] = None
         if "prev_key_padding_mask" in saved_state:
             prev_key_padding_mask = saved_state["prev_key_padding_mask"]
-        key_padding_mask = MultiheadAttention._append_prev_key_padding_mask(
+        key_padding_mask = self._append_prev_key_padding_mask(
             key_padding_mask=key_padding_mask,
             prev_key_padding_mask=prev_key_padding_mask,
             batch_size=k.size(0),
