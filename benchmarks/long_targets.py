@@ -20,7 +20,8 @@ instance measured is changed (its cached matrices), nothing else.
 import argparse
 import sys
 
-from fairseq_rskip.errors import UserError, run_main
+from fairseq_rskip.cli.source_use import named_checkpoints
+from fairseq_rskip.errors import run_main
 
 POSITIONS = (0, 10, 30, 60, 100, 200)
 
@@ -62,9 +63,7 @@ def main(argv=None) -> int:
     p.add_argument("--max-tokens", type=int, default=4096)
     p.add_argument("--threads", type=int, default=1)
     opts = p.parse_args(argv)
-    named = [item.split("=", 1) for item in opts.checkpoint]
-    if any(len(pair) != 2 for pair in named):
-        raise UserError("--checkpoint takes NAME=PATH")
+    named = named_checkpoints(opts.checkpoint, opts.data)
     import torch
 
     from fairseq_rskip.analysis import source_use

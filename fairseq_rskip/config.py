@@ -484,12 +484,12 @@ class SkipNormConfig(FairseqDataclass):
                 f"--attention-init {self.attention_init} and --spa-kernel/--value-skipinit both "
                 "initialise the attention projections: leave --attention-init out"
             )
-        if self.cross_attention_gain_init != 0 and (shortcut := self.cross_attention_shortcut) not in (
-                "skipinit", "value-skipinit"):
+        shortcut = self.cross_attention_shortcut
+        if shortcut not in ("skipinit", "value-skipinit") and self.cross_attention_gain_init != defaults["cross_attention_gain_init"]:
             raise ValueError("--cross-attention-gain-init applies only with --cross-attention-"
                              f"shortcut skipinit or value-skipinit; got {shortcut}")
         dims = [getattr(model_args, f"{s}_embed_dim", None) for s in ("encoder", "decoder")]
-        if self.cross_attention_shortcut == "value-skipinit" and dims[0] != dims[1]:
+        if shortcut == "value-skipinit" and dims[0] != dims[1]:
             raise ValueError("--cross-attention-shortcut value-skipinit reads the decoder's states "
                              f"through the values' W_V and needs equal widths; got {dims[0]}, {dims[1]}")
         activation_fn = getattr(model_args, "activation_fn", "relu")

@@ -118,6 +118,16 @@ def random_batch(dictionary, n_sentences: int, src_len: int, tgt_len: int, seed:
     return ds.collater([ds[i] for i in range(len(ds))])
 
 
+def split_batches(task, split: str, max_tokens: int, shuffle: bool):
+    """fairseq's batches of ``max_tokens`` over every sentence of ``split`` (loaded into
+    ``task``), in fairseq's order or shuffled with seed 1."""
+    task.load_dataset(split)
+    return task.get_batch_iterator(
+        dataset=task.dataset(split), max_tokens=max_tokens, max_positions=(1024, 1024),
+        seed=1, ignore_invalid_inputs=True,
+    ).next_epoch_itr(shuffle=shuffle)
+
+
 def data_bin_batches(data: str, arch: str, split: str = "valid", max_tokens: int = 4096,
                      n_batches: int = 4, extra: Sequence[str] = ()) -> tuple:
     """``(task, batches)``: the first ``n_batches`` batches of a data-bin split."""
@@ -125,13 +135,8 @@ def data_bin_batches(data: str, arch: str, split: str = "valid", max_tokens: int
 
     args = parse_model_args(arch, list(extra) + ["--max-tokens", str(max_tokens)], data=data)
     task = tasks.setup_task(args)
-    task.load_dataset(split)
-    itr = task.get_batch_iterator(
-        dataset=task.dataset(split), max_tokens=max_tokens, max_positions=(1024, 1024),
-        seed=1, ignore_invalid_inputs=True,
-    ).next_epoch_itr(shuffle=True)
     batches: List[dict] = []
-    for sample in itr:
+    for sample in split_batches(task, split, max_tokens, shuffle=True):
         batches.append(sample)
         if len(batches) >= n_batches:
             break

@@ -23,6 +23,7 @@ from typing import Dict, List, Optional, Sequence, Tuple
 
 import torch
 
+from fairseq_rskip.analysis.modelbuild import split_batches
 from fairseq_rskip.analysis.significance import t_interval
 
 # target-length buckets [low, high) in tokens
@@ -122,12 +123,7 @@ def load(checkpoint: str, data: str, split: str, max_tokens: int):
     check_checkpoint_file(checkpoint)
     models, _cfg, task = checkpoint_utils.load_model_ensemble_and_task(
         [checkpoint], arg_overrides={"data": data, "user_dir": str(PLUGIN_DIR)})
-    task.load_dataset(split)
-    itr = task.get_batch_iterator(
-        dataset=task.dataset(split), max_tokens=max_tokens, max_positions=(1024, 1024),
-        seed=1, ignore_invalid_inputs=True,
-    ).next_epoch_itr(shuffle=False)
-    return models[0], itr, task.target_dictionary.pad()
+    return models[0], split_batches(task, split, max_tokens, shuffle=False), task.target_dictionary.pad()
 
 
 def markdown(results: Sequence[SourceUse]) -> str:

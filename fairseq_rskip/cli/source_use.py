@@ -35,16 +35,22 @@ def build_parser(prog="rskip-source-use"):
     return p
 
 
-def main(argv=None) -> int:
-    args = build_parser().parse_args(argv)
-    named = [item.split("=", 1) for item in args.checkpoint]
+def named_checkpoints(items, data: str):
+    """``[(name, path)]`` of ``--checkpoint NAME=PATH`` items, the files and ``--data`` checked."""
+    named = [item.split("=", 1) for item in items]
     if any(len(pair) != 2 or not all(pair) for pair in named):
         raise UserError("--checkpoint takes NAME=PATH")
-    if not Path(args.data).is_dir():
-        raise UserError(f"--data {args.data}: no such data-bin folder")
+    if not Path(data).is_dir():
+        raise UserError(f"--data {data}: no such data-bin folder")
     for _, path in named:
         if not Path(path).is_file():
             raise UserError(f"--checkpoint {path}: no such file")
+    return named
+
+
+def main(argv=None) -> int:
+    args = build_parser().parse_args(argv)
+    named = named_checkpoints(args.checkpoint, args.data)
     names = [name for name, _ in named]
     for first, second in args.pair:
         for name in (first, second):
