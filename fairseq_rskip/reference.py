@@ -91,7 +91,7 @@ def flags_page() -> str:
         "## The model (`--arch transformer_*` of this plugin)",
         "",
         "Every architecture accepts every flag below "
-        "([`fairseq_rskip/config.py`](../fairseq_rskip/config.py), `SkipNormConfig`).",
+        "([`fairseq_rskip/config/skip_norm.py`](../fairseq_rskip/config/skip_norm.py), `SkipNormConfig`).",
         "",
         "| flag | default | allowed values | meaning |",
         "|---|---|---|---|",

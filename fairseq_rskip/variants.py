@@ -95,6 +95,15 @@ VARIANTS: Dict[str, Variant] = {v.name: v for v in (
             description="U-SPA: shaped self-attention, TAT, no skip, no normalisation"),
     Variant("value_skipinit", "transformer_vanilla{size}", ("--value-skipinit",), label="Value-SkipInit",
             description="Value-SkipInit: attention alpha I + beta A(X), TAT, no skip, no normalisation"),
+    # the baselines of normalisation and residual studies (docs/baselines.md)
+    Variant("rmsnorm", "transformer_rmsnorm{size}", (), label="RMSNorm",
+            description="Pre-LN with RMSNorm on every norm", reference="preln"),
+    Variant("dyt", "transformer_dyt{size}", (), label="DyT",
+            description="Pre-LN with Dynamic Tanh in place of every norm", reference="preln"),
+    Variant("rezero", "transformer_rezero{size}", (), label="ReZero",
+            description="ReZero: x + alpha F(x), alpha = 0 at start, one per layer, no norm"),
+    Variant("skipinit", "transformer_skipinit{size}", (), label="SkipInit",
+            description="SkipInit: x + alpha F(x), alpha = 0 at start, one per sublayer, no norm"),
 )}
 
 

@@ -14,6 +14,7 @@ import torch
 from conftest import build_model, parse_args, sample_batch
 from fairseq_rskip.models import SIZES
 from fairseq_rskip.modules import Normalization, ResidualNorm
+from fairseq_rskip.modules.normalization import AdaNorm
 
 
 def adanorm_by_hand(x, scale, k=0.1, eps=1e-5):
@@ -69,7 +70,7 @@ def test_every_size_defaults_to_the_authors_translation_setting(suffix):
             assert module.weight is not None and module.bias is not None, name
     for stack in (model.encoder, model.decoder):
         norm = stack.layer_norm
-        assert type(norm) is Normalization and norm.norm_type == "adanorm"
+        assert type(norm) is AdaNorm and norm.norm_type == "adanorm"
         assert (norm.adanorm_scale, norm.adanorm_k, norm.eps) == (1.0, 0.1, 1e-5)
         assert list(norm.parameters()) == []
 

@@ -25,7 +25,7 @@ import pytest
 import torch
 
 from conftest import TINY_BUILDS, build_model, decode_incrementally, json_logs, sample_batch, train
-from fairseq_rskip.modules import NORM_TYPES, Normalization, ResidualNorm, SkipNormConfig, adanorm
+from fairseq_rskip.modules import NORM_TYPES, ResidualNorm, SkipNormConfig, adanorm, build_norm
 
 HALF = [torch.float16, torch.bfloat16]
 
@@ -211,8 +211,12 @@ AUTOCAST_FLOAT32_UNITS = 5
 AUTOCAST_SUBLAYER_GRAD_UNITS = 1.5
 
 
-def formula(v, norm_type, weight=None, bias=None, scale=1.0, k=0.1, eps=1e-5):
+def formula(v, norm_type, weight=None, bias=None, scale=1.0, k=0.1, eps=1e-5, alpha=None):
     """One normalisation as fairseq_rskip.modules.normalization defines it."""
+    if norm_type == "rmsnorm":  # eps inside the root, the default placement
+        return v / (v.pow(2).mean(-1, keepdim=True) + eps).sqrt() * weight
+    if norm_type == "dyt":
+        return weight * torch.tanh(alpha * v) + bias
     centred = v - v.mean(-1, keepdim=True)
     if norm_type == "adanorm":
         y = centred / ((centred.pow(2).sum(-1, keepdim=True) / (v.size(-1) - 1)).sqrt() + eps)
@@ -244,7 +248,7 @@ def _residual_cases():
         "xskip2-layernorm": (dict(skip_scale=2.0), False),
         "xskip0.5-none": (dict(norm_type="none", skip_scale=0.5), False),
     }
-    for norm_type in ("layernorm", "simple", "adanorm"):
+    for norm_type in ("layernorm", "simple", "adanorm", "rmsnorm", "dyt"):
         config = dict(norm_type=norm_type)
         if norm_type == "adanorm":
             config.update(adanorm_scale=2.0, adanorm_k=0.2)
@@ -292,7 +296,8 @@ def residual_norm_formula(case, params, x, a, b, upstream, sublayer_dtype=None):
 
     def norm(i, v):  # N_{i+1}; with a shared norm every N_i is N_1
         prefix = "" if i == 0 or shared else f"recursion_norms.{i - 1}."
-        return formula(v, norm_type, params.get(prefix + "weight"), params.get(prefix + "bias"), **adanorm_args)
+        return formula(v, norm_type, params.get(prefix + "weight"), params.get(prefix + "bias"),
+                       alpha=params.get(prefix + "alpha"), **adanorm_args)
 
     def sublayer(h):  # F(h) = a * h + b, rounded as the sublayer's output is
         f = a.double() * h + b
@@ -364,13 +369,14 @@ def test_residual_norm_under_autocast_matches_the_formula(case, dtype):
 @pytest.mark.parametrize("dtype", HALF, ids=str)
 def test_normalization_in_half_precision_matches_the_formula(norm_type, dtype):
     """Each normalisation alone, on fairseq's transposed (T x B x C) encoder view."""
-    norm = randomize(Normalization(DIM, SkipNormConfig(norm_type=norm_type, adanorm_scale=1.5, adanorm_k=0.2)), dtype)
+    norm = randomize(build_norm(DIM, SkipNormConfig(norm_type=norm_type, adanorm_scale=1.5, adanorm_k=0.2)), dtype)
     x, _, _, upstream = sublayer_inputs(dtype, seed=30)
     x = x.transpose(0, 1)
     params = dict(norm.named_parameters())
     x64 = x.double().requires_grad_()
     params64 = {n: p.detach().double().requires_grad_() for n, p in params.items()}
-    expected = formula(x64, norm_type, params64.get("weight"), params64.get("bias"), scale=1.5, k=0.2)
+    expected = formula(x64, norm_type, params64.get("weight"), params64.get("bias"), scale=1.5, k=0.2,
+                       alpha=params64.get("alpha"))
     expected_grads = torch.autograd.grad(expected, [x64, *params64.values()], upstream.transpose(0, 1).double())
 
     half = copy.deepcopy(norm).to(dtype)
@@ -402,7 +408,7 @@ def test_half_precision_reaches_the_hand_written_gradients(dtype):
     assert isinstance(adanorm(x, 2.0, 0.2, 1e-5).grad_fn, custom)
 
 
-@pytest.mark.parametrize("norm_type", ["layernorm", "simple", "adanorm"])
+@pytest.mark.parametrize("norm_type", ["layernorm", "simple", "adanorm", "rmsnorm"])
 @pytest.mark.parametrize("dtype", HALF, ids=str)
 def test_normalization_of_rows_far_from_zero(norm_type, dtype):
     """Rows with a large common offset (a pre-norm residual stream grows with
@@ -412,11 +418,12 @@ def test_normalization_of_rows_far_from_zero(norm_type, dtype):
     deviations: torch's own CPU LayerNorm backward in half precision, fairseq's
     LayerNorm on CPU, loses accuracy as the ratio grows: input gradients 1.7
     units here, 5 to 9 units at 75.)"""
-    norm = randomize(Normalization(DIM, SkipNormConfig(norm_type=norm_type)), dtype)
+    norm = randomize(build_norm(DIM, SkipNormConfig(norm_type=norm_type)), dtype)
     x = randn(*ROWS, DIM, seed=31, dtype=dtype, mean=100.0, std=4.0).to(dtype).requires_grad_()
     upstream = randn(*ROWS, DIM, seed=32, dtype=dtype)
     x64 = x.detach().double().requires_grad_()
-    weight, bias = (None if p is None else p.detach().double() for p in (norm.weight, norm.bias))
+    weight, bias = (None if p is None else p.detach().double()
+                    for p in (getattr(norm, "weight", None), getattr(norm, "bias", None)))
     expected = formula(x64, norm_type, weight, bias)
     (expected_grad,) = torch.autograd.grad(expected, x64, upstream.double())
     half = copy.deepcopy(norm).to(dtype)

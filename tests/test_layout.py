@@ -12,14 +12,15 @@ from pathlib import Path
 import pytest
 import torch
 
-from fairseq_rskip import config as config_module
-from fairseq_rskip.config import Interval, SkipNormConfig, choices_of
+import fairseq_rskip
+from fairseq_rskip.config import NORM_TYPES, Interval, SkipNormConfig, choices_of
 from fairseq_rskip.modules import ResidualNorm
 from fairseq_rskip.modules.norm_functions import RecomputedNormsFunction, RecursiveLayerNormFunction
-from fairseq_rskip.modules.normalization import LAYER_NORM_TYPES
+from fairseq_rskip.modules.normalization import NORMS, Normalization
+from fairseq_rskip.modules.residual_norm import RESIDUAL_NORMS
 from fairseq_rskip.modules.skip_weights import SKIP_WEIGHTS, SkipWeight, skip_weight_of
 
-PACKAGE = Path(config_module.__file__).resolve().parent
+PACKAGE = Path(fairseq_rskip.__file__).resolve().parent
 TOOLS = ("analysis", "benchmark", "cli", "data_prep", "scoring")
 
 
@@ -41,8 +42,25 @@ def imports_under(folder: str) -> dict:
     return {p.relative_to(PACKAGE).as_posix(): plugin_imports(p) for p in (PACKAGE / folder).glob("*.py")}
 
 
-def test_the_config_imports_nothing_of_the_plugin():
-    assert plugin_imports(PACKAGE / "config.py") == set()
+def test_the_config_imports_nothing_of_the_plugin_but_itself():
+    imports = imports_under("config")
+    assert set(imports) == {"config/__init__.py", "config/fields.py", "config/rules.py",
+                            "config/skip_norm.py"}
+    for path, names in imports.items():
+        outside = sorted(n for n in names if not n.startswith("fairseq_rskip.config"))
+        assert outside == [], (path, outside)
+
+
+def test_every_norm_type_choice_has_one_class_and_one_residual_class():
+    """A norm is one class in NORMS: the flag's choices, the registry and the
+    ResidualNorm classes list the same names."""
+    assert tuple(NORMS) == NORM_TYPES
+    assert choices_of(SkipNormConfig.__dataclass_fields__["norm_type"]) == list(NORM_TYPES)
+    for name, cls in NORMS.items():
+        assert issubclass(cls, Normalization) and cls.norm_type == name
+        joined = RESIDUAL_NORMS[name]
+        assert joined.__mro__[1:3] == (ResidualNorm, cls)
+        assert type(ResidualNorm(8, SkipNormConfig(norm_type=name), normalize_before=True)) is joined
 
 
 def test_modules_import_neither_the_models_nor_a_tool():
@@ -85,13 +103,13 @@ def fused_or_recomputed(norm_type: str):
     return type(norm(x * 2, x).grad_fn).__name__
 
 
-@pytest.mark.parametrize("norm_type", ["layernorm", "simple", "adanorm"])
+@pytest.mark.parametrize("norm_type", ["layernorm", "simple", "adanorm", "rmsnorm", "dyt"])
 def test_the_listed_norms_take_the_fused_recompute_and_the_others_the_generic_one(norm_type):
     """rSkip's recursions over F.layer_norm run as one fused function; any other
     norm through the generic recompute of its own forward."""
-    expected = RecursiveLayerNormFunction if norm_type in LAYER_NORM_TYPES else RecomputedNormsFunction
+    expected = RecursiveLayerNormFunction if NORMS[norm_type].layer_norm_based else RecomputedNormsFunction
     assert fused_or_recomputed(norm_type) == f"{expected.__name__}Backward"
-    assert set(LAYER_NORM_TYPES) == {"layernorm", "simple"}
+    assert {name for name, cls in NORMS.items() if cls.layer_norm_based} == {"layernorm", "simple"}
 
 
 def fields_with(key):
@@ -112,7 +130,8 @@ RANGE_FIELDS = fields_with(lambda f: "range" in f.metadata)
 def test_the_numeric_flags_have_ranges():
     assert {f.name for f in RANGE_FIELDS} == {
         "skip_recursions", "skip_scale", "adanorm_scale", "adanorm_k", "spa_gamma_final",
-        "spa_rho_final", "tat_eta", "cross_attention_gain_init",
+        "spa_rho_final", "tat_eta", "cross_attention_gain_init", "rmsnorm_partial",
+        "dyt_alpha_init", "dyt_attention_alpha_init", "residual_gain_init",
     }
 
 

@@ -14,7 +14,7 @@ import torch.nn.functional as F
 
 from conftest import build_model, sample_batch
 from fairseq_rskip.analysis.memory import saved_activation_bytes
-from fairseq_rskip.modules import Normalization, ResidualNorm, SkipNormConfig
+from fairseq_rskip.modules import ResidualNorm, SkipNormConfig, build_norm
 from fairseq_rskip.modules.norm_functions import RecomputedNormsFunction
 
 FLAGS = ("--dropout", "0.1")
@@ -71,7 +71,7 @@ def test_adanorm_saves_what_layernorm_saves():
     x = torch.randn(7, 5, 64).transpose(0, 1).requires_grad_()  # fairseq's T x B x C view
     sizes = {}
     for norm_type in ("layernorm", "adanorm"):
-        norm = Normalization(64, SkipNormConfig(norm_type=norm_type))
+        norm = build_norm(64, SkipNormConfig(norm_type=norm_type))
         sizes[norm_type], out = saved_activation_bytes(lambda: norm(x * 1.0), norm.parameters())
         assert out.is_contiguous()  # the next linear layer reads it without a copy
     assert sizes["adanorm"] <= sizes["layernorm"]

@@ -3,7 +3,7 @@
 import pytest
 import torch
 
-from fairseq_rskip.modules import Normalization, SkipNormConfig
+from fairseq_rskip.modules import SkipNormConfig, build_norm
 
 
 def inputs(seed=0, shape=(4, 3, 32)):
@@ -23,7 +23,7 @@ def adanorm_by_hand(x, scale, k, eps=1e-5):
 @pytest.mark.parametrize("scale,k", [(1.0, 0.1), (2.0, 0.1), (1.0, 0.3), (1.5, 0.0)])
 def test_adanorm_forward_matches_formula(scale, k):
     x = inputs()
-    norm = Normalization(32, SkipNormConfig(norm_type="adanorm", adanorm_scale=scale, adanorm_k=k)).double()
+    norm = build_norm(32, SkipNormConfig(norm_type="adanorm", adanorm_scale=scale, adanorm_k=k)).double()
     expected, _ = adanorm_by_hand(x, scale, k)
     torch.testing.assert_close(norm(x), expected, rtol=1e-12, atol=1e-12)
     assert list(norm.parameters()) == []
@@ -33,7 +33,7 @@ def test_adanorm_forward_matches_formula(scale, k):
 def test_adanorm_gradient_treats_the_factor_as_constant(scale, k):
     x = inputs(seed=1)
     upstream = torch.randn(x.shape, generator=torch.Generator().manual_seed(2), dtype=torch.float64)
-    norm = Normalization(32, SkipNormConfig(norm_type="adanorm", adanorm_scale=scale, adanorm_k=k)).double()
+    norm = build_norm(32, SkipNormConfig(norm_type="adanorm", adanorm_scale=scale, adanorm_k=k)).double()
     (grad,) = torch.autograd.grad((norm(x) * upstream).sum(), x)
 
     # Reference: the factor C (1 - k y) is a constant, so dz/dx = factor * dy/dx,
@@ -53,7 +53,7 @@ def test_adanorm_gradient_treats_the_factor_as_constant(scale, k):
 
 def test_adanorm_half_precision_is_computed_in_float32():
     x = inputs().detach().float()
-    norm = Normalization(32, SkipNormConfig(norm_type="adanorm"))
+    norm = build_norm(32, SkipNormConfig(norm_type="adanorm"))
     out = norm(x.bfloat16())
     assert out.dtype == torch.bfloat16
     torch.testing.assert_close(out.float(), norm(x), rtol=2e-2, atol=2e-2)
@@ -61,7 +61,7 @@ def test_adanorm_half_precision_is_computed_in_float32():
 
 def test_layernorm_simple_has_no_gain_or_bias():
     x = inputs().detach().float()
-    norm = Normalization(32, SkipNormConfig(norm_type="simple"))
+    norm = build_norm(32, SkipNormConfig(norm_type="simple"))
     assert list(norm.parameters()) == []
     h = x.shape[-1]
     mu = x.mean(-1, keepdim=True)
@@ -71,7 +71,7 @@ def test_layernorm_simple_has_no_gain_or_bias():
 
 def test_layernorm_is_torch_layernorm_bit_for_bit():
     x = inputs().detach().float()
-    ours = Normalization(32, SkipNormConfig(norm_type="layernorm"))
+    ours = build_norm(32, SkipNormConfig(norm_type="layernorm"))
     ref = torch.nn.LayerNorm(32)
     with torch.no_grad():
         ref.weight.normal_()
@@ -82,22 +82,22 @@ def test_layernorm_is_torch_layernorm_bit_for_bit():
 
 def test_none_is_identity():
     x = inputs().detach()
-    assert torch.equal(Normalization(32, SkipNormConfig(norm_type="none"))(x), x)
+    assert torch.equal(build_norm(32, SkipNormConfig(norm_type="none"))(x), x)
 
 
 def test_unknown_norm_type_is_refused():
     config = SkipNormConfig(norm_type="batchnorm")
-    with pytest.raises(ValueError, match=r"--norm-type must be one of layernorm, simple, adanorm, none; got 'batchnorm'"):
+    with pytest.raises(ValueError, match=r"--norm-type must be one of layernorm, simple, adanorm, rmsnorm, dyt, none; got 'batchnorm'"):
         config.validate(False, False)
     with pytest.raises(ValueError, match=r"unknown norm type 'batchnorm'"):
-        Normalization(32, config)
+        build_norm(32, config)
 
 
 def test_adanorm_gradient_of_a_transposed_input():
     """fairseq's encoder hands the first layer a transposed (T x B x C) view."""
     x = inputs(seed=3, shape=(3, 4, 32)).detach().transpose(0, 1).requires_grad_()
     upstream = torch.randn(x.shape, generator=torch.Generator().manual_seed(4), dtype=torch.float64)
-    norm = Normalization(32, SkipNormConfig(norm_type="adanorm")).double()
+    norm = build_norm(32, SkipNormConfig(norm_type="adanorm")).double()
     (grad,) = torch.autograd.grad((norm(x) * upstream).sum(), x)
     x_ref = x.detach().contiguous().requires_grad_()
     _, y = adanorm_by_hand(x_ref, 1.0, 0.1)
@@ -109,7 +109,7 @@ def test_adanorm_gradient_is_finite_on_a_constant_row():
     x = inputs().detach().float()
     x[0, 0] = 3.0
     x.requires_grad_()
-    out = Normalization(32, SkipNormConfig(norm_type="adanorm"))(x)
+    out = build_norm(32, SkipNormConfig(norm_type="adanorm"))(x)
     out.sum().backward()
     assert torch.equal(out[0, 0], torch.zeros(32))
     assert torch.isfinite(x.grad).all()
@@ -118,7 +118,7 @@ def test_adanorm_gradient_is_finite_on_a_constant_row():
 def test_adanorm_bfloat16_gradient():
     x = inputs().detach().float().requires_grad_()
     xb = x.detach().bfloat16().requires_grad_()
-    norm = Normalization(32, SkipNormConfig(norm_type="adanorm"))
+    norm = build_norm(32, SkipNormConfig(norm_type="adanorm"))
     upstream = torch.randn(x.shape, generator=torch.Generator().manual_seed(5))
     (norm(x) * upstream).sum().backward()
     (norm(xb).float() * upstream).sum().backward()

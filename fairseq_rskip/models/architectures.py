@@ -43,6 +43,19 @@ FAMILIES = {
     "transformer_vanilla": {"no_skip": True, "norm_type": "none"},
     "transformer_espa": {"no_skip": True, "norm_type": "none", "spa_kernel": "exponential"},
     "transformer_uspa": {"no_skip": True, "norm_type": "none", "spa_kernel": "uniform"},
+    # the baselines of normalisation and residual studies (docs/baselines.md)
+    "transformer_rmsnorm": {
+        "encoder_normalize_before": True,
+        "decoder_normalize_before": True,
+        "norm_type": "rmsnorm",
+    },
+    "transformer_dyt": {
+        "encoder_normalize_before": True,
+        "decoder_normalize_before": True,
+        "norm_type": "dyt",
+    },
+    "transformer_rezero": {"norm_type": "none", "residual_gain": "rezero"},
+    "transformer_skipinit": {"norm_type": "none", "residual_gain": "skipinit"},
 }
 # Version of the family defaults. Arguments from this version's parser carry
 # it (``args.skip_norm_defaults_version``); saved arguments without it come

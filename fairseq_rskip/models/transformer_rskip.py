@@ -44,9 +44,9 @@ from fairseq_rskip.checkpoint_compat import check_checkpoint_file
 from fairseq_rskip.config import SkipNormConfig
 from fairseq_rskip.models.architectures import DEFAULTS_VERSION, DEFAULTS_VERSION_ATTR
 from fairseq_rskip.modules import (
-    Normalization,
     RSkipTransformerDecoderLayer,
     RSkipTransformerEncoderLayer,
+    build_norm,
 )
 from fairseq_rskip.modules.admin_profile import (
     profile_admin_,
@@ -108,7 +108,7 @@ class _SkipNormStack:
         for name in ("layernorm_embedding", "layer_norm"):
             old = getattr(self, name)
             if old is not None:
-                setattr(self, name, Normalization(old.normalized_shape[0], self.skip_norm, norm_type))
+                setattr(self, name, build_norm(old.normalized_shape[0], self.skip_norm, norm_type))
 
 
 class RSkipTransformerEncoder(_SkipNormStack, TransformerEncoderBase):

@@ -1,5 +1,5 @@
 from fairseq_rskip.config import NORM_TYPES, SkipNormConfig
-from fairseq_rskip.modules.normalization import Normalization, adanorm
+from fairseq_rskip.modules.normalization import NORMS, Normalization, adanorm, build_norm
 from fairseq_rskip.modules.residual_norm import ResidualNorm
 from fairseq_rskip.modules.shaped_attention import ShapedMultiheadAttention
 from fairseq_rskip.modules.tat import TATLeakyReLU
@@ -9,6 +9,7 @@ from fairseq_rskip.modules.transformer_layer import (
 )
 
 __all__ = [
+    "NORMS",
     "NORM_TYPES",
     "Normalization",
     "ResidualNorm",
@@ -18,4 +19,5 @@ __all__ = [
     "SkipNormConfig",
     "TATLeakyReLU",
     "adanorm",
+    "build_norm",
 ]

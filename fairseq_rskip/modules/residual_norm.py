@@ -16,6 +16,11 @@ Post-norm, n = 1    ``y = N(lam * x + F(x))``: Post-LN (lam = 1), xSkip+LN;
 Post-norm, n > 1    rSkip+LN: ``y_1 = N_1(x + F(x))``,
                     ``y_i = N_i(x + y_{i-1})`` for i = 2..n, output ``y_n``
 Pre-norm            ``y = x + F(N(x))`` (``--*-normalize-before``)
+ReZero, SkipInit    ``y = x + alpha * F(x)``, ``--norm-type none``, trainable
+                    ``alpha = --residual-gain-init`` (0 by default): one per
+                    layer shared by its sublayers (``--residual-gain rezero``,
+                    the layer hands it to each) or one per sublayer
+                    (``skipinit``)
 No skip             ``y = N(F(x))`` (``--no-skip``); vanilla with ``--norm-type
                     none``: ``y = F(x)``; the gradient of ``F(x)`` has its
                     entries of magnitude at most ``2**-50`` made zero (no
@@ -31,7 +36,7 @@ Value-SkipInit      ``g_0 = --cross-attention-gain-init``, 0 by default), or
 ==================  ===========================================================
 """
 
-from typing import Optional
+from typing import Dict, Optional, Type
 
 import torch
 from torch import Tensor, nn
@@ -41,7 +46,7 @@ from fairseq_rskip.modules.norm_functions import (
     RecomputedNormsFunction,
     RecursiveLayerNormFunction,
 )
-from fairseq_rskip.modules.normalization import Normalization
+from fairseq_rskip.modules.normalization import NORMS, Normalization, build_norm
 from fairseq_rskip.modules.skip_weights import skip_weight_of
 from fairseq_rskip.modules.subnormals import FLOOR, floor_gradient
 
@@ -52,7 +57,10 @@ class ResidualNorm(Normalization):
     It *is* the sublayer's first normalisation ``N_1`` (so that with one
     recursion and ``layernorm`` its parameters are fairseq's
     ``*_layer_norm.weight`` / ``.bias``, and fairseq checkpoints load as they
-    are), plus ``recursion_norms`` holding ``N_2 .. N_n`` of rSkip.
+    are), plus ``recursion_norms`` holding ``N_2 .. N_n`` of rSkip:
+    ``ResidualNorm(dim, config, ...)`` builds an instance of
+    ``ResidualNorm`` joined with the class of ``config.norm_type``
+    (:data:`RESIDUAL_NORMS`, one such class per norm, made once below).
 
     Use in a layer::
 
@@ -70,7 +78,15 @@ class ResidualNorm(Normalization):
     (``--skip-scale``, DeepNorm's alpha, Admin's initial omega); ``None`` is
     ``--skip-scale``. Where that strategy trains it (``--skip-weight admin``),
     ``w`` is the trainable vector ``omega``, starting at ``skip_weight``.
+    ``attention``: the sublayer is an attention (DyT's initial ``alpha``);
+    ``branch_gain``: the layer's shared ReZero ``alpha``, else its own is made
+    where the config asks for one.
     """
+
+    def __new__(cls, dim: int = 0, config: Optional[SkipNormConfig] = None, *args, **kwargs):
+        if cls is ResidualNorm:  # the class joined with config.norm_type's
+            cls = RESIDUAL_NORMS[config.norm_type]
+        return super().__new__(cls)
 
     def __init__(
         self,
@@ -80,16 +96,22 @@ class ResidualNorm(Normalization):
         inplace: bool = False,
         skip_weight: Optional[float] = None,
         cross_attention: bool = False,
+        attention: bool = False,
+        branch_gain: Optional[nn.Parameter] = None,
     ):
-        super().__init__(dim, config)
+        super().__init__(dim, config, before_attention=normalize_before and (attention or cross_attention))
         # cross-attention has no identity-like attention matrix: the shortcut-free
         # models that shape their attention keep a shortcut around it alone (none
         # with --cross-attention-shortcut value-skipinit, inside the attention)
         keeps_shortcut = (cross_attention and config.shaped
                           and config.cross_attention_shortcut != "value-skipinit")
         self.skip = not config.no_skip or keeps_shortcut
-        if keeps_shortcut and config.cross_attention_shortcut == "skipinit":
+        if branch_gain is not None:
+            self.branch_gain = branch_gain
+        elif keeps_shortcut and config.cross_attention_shortcut == "skipinit":
             self.branch_gain = nn.Parameter(torch.full((), float(config.cross_attention_gain_init)))
+        elif config.residual_gain != "none":
+            self.branch_gain = nn.Parameter(torch.full((), float(config.residual_gain_init)))
         else:
             self.register_parameter("branch_gain", None)
         self.normalize_before = normalize_before
@@ -105,7 +127,7 @@ class ResidualNorm(Normalization):
         extra = config.skip_recursions - 1
         shared = config.skip_shared_norm
         self.recursion_norms = nn.ModuleList(
-            [] if shared else [Normalization(dim, config) for _ in range(extra)]
+            [] if shared else [build_norm(dim, config) for _ in range(extra)]
         )
         # --skip-shared-norm: N_2 .. N_n are N_1 itself
         self.shared_recursions = extra if shared else 0
@@ -181,3 +203,14 @@ class ResidualNorm(Normalization):
             + f", recursions={self.recursions}, inplace={self.inplace}, skip={self.skip}"
             + (", omega=trainable" if self.omega is not None else "")
         )
+
+
+def _joined_with(norm_class: Type[Normalization]) -> type:
+    name = f"Residual{norm_class.__name__}"
+    return type(name, (ResidualNorm, norm_class), {"__module__": __name__, "__qualname__": name,
+                                                   "__doc__": f"ResidualNorm with {norm_class.__name__}"})
+
+
+# one ResidualNorm class per norm, importable by name (pickle, torch.jit)
+RESIDUAL_NORMS: Dict[str, type] = {name: _joined_with(cls) for name, cls in NORMS.items()}
+globals().update({cls.__name__: cls for cls in RESIDUAL_NORMS.values()})

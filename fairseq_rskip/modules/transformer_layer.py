@@ -94,14 +94,19 @@ class _SkipNormLayer:
         weight = strategy.initial_weight(skip_norm, stack, *layers, sublayers_per_layer=sublayers)
         pre = (cfg.encoder if stack == "encoder" else cfg.decoder).normalize_before
 
-        def residual_norm(cross_attention: bool = False) -> ResidualNorm:
-            # inplace: each sublayer output is fresh and used once, so the skip adds into it
-            return ResidualNorm(self.embed_dim, skip_norm, pre, True, weight, cross_attention=cross_attention)
+        # ReZero: one alpha for the layer, in each of its sublayers' ResidualNorm
+        shared_gain = (nn.Parameter(torch.full((), float(skip_norm.residual_gain_init)))
+                       if skip_norm.residual_gain == "rezero" else None)
 
-        self.self_attn_layer_norm = residual_norm()
+        def residual_norm(attention: bool, cross_attention: bool = False) -> ResidualNorm:
+            # inplace: each sublayer output is fresh and used once, so the skip adds into it
+            return ResidualNorm(self.embed_dim, skip_norm, pre, True, weight, cross_attention=cross_attention,
+                                attention=attention, branch_gain=shared_gain)
+
+        self.self_attn_layer_norm = residual_norm(attention=True)
         if getattr(self, "encoder_attn_layer_norm", None) is not None:
-            self.encoder_attn_layer_norm = residual_norm(cross_attention=True)
-        self.final_layer_norm = residual_norm()
+            self.encoder_attn_layer_norm = residual_norm(attention=True, cross_attention=True)
+        self.final_layer_norm = residual_norm(attention=False)
         strategy.initialise_layer_(self, skip_norm, stack, *layers)
         if skip_norm.shaped:
             self._shape_feed_forward(cfg, decoder=stack == "decoder")

@@ -1,31 +1,18 @@
-"""The flags of ``transformer_rskip``: one dataclass field each, one check each.
+"""``SkipNormConfig``: every flag of ``transformer_rskip``, with its default,
+help and allowed values, and the one place they are validated."""
 
-Each field is a command-line flag (``norm_type`` is ``--norm-type``), declared
-here once with its default, help text and allowed values, and turned into
-argparse flags by fairseq's ``gen_parser_from_dataclass`` (as fairseq declares
-``TransformerConfig``). The architectures fill unset fields with their
-family's defaults, then with the defaults below; :meth:`SkipNormConfig.validate`
-runs once, when the model is built, and the validated config is handed to the
-encoder and decoder stacks, their layers and their normalisations.
-
-This module is plain data and imports nothing else of the plugin: the
-modules (:mod:`fairseq_rskip.modules`) build themselves from it, and the model
-(:mod:`fairseq_rskip.models`) builds the modules. A field's allowed values are
-part of its declaration: a choice in its type (fairseq's ``ChoiceEnum``, which
-argparse enforces too), a range in its metadata (``"range": Interval(...)``);
-:meth:`SkipNormConfig.validate` checks both for every field, then the rules
-between flags, written out.
-"""
-
-import math
 from dataclasses import dataclass, field, fields
-from enum import Enum
-from numbers import Integral, Real
-from typing import Any, List, Optional
+from typing import Optional
 
 from fairseq.dataclass import ChoiceEnum, FairseqDataclass
 
-NORM_TYPES = ("layernorm", "simple", "adanorm", "none")
+from fairseq_rskip.config import rules
+from fairseq_rskip.config.fields import Interval, arch_description, choices_of, flag
+
+# each a class in fairseq_rskip.modules.normalization.NORMS
+NORM_TYPES = ("layernorm", "simple", "adanorm", "rmsnorm", "dyt", "none")
+RMSNORM_EPS_PLACEMENTS = ("inside", "outside")
+RESIDUAL_GAINS = ("none", "rezero", "skipinit")
 ATTENTION_INITS = ("fairseq", "kaiming_uniform")
 # each a strategy in fairseq_rskip.modules.skip_weights.SKIP_WEIGHTS
 SKIP_WEIGHTS = ("fixed", "deepnorm", "admin")
@@ -39,58 +26,6 @@ SHAPED_QUERY_INITS = ("zero", "fairseq")
 SHAPED_KEY_INITS = ("fairseq", "normal")
 
 
-def _finite_number(value: Any) -> bool:
-    return isinstance(value, Real) and not isinstance(value, bool) and math.isfinite(value)
-
-
-@dataclass(frozen=True)
-class Interval:
-    """The allowed values of a numeric flag: ``low < x < high``, each end
-    closed (``<=``) where said; ``integer``: whole numbers only."""
-
-    low: float
-    high: float = math.inf
-    closed_low: bool = False
-    closed_high: bool = False
-    integer: bool = False
-
-    def __contains__(self, value: Any) -> bool:
-        if self.integer and (not isinstance(value, Integral) or isinstance(value, bool)):
-            return False
-        if not _finite_number(value):
-            return False
-        above = value >= self.low if self.closed_low else value > self.low
-        below = value <= self.high if self.closed_high else value < self.high
-        return above and below
-
-    def describe(self) -> str:
-        """``an integer >= 1``, ``a finite number > 0``, ``a number in [0, 1)``."""
-        low = ">=" if self.closed_low else ">"
-        if self.integer and self.high == math.inf:
-            return f"an integer {low} {self.low:g}"
-        if self.high == math.inf:
-            return f"a finite number {low} {self.low:g}"
-        return (f"a number in {'[' if self.closed_low else '('}{self.low:g}, "
-                f"{self.high:g}{']' if self.closed_high else ')'}")
-
-
-def choices_of(f) -> Optional[List[str]]:
-    """The allowed values of a field typed ``ChoiceEnum`` (or ``Optional`` of one)."""
-    for candidate in (f.type, *getattr(f.type, "__args__", ())):
-        if isinstance(candidate, type) and issubclass(candidate, Enum):
-            return [member.value for member in candidate]
-    return None
-
-
-def flag(name: str) -> str:
-    """The command-line flag of a field: ``skip_recursions`` is ``--skip-recursions``."""
-    return "--" + name.replace("_", "-")
-
-
-def arch_description(arch: str) -> str:
-    return f"--arch {arch}" if arch else "this model"
-
-
 @dataclass
 class SkipNormConfig(FairseqDataclass):
     """Skip connection and normalisation of every sublayer (see ``ResidualNorm``)."""
@@ -100,7 +35,7 @@ class SkipNormConfig(FairseqDataclass):
         default="layernorm",
         metadata={"help": "normalisation of every sublayer, and of the stacks' own norms unless "
                   "--stack-norm-type says otherwise (simple = LayerNorm-simple, no gain or bias; "
-                  "adanorm = AdaNorm; none = plain skip)"},
+                  "adanorm = AdaNorm; rmsnorm = RMSNorm; dyt = Dynamic Tanh; none = plain skip)"},
     )
     stack_norm_type: Optional[ChoiceEnum(list(NORM_TYPES))] = field(
         default=None,
@@ -129,6 +64,41 @@ class SkipNormConfig(FairseqDataclass):
     adanorm_k: float = field(
         default=0.1,
         metadata={"range": Interval(0, 1, closed_low=True), "help": "AdaNorm's k in [0, 1) (AdaNorm only)"},
+    )
+    rmsnorm_eps_placement: ChoiceEnum(list(RMSNORM_EPS_PLACEMENTS)) = field(
+        default="inside",
+        metadata={"help": "RMSNorm's eps: inside = g x / sqrt(mean(x^2) + 1e-5), torch's fused "
+                  "F.rms_norm (torch.nn.RMSNorm); outside = g x / (sqrt(mean(x^2)) + 1e-8), "
+                  "the RMSNorm authors' code (RMSNorm only)"},
+    )
+    rmsnorm_partial: Optional[float] = field(
+        default=None,
+        metadata={"range": Interval(0, 1),
+                  "help": "partial RMSNorm: the RMS over the first floor(P d) features, P in "
+                  "(0, 1) (default: all d; RMSNorm only)"},
+    )
+    dyt_alpha_init: float = field(
+        default=0.5,
+        metadata={"range": Interval(0),
+                  "help": "DyT's scalar alpha at start, > 0, in g tanh(alpha x) + b (DyT only)"},
+    )
+    dyt_attention_alpha_init: Optional[float] = field(
+        default=None,
+        metadata={"range": Interval(0),
+                  "help": "DyT's alpha at start in the norms an attention reads (a Pre-LN layer's "
+                  "self- and cross-attention), > 0 (default: --dyt-alpha-init; the DyT authors "
+                  "use a larger value there for wide models)"},
+    )
+    residual_gain: ChoiceEnum(list(RESIDUAL_GAINS)) = field(
+        default="none",
+        metadata={"help": "a trainable scalar on every sublayer's branch, y = x + alpha F(x), "
+                  "without normalisation: rezero = one alpha per layer, shared by its sublayers "
+                  "(ReZero); skipinit = one per sublayer (SkipInit); needs --norm-type none"},
+    )
+    residual_gain_init: float = field(
+        default=0.0,
+        metadata={"range": Interval(0, closed_low=True),
+                  "help": "alpha of --residual-gain at start, >= 0 (0: every layer the identity)"},
     )
     # initialisation
     attention_init: ChoiceEnum(list(ATTENTION_INITS)) = field(
@@ -335,18 +305,8 @@ class SkipNormConfig(FairseqDataclass):
             )
         if self.skip_shared_norm and recursions == 1:
             raise ValueError("--skip-shared-norm needs --skip-recursions > 1")
-        defaults = self.defaults()
-        uses_adanorm = self.norm_type == "adanorm" or (stack_norms and self.stack_norm == "adanorm")
-        if not uses_adanorm and (
-            self.adanorm_scale != defaults["adanorm_scale"] or self.adanorm_k != defaults["adanorm_k"]
-        ):
-            raise ValueError(
-                "--adanorm-scale and --adanorm-k apply only where a norm is AdaNorm (--norm-type "
-                "adanorm, or --stack-norm-type adanorm with a final Pre-LN norm or "
-                f"--layernorm-embedding); got --norm-type {self.norm_type}"
-                + (f" --stack-norm-type {self.stack_norm_type}" if self.stack_norm_type else "")
-            )
-        self._validate_skip_weight(encoder_normalize_before, decoder_normalize_before, arch)
+        rules.check_norm_options(self, stack_norms)
+        rules.check_skip_weight(self, encoder_normalize_before, decoder_normalize_before, arch)
         for side, pre in (("encoder", encoder_normalize_before), ("decoder", decoder_normalize_before)):
             if pre and (recursions > 1 or self.skip_scale != 1):
                 raise ValueError(
@@ -355,146 +315,6 @@ class SkipNormConfig(FairseqDataclass):
                     f"(--{side}-normalize-before): use a Post-LN architecture such as "
                     "transformer_rskip, or --skip-recursions 1 --skip-scale 1"
                 )
-        self._validate_shortcut_free(
-            encoder_normalize_before or decoder_normalize_before, arch, model_args
+        rules.check_shortcut_free(
+            self, encoder_normalize_before or decoder_normalize_before, arch, model_args
         )
-
-    def _validate_skip_weight(
-        self, encoder_normalize_before: bool, decoder_normalize_before: bool, arch: str
-    ) -> None:
-        """--skip-weight, --deepnorm-init, --admin-init, --admin-profile and what they exclude."""
-        weight = self.skip_weight
-        defaults = self.defaults()
-        if weight != "deepnorm" and self.deepnorm_init != defaults["deepnorm_init"]:
-            raise ValueError(
-                f"--deepnorm-init applies only with --skip-weight deepnorm (got --skip-weight {weight})"
-            )
-        if weight != "admin" and self.admin_init != defaults["admin_init"]:
-            raise ValueError(
-                f"--admin-init applies only with --skip-weight admin (got --skip-weight {weight})"
-            )
-        if self.admin_profile is not None:
-            if weight != "admin":
-                raise ValueError(
-                    f"--admin-profile applies only with --skip-weight admin (got --skip-weight {weight})"
-                )
-            if self.admin_init != "profile":
-                raise ValueError(
-                    f"--admin-profile and --admin-init {self.admin_init} both set Admin's initial "
-                    "omega: leave one out"
-                )
-            if not str(self.admin_profile).strip():
-                raise ValueError("--admin-profile needs a file name")
-        if weight == "deepnorm" and self.attention_init != defaults["attention_init"]:
-            raise ValueError(
-                f"--attention-init {self.attention_init} and --skip-weight deepnorm both "
-                "initialise the attention projections: leave --attention-init out"
-            )
-        if weight == "fixed":
-            return
-        if self.skip_recursions > 1:
-            raise ValueError(
-                f"--skip-weight {weight} needs --skip-recursions 1: DeepNorm and Admin weight "
-                f"the skip of Post-LN (got --skip-recursions {self.skip_recursions})"
-            )
-        if self.skip_scale != 1:
-            raise ValueError(
-                f"--skip-scale must be 1 with --skip-weight {weight}, which sets the skip's "
-                f"weight itself (got --skip-scale {self.skip_scale})"
-            )
-        if self.norm_type == "none":
-            raise ValueError(
-                f"--skip-weight {weight} needs a normalisation: it is N(w * x + F(x)), "
-                "and --norm-type none has none"
-            )
-        for side, pre in (("encoder", encoder_normalize_before), ("decoder", decoder_normalize_before)):
-            if pre:
-                raise ValueError(
-                    f"--skip-weight {weight} is defined for Post-LN only, and the {side} of "
-                    f"{arch_description(arch)} is Pre-LN (--{side}-normalize-before)"
-                )
-
-    def _validate_shortcut_free(self, normalize_before: bool, arch: str, model_args) -> None:
-        """The checks of --no-skip, --spa-*, --value-skipinit, --tat-* and
-        --cross-attention-shortcut."""
-        defaults = self.defaults()
-        recursions = self.skip_recursions
-        if self.no_skip and (recursions > 1 or self.skip_scale != 1):
-            raise ValueError(
-                "--no-skip leaves no skip for --skip-recursions > 1 or --skip-scale != 1 "
-                f"(got --skip-recursions {recursions} --skip-scale {self.skip_scale})"
-            )
-        if self.no_skip and self.skip_weight != defaults["skip_weight"]:
-            raise ValueError(
-                f"--no-skip leaves no skip for --skip-weight {self.skip_weight} to weight"
-            )
-        if self.no_skip and normalize_before:
-            raise ValueError(
-                f"--no-skip is defined for post-norm sublayers, and {arch_description(arch)} is "
-                "Pre-LN (--encoder/decoder-normalize-before), whose skip path is what defines it"
-            )
-        kernel = f"--spa-kernel {self.spa_kernel}" if self.spa_kernel else "no --spa-kernel"
-        if self.spa_kernel != "exponential" and self.spa_gamma_final != defaults["spa_gamma_final"]:
-            raise ValueError(
-                f"--spa-gamma-final applies only with --spa-kernel exponential (E-SPA); got {kernel}"
-            )
-        if self.spa_kernel != "uniform" and self.spa_rho_final != defaults["spa_rho_final"]:
-            raise ValueError(
-                f"--spa-rho-final applies only with --spa-kernel uniform (U-SPA); got {kernel}"
-            )
-        if self.spa_kernel is not None and (not self.no_skip or self.norm_type != "none"):
-            raise ValueError(
-                "--spa-kernel shapes vanilla layers and needs --no-skip --norm-type none "
-                f"(got {'--no-skip' if self.no_skip else 'a skip'} and --norm-type "
-                f"{self.norm_type}); use --arch transformer_espa or transformer_uspa"
-            )
-        if self.value_skipinit and not self.no_skip:
-            raise ValueError(
-                "--value-skipinit replaces the skip connection and needs --no-skip "
-                "(e.g. --arch transformer_vanilla --value-skipinit)"
-            )
-        if self.value_skipinit and self.spa_kernel is not None:
-            raise ValueError(
-                "--value-skipinit and --spa-kernel are two alternatives: at initialisation "
-                "Value-SkipInit's attention is the identity, and the SPA kernel would be unused"
-            )
-        if not self.shaped and (
-            self.tat_eta is not None
-            or self.tat_depth != defaults["tat_depth"]
-            or self.tat_fallback != defaults["tat_fallback"]
-            or self.cross_attention_shortcut != defaults["cross_attention_shortcut"]
-            or self.cross_attention_gain_init != defaults["cross_attention_gain_init"]
-            or self.shaped_query_init != defaults["shaped_query_init"]
-            or self.shaped_key_init != defaults["shaped_key_init"]
-        ):
-            raise ValueError(
-                "--tat-eta, --tat-depth, --tat-fallback, --cross-attention-shortcut, "
-                "--cross-attention-gain-init, --shaped-query-init and --shaped-key-init apply "
-                "only with --spa-kernel or --value-skipinit"
-            )
-        if self.no_skip and getattr(model_args, "cross_self_attention", False):
-            raise ValueError(
-                "--cross-self-attention is not defined with --no-skip (vanilla, --spa-kernel, "
-                "--value-skipinit): their decoder self-attention attends to the decoder alone"
-            )
-        if not self.shaped:
-            return
-        if self.attention_init != defaults["attention_init"]:
-            raise ValueError(
-                f"--attention-init {self.attention_init} and --spa-kernel/--value-skipinit both "
-                "initialise the attention projections: leave --attention-init out"
-            )
-        shortcut = self.cross_attention_shortcut
-        if shortcut not in ("skipinit", "value-skipinit") and self.cross_attention_gain_init != defaults["cross_attention_gain_init"]:
-            raise ValueError("--cross-attention-gain-init applies only with --cross-attention-"
-                             f"shortcut skipinit or value-skipinit; got {shortcut}")
-        dims = [getattr(model_args, f"{s}_embed_dim", None) for s in ("encoder", "decoder")]
-        if shortcut == "value-skipinit" and dims[0] != dims[1]:
-            raise ValueError("--cross-attention-shortcut value-skipinit reads the decoder's states "
-                             f"through the values' W_V and needs equal widths; got {dims[0]}, {dims[1]}")
-        activation_fn = getattr(model_args, "activation_fn", "relu")
-        if activation_fn != "relu":
-            raise ValueError(
-                "E-SPA, U-SPA and Value-SkipInit use TAT's leaky ReLU in place of "
-                f"--activation-fn, which must stay relu; got --activation-fn {activation_fn}"
-            )
