@@ -134,3 +134,29 @@ def test_source_swap_separates_a_model_that_ignores_its_source(tmp_path, data_bi
     assert abs(stats["bits"] - stats["bits, other source"]) > 1e-3
     assert stats["cross-attention gains"] == (1.0, 1.0, 2)
     assert stats["gnorm encoder layers"] > 0.0
+
+
+def test_attention_to_first_reads_the_shaped_kernel_at_initialisation():
+    """E-SPA at initialisation (W_Q = 0): each decoder layer's attention rows are
+    D_l softmax(B_l), whatever the tokens, so the share of position 0 is
+    softmax(B_l)[t, 0], averaged over the target's real positions t >= 1."""
+    import torch
+
+    from conftest import build_model, make_dictionary, sample_batch
+
+    first = load_script("attention_to_first")
+    d = make_dictionary()
+    model = build_model("transformer_espa_tiny", "--dropout", "0", dictionary=d)
+    src, lengths, prev = sample_batch(d, tgt_len=9)
+    target = torch.roll(prev, -1, dims=1)
+    target[1, 6:] = d.pad()  # one shorter target
+    batch = {"net_input": {"src_tokens": src, "src_lengths": lengths, "prev_output_tokens": prev},
+             "target": target}
+    shares = first.first_position_shares(model, [batch], d.pad())
+    real = target[:, 1:].ne(d.pad())
+    for layer, share in zip(model.decoder.layers, shares):
+        bias = layer.self_attn._matrices_for(9, torch.device("cpu"))[0]
+        per_position = bias[1:9].softmax(-1)[:, 0]  # t = 1..8
+        expected = float((per_position.expand_as(real) * real).sum() / real.sum())
+        assert share == pytest.approx(expected, rel=1e-5)
+    assert shares[-1] > shares[0]  # the kernel's last layer is the nearest to rank one
