@@ -2,9 +2,9 @@
 
 Use as ``--user-dir fairseq_rskip`` with the stock fairseq commands, or
 ``import fairseq_rskip`` before loading a model from Python. Importing it
-registers the architectures (``transformer_rskip*``, ``transformer_adanorm*``,
-``transformer_prenorm_nowarmup*``, ``transformer_deepnorm*``, ``transformer_admin*``,
-``transformer_vanilla*``, ``transformer_espa*``, ``transformer_uspa*``), the ``inverse_sqrt_nowarmup`` learning-rate
+registers the architectures (every family of
+``fairseq_rskip.models.architectures.FAMILIES`` in every size, e.g.
+``transformer_rskip_iwslt_de_en``), the ``inverse_sqrt_nowarmup`` learning-rate
 scheduler, and lets torch load fairseq checkpoints with ``weights_only=True``.
 """
 

@@ -100,10 +100,19 @@ VARIANTS: Dict[str, Variant] = {v.name: v for v in (
             description="Pre-LN with RMSNorm on every norm", reference="preln"),
     Variant("dyt", "transformer_dyt{size}", (), label="DyT",
             description="Pre-LN with Dynamic Tanh in place of every norm", reference="preln"),
+    Variant("sandwich", "transformer_sandwich{size}", (), label="Sandwich-LN",
+            description="Pre-LN with a LayerNorm on every sublayer's output", reference="preln"),
+    Variant("periln", "transformer_periln{size}", (), label="Peri-LN",
+            description="Sandwich-LN with a LayerNorm of the embeddings", reference="preln"),
+    Variant("normformer", "transformer_normformer{size}", (), label="NormFormer",
+            description="Pre-LN with NormFormer's head scales, self-attention and FFN norms",
+            reference="preln"),
     Variant("rezero", "transformer_rezero{size}", (), label="ReZero",
             description="ReZero: x + alpha F(x), alpha = 0 at start, one per layer, no norm"),
     Variant("skipinit", "transformer_skipinit{size}", (), label="SkipInit",
             description="SkipInit: x + alpha F(x), alpha = 0 at start, one per sublayer, no norm"),
+    Variant("tfixup", "transformer_tfixup{size}", (), nowarmup=True, label="T-Fixup",
+            description="T-Fixup: no norm, scaled initialisation, no warm-up"),
 )}
 
 

@@ -173,3 +173,146 @@ def test_a_stack_norm_of_another_type_takes_its_own_flags():
     model = build_model("transformer_prenorm_nowarmup_tiny", "--stack-norm-type", "dyt", "--dyt-alpha-init", "1.5")
     assert isinstance(model.encoder.layer_norm, DynamicTanh)
     assert model.encoder.layer_norm.alpha.item() == pytest.approx(1.5)
+
+
+def test_sandwich_layer_is_x_plus_the_output_norm_of_the_sublayer():
+    """Sandwich-LN: y = x + N_out(F(N_in(x))) per sublayer, retyped on an encoder layer."""
+    model = build_model("transformer_sandwich_tiny", "--dropout", "0").eval()
+    layer = model.encoder.layers[0]
+    with torch.no_grad():
+        for p in layer.parameters():
+            p.add_(torch.randn_like(p) * 0.1)
+        x = torch.randn(5, 2, 64)
+        a, f = layer.self_attn_layer_norm, layer.final_layer_norm
+        ln = lambda v, m: F.layer_norm(v, [64], m.weight, m.bias, 1e-5)  # noqa: E731
+        n_in = ln(x, a)
+        h = x + ln(layer.self_attn(n_in, n_in, n_in, need_weights=False)[0], a.output_norm)
+        y = h + ln(layer.fc2(torch.relu(layer.fc1(ln(h, f)))), f.output_norm)
+        torch.testing.assert_close(layer(x, None), y)
+    assert model.decoder.layers[0].encoder_attn_layer_norm.output_norm is not None
+    assert model.encoder.layernorm_embedding is None
+
+
+def test_periln_adds_the_embedding_norm_of_the_stack_norm_type():
+    model = build_model("transformer_periln_tiny", "--norm-type", "rmsnorm")
+    for stack in (model.encoder, model.decoder):
+        assert isinstance(stack.layernorm_embedding, RMSNorm) and isinstance(stack.layer_norm, RMSNorm)
+        assert isinstance(stack.layers[0].self_attn_layer_norm.output_norm, RMSNorm)
+
+
+NORMFORMER = ("--scale-attn", "--scale-heads", "--scale-fc", "--scale-resids")
+
+
+@pytest.mark.parametrize("resids", [False, True])
+def test_normformer_decoder_layer_equals_fairseqs_own(resids):
+    """Outputs and gradients of our decoder layer equal fairseq's
+    TransformerDecoderLayerBase with the same options and weights: bit for bit
+    with the paper's three; with --scale-resids to float32's rounding (fairseq
+    multiplies the skip input, then adds; ours is one addcmul)."""
+    from fairseq.models.transformer import TransformerConfig
+    from fairseq.modules.transformer_layer import TransformerDecoderLayerBase
+    from fairseq_rskip.analysis import modelbuild
+
+    flags = ("--dropout", "0.2", "--attention-dropout", "0.1", "--activation-dropout", "0.1",
+             "--decoder-ffn-embed-dim", "96", *NORMFORMER[: 4 if resids else 3])
+    model, args = modelbuild.build_model("transformer_normformer_tiny", flags)
+    ours = model.decoder.layers[0]
+    reference = TransformerDecoderLayerBase(TransformerConfig.from_namespace(args))
+    assert reference.attn_ln is not None and (reference.w_resid is not None) == resids
+    renamed = {"attn_ln.weight": "self_attn_layer_norm.output_norm.weight",
+               "attn_ln.bias": "self_attn_layer_norm.output_norm.bias", "w_resid": "final_layer_norm.omega"}
+    with torch.no_grad():
+        for p in reference.parameters():
+            p.add_(torch.randn_like(p) * 0.1)
+    state = {renamed.get(k, k): v for k, v in reference.state_dict().items()}
+    ours.load_state_dict(state, strict=True)
+    x, encoder_out = torch.randn(6, 3, 64), torch.randn(7, 3, 64)
+    mask = torch.triu(torch.full((6, 6), float("-inf")), 1)
+    results = []
+    for layer in (reference, ours):
+        layer.train()
+        torch.manual_seed(4)
+        xi = x.clone().requires_grad_()
+        out = layer(xi, encoder_out, None, self_attn_mask=mask)[0]
+        out.pow(2).sum().backward()
+        grads = {renamed.get(n, n): p.grad for n, p in layer.named_parameters()}
+        results.append({"output": out.detach(), "input": xi.grad, **grads})
+    reference_results, our_results = results
+    assert reference_results.keys() == our_results.keys()
+    # gradients are sums of terms up to the largest one's size (the key bias's, 0 in exact
+    # arithmetic, is all rounding): float32's rounding is measured against that size
+    rounding = 8 * torch.finfo(torch.float32).eps * max(v.abs().max().item() for v in reference_results.values())
+    for name, expected in reference_results.items():
+        if resids:
+            diff = (our_results[name] - expected).abs().max().item()
+            assert diff <= rounding, (name, diff, expected.abs().max().item())
+        else:
+            assert torch.equal(our_results[name], expected), name
+
+
+def test_normformer_encoder_layer_has_the_same_four_operations():
+    """fairseq has no NormFormer encoder: ours, retyped (eval mode)."""
+    model = build_model("transformer_normformer_tiny", "--dropout", "0", "--scale-resids").eval()
+    layer = model.encoder.layers[0]
+    with torch.no_grad():
+        for p in layer.parameters():
+            p.add_(torch.randn_like(p) * 0.1)
+        x = torch.randn(5, 2, 64)
+        a, f = layer.self_attn_layer_norm, layer.final_layer_norm
+        ln = lambda v, m, d=64: F.layer_norm(v, [d], m.weight, m.bias, 1e-5)  # noqa: E731
+        n_in = ln(x, a)
+        attn = layer.self_attn(n_in, n_in, n_in, need_weights=False)[0]
+        heads = layer.c_attn.numel()
+        attn = (attn.view(5, 2, heads, -1) * layer.c_attn.view(heads, 1)).view(5, 2, 64)
+        h = x + ln(attn, a.output_norm)
+        hidden = ln(torch.relu(layer.fc1(ln(h, f))), layer.ffn_layernorm, layer.fc1.out_features)
+        y = f.omega * h + layer.fc2(hidden)
+        torch.testing.assert_close(layer(x, None), y)
+
+
+@pytest.mark.parametrize("layers", [(6, 6), (3, 9)])
+@pytest.mark.parametrize("share", [False, True])
+def test_tfixup_scales_each_matrix_as_the_authors_code(layers, share):
+    """Standard deviations against the formula per matrix and depth (Xavier-uniform times
+    the factor); no norm left; the token embeddings scaled (once when shared)."""
+    n_e, n_d = layers
+    flags = ["--encoder-layers", str(n_e), "--decoder-layers", str(n_d), "--encoder-embed-dim", "128",
+             "--decoder-embed-dim", "128", "--encoder-ffn-embed-dim", "512", "--decoder-ffn-embed-dim", "512"]
+    model = build_model("transformer_tfixup_tiny", *flags, *(["--share-all-embeddings"] if share else []))
+    assert all(isinstance(m, Identity) for m in model.modules() if isinstance(m, Normalization))
+    assert model.encoder.layer_norm is None and model.decoder.layer_norm is None
+    xavier = lambda w: math.sqrt(2 / sum(w.shape))  # noqa: E731
+    enc, dec = 0.67 * n_e ** -0.25, (9 * n_d) ** -0.25
+
+    def check(weight, factor, rtol=0.06):
+        assert weight.std().item() == pytest.approx(factor * xavier(weight), rel=rtol)
+
+    for layer in model.encoder.layers:
+        for w in (layer.fc1.weight, layer.fc2.weight, layer.self_attn.out_proj.weight):
+            check(w, enc)
+        check(layer.self_attn.v_proj.weight, enc)  # fairseq's gain 1/sqrt(2) undone by sqrt(2)
+        check(layer.self_attn.q_proj.weight, 2 ** -0.5)
+        assert torch.count_nonzero(layer.fc1.bias) == 0
+    for layer in model.decoder.layers:
+        for w in (layer.fc1.weight, layer.fc2.weight, layer.self_attn.out_proj.weight,
+                  layer.encoder_attn.out_proj.weight, layer.self_attn.v_proj.weight,
+                  layer.encoder_attn.v_proj.weight):
+            check(w, dec)
+        check(layer.encoder_attn.k_proj.weight, 2 ** -0.5)
+    embedding_std = lambda e: e.weight[e.padding_idx + 1:].std().item()  # noqa: E731
+    d = model.encoder.embed_tokens.embedding_dim
+    assert embedding_std(model.encoder.embed_tokens) == pytest.approx((9 * n_e) ** -0.25 * d ** -0.5, rel=0.1)
+    decoder_factor = (9 * n_e) ** -0.25 if share else (9 * n_d) ** -0.25
+    assert embedding_std(model.decoder.embed_tokens) == pytest.approx(decoder_factor * d ** -0.5, rel=0.1)
+
+
+@pytest.mark.parametrize("flags, message", [
+    (("transformer_rskip_tiny", "--sandwich-norm"), r"--sandwich-norm is defined for Pre-LN layers"),
+    (("transformer_normformer_tiny", "--sandwich-norm"), r"--sandwich-norm and --scale-attn both"),
+    (("transformer_sandwich_tiny", "--norm-type", "none"), r"--sandwich-norm add norms of --norm-type"),
+    (("transformer_tfixup_tiny", "--norm-type", "layernorm"), r"--tfixup initialises a post-norm model"),
+    (("transformer_rezero_tiny", "--tfixup"), r"--tfixup initialises a post-norm model"),
+])
+def test_the_sublayer_options_are_refused_where_they_mean_nothing(flags, message):
+    with pytest.raises(ValueError, match=message):
+        build_model(*flags)

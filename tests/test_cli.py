@@ -21,6 +21,13 @@ ARCHS = {
     "transformer_deepnorm_tiny": ["--lr-scheduler", "inverse_sqrt_nowarmup", "--decay-timescale", "50"],
     "transformer_admin_tiny": ["--encoder-layers", "3"],
     "transformer_espa_tiny": ["--lr-scheduler", "inverse_sqrt", "--warmup-updates", "4"],
+    # the baselines with parameters of their own kinds: a shared scalar per layer
+    # (ReZero), NormFormer's extra modules, DyT's alpha, T-Fixup's initialisation
+    "transformer_rezero_tiny": ["--lr-scheduler", "inverse_sqrt", "--warmup-updates", "4",
+                                "--residual-gain-init", "0.1"],
+    "transformer_normformer_tiny": ["--lr-scheduler", "inverse_sqrt", "--warmup-updates", "4", "--scale-resids"],
+    "transformer_dyt_tiny": ["--lr-scheduler", "inverse_sqrt", "--warmup-updates", "4"],
+    "transformer_tfixup_tiny": ["--lr-scheduler", "inverse_sqrt_nowarmup", "--decay-timescale", "50"],
 }
 ADMIN_LOG = "Admin: omega of the encoder sublayers profiled on the first training batch"
 
@@ -84,7 +91,8 @@ def test_interactive(trained, data_bin, arch):
     assert len(re.findall(r"^H-\d+\t", proc.stdout, flags=re.M)) == 2
 
 
-@pytest.mark.parametrize("arch", ["transformer_adanorm_tiny", "transformer_admin_tiny", "transformer_espa_tiny"])
+@pytest.mark.parametrize("arch", ["transformer_adanorm_tiny", "transformer_admin_tiny", "transformer_espa_tiny",
+                                  "transformer_rezero_tiny", "transformer_normformer_tiny"])
 def test_average_checkpoints_then_generate(trained, data_bin, tmp_path, arch):
     save_dir = trained[arch][0]
     epochs = sorted(save_dir.glob("checkpoint[0-9]*.pt"))
@@ -100,6 +108,12 @@ def test_average_checkpoints_then_generate(trained, data_bin, tmp_path, arch):
         key = "decoder.layers.1.final_layer_norm.omega"
         torch.testing.assert_close(averaged[key], (last_two[0][key] + last_two[1][key]) / 2)
         assert float(averaged["admin_profiled"]) == 1.0
+    if arch == "transformer_rezero_tiny":  # one alpha per layer, under each sublayer's name
+        names = [f"decoder.layers.1.{n}.branch_gain"
+                 for n in ("self_attn_layer_norm", "encoder_attn_layer_norm", "final_layer_norm")]
+        assert all(torch.equal(averaged[n], averaged[names[0]]) for n in names)
+        torch.testing.assert_close(averaged[names[0]], (last_two[0][names[0]] + last_two[1][names[0]]) / 2)
+        assert float(averaged[names[0]]) != 0.1  # trained
     proc = run(["fairseq-generate", data_bin, "--user-dir", USER_DIR, "--path", out, "--beam", "2",
                 "--required-batch-size-multiple", "1"])
     assert "Translated 20 sentences" in proc.stdout + proc.stderr

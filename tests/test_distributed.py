@@ -73,8 +73,11 @@ def params(folder, arch, rank=0):
 # after three every parameter by up to 2.4e-6 (a key bias, whose gradient is
 # rounding noise). Its matrices are closed forms, and in one process the
 # gradients of a batch are the same whatever batches came before; the cause,
-# some difference between the processes, was not found. Float32 tolerance there.
-NOT_BITWISE = {"transformer_uspa_tiny"}
+# some difference between the processes, was not found. ReZero and SkipInit,
+# whose every branch starts behind such a zero gain, differ the same way in
+# their gains (e.g. 0.0021 in both, unequal in the last bits). Float32
+# tolerance there.
+NOT_BITWISE = {"transformer_uspa_tiny", "transformer_rezero_tiny", "transformer_skipinit_tiny"}
 
 
 @pytest.mark.parametrize("arch", ARCHS)

@@ -85,6 +85,15 @@ SCALAR_GRAD_REL = {torch.float16: 0.6, torch.bfloat16: 0.35}
 # only path to the output is the cross-attention queries, which the collapsed
 # encoder's identical keys ignore.
 NUMERICALLY_ZERO = 1e-9
+# NormFormer's per-head scales (c_attn, 1 at start) are such sums too, one per head,
+# and their terms can cancel almost entirely: in decoder layer 0 of the instance
+# tested the float32 gradient is 0.03, 4e-4 of the whole gradient's norm (81), and
+# half precision moves it by up to 3.6 times itself (bfloat16 autocast; fairseq's own
+# decoder layer computes it the same way, tests/test_baselines.py). Taking the
+# product in float32 does not help: the error comes with the upstream gradient.
+# Checked instead against the whole gradient's norm: measured 2.6e-5 (float16) and
+# 1.3e-3 (bfloat16) of it.
+CANCELLING_SUM_OF_WHOLE = {torch.float16: 1e-3, torch.bfloat16: 3e-3}
 
 
 def _exactly_zero_gradient(name):
@@ -120,7 +129,9 @@ def assert_close_to_float32(half_run, float_run, dtype):
     assert 1 - torch.nn.functional.cosine_similarity(flat, flat32, dim=0) <= GRAD_COSINE_GAP[dtype]
     for name, g32 in grads32.items():
         norm, norm32 = grads[name].double().norm(), g32.double().norm()
-        if not _exactly_zero_gradient(name) and norm32 > NUMERICALLY_ZERO * flat32.norm():
+        if name.endswith(".c_attn"):
+            assert abs(norm - norm32) <= CANCELLING_SUM_OF_WHOLE[dtype] * flat32.norm(), name
+        elif not _exactly_zero_gradient(name) and norm32 > NUMERICALLY_ZERO * flat32.norm():
             bound = SCALAR_GRAD_REL[dtype] if g32.dim() == 0 else GRAD_NORM_REL[dtype]
             assert abs(norm - norm32) <= bound * norm32, name
 

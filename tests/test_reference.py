@@ -19,7 +19,7 @@ def test_the_generated_pages_are_up_to_date():
 def test_every_flag_and_every_variant_is_on_its_page():
     flags = (DOCS / "flags.md").read_text(encoding="utf-8")
     names = SkipNormConfig.flag_names()
-    assert len(names) == 30
+    assert len(names) == 36
     for name in names:
         assert f"| `{flag(name)}` | " in flags, name
     assert "| `--decay-timescale` | `4000` | a finite number > 0 |" in flags

@@ -42,6 +42,40 @@ def check_norm_options(config, stack_norms: bool) -> None:
         )
 
 
+def check_sublayer_options(config, encoder_normalize_before: bool, decoder_normalize_before: bool,
+                           arch: str) -> None:
+    """Sandwich-LN/Peri-LN, NormFormer's four options and T-Fixup."""
+    normformer = [n for n in ("scale_attn", "scale_heads", "scale_fc", "scale_resids") if getattr(config, n)]
+    pre_ln_only = (["sandwich_norm"] if config.sandwich_norm else []) + normformer
+    if pre_ln_only and not (encoder_normalize_before and decoder_normalize_before):
+        raise ValueError(
+            f"{', '.join(flag(n) for n in pre_ln_only)} {'is' if len(pre_ln_only) == 1 else 'are'} "
+            "defined for Pre-LN layers, and "
+            f"{arch_description(arch)} is not Pre-LN on both sides: add --encoder-normalize-before "
+            "--decoder-normalize-before, or use transformer_sandwich, transformer_periln or "
+            "transformer_normformer"
+        )
+    norms = [n for n in ("sandwich_norm", "scale_attn", "scale_fc") if getattr(config, n)]
+    if norms and config.norm_type == "none":
+        raise ValueError(f"{', '.join(flag(n) for n in norms)} add norms of --norm-type, which is none")
+    if config.sandwich_norm and config.scale_attn:
+        raise ValueError("--sandwich-norm and --scale-attn both put a norm on the self-attention's "
+                         "output: leave one out")
+    if not config.tfixup:
+        return
+    defaults = config.defaults()
+    if (config.norm_type != "none" or encoder_normalize_before or decoder_normalize_before
+            or config.no_skip or config.residual_gain != "none"
+            or config.skip_weight != defaults["skip_weight"] or config.skip_scale != 1
+            or config.attention_init != defaults["attention_init"]):
+        raise ValueError(
+            "--tfixup initialises a post-norm model without norms, y = x + F(x): it needs "
+            "--norm-type none and no --encoder/decoder-normalize-before, --no-skip, "
+            "--residual-gain, --skip-weight, --skip-scale or --attention-init (use --arch "
+            "transformer_tfixup)"
+        )
+
+
 def check_skip_weight(
     config, encoder_normalize_before: bool, decoder_normalize_before: bool, arch: str
 ) -> None:

@@ -95,6 +95,39 @@ class SkipNormConfig(FairseqDataclass):
                   "without normalisation: rezero = one alpha per layer, shared by its sublayers "
                   "(ReZero); skipinit = one per sublayer (SkipInit); needs --norm-type none"},
     )
+    sandwich_norm: bool = field(
+        default=False,
+        metadata={"help": "Sandwich-LN / Peri-LN: a norm of --norm-type on every sublayer's output, "
+                  "before dropout and the residual add, y = x + dropout(N_out(F(N_in(x)))); Pre-LN"},
+    )
+    # NormFormer (fairseq's language-model flags, here in encoder and decoder layers)
+    scale_attn: bool = field(
+        default=False,
+        metadata={"help": "NormFormer: a norm on the self-attention's output, before dropout and "
+                  "the residual add (not on cross-attention); Pre-LN"},
+    )
+    scale_heads: bool = field(
+        default=False,
+        metadata={"help": "NormFormer: a trainable scale per head (1 at start) on the "
+                  "self-attention's output, viewed as heads after the output projection as "
+                  "fairseq 0.12 computes it; Pre-LN"},
+    )
+    scale_fc: bool = field(
+        default=False,
+        metadata={"help": "NormFormer: a norm of the feed-forward's hidden width after its "
+                  "activation (and activation dropout); Pre-LN"},
+    )
+    scale_resids: bool = field(
+        default=False,
+        metadata={"help": "NormFormer: a trainable vector (1 at start) scaling the feed-forward's "
+                  "skip input, y = w * x + F(N(x)); Pre-LN"},
+    )
+    tfixup: bool = field(
+        default=False,
+        metadata={"help": "T-Fixup's initialisation of a model without norms: scaled value, "
+                  "output and feed-forward weights and token embeddings from the depths; "
+                  "needs --norm-type none and post-norm placement (transformer_tfixup)"},
+    )
     residual_gain_init: float = field(
         default=0.0,
         metadata={"range": Interval(0, closed_low=True),
@@ -307,6 +340,7 @@ class SkipNormConfig(FairseqDataclass):
             raise ValueError("--skip-shared-norm needs --skip-recursions > 1")
         rules.check_norm_options(self, stack_norms)
         rules.check_skip_weight(self, encoder_normalize_before, decoder_normalize_before, arch)
+        rules.check_sublayer_options(self, encoder_normalize_before, decoder_normalize_before, arch)
         for side, pre in (("encoder", encoder_normalize_before), ("decoder", decoder_normalize_before)):
             if pre and (recursions > 1 or self.skip_scale != 1):
                 raise ValueError(

@@ -54,8 +54,28 @@ FAMILIES = {
         "decoder_normalize_before": True,
         "norm_type": "dyt",
     },
+    "transformer_sandwich": {
+        "encoder_normalize_before": True,
+        "decoder_normalize_before": True,
+        "sandwich_norm": True,
+    },
+    "transformer_periln": {
+        "encoder_normalize_before": True,
+        "decoder_normalize_before": True,
+        "sandwich_norm": True,
+        "layernorm_embedding": True,
+    },
+    # the NormFormer paper's setting (--scale-resids only for its smaller models)
+    "transformer_normformer": {
+        "encoder_normalize_before": True,
+        "decoder_normalize_before": True,
+        "scale_attn": True,
+        "scale_heads": True,
+        "scale_fc": True,
+    },
     "transformer_rezero": {"norm_type": "none", "residual_gain": "rezero"},
     "transformer_skipinit": {"norm_type": "none", "residual_gain": "skipinit"},
+    "transformer_tfixup": {"norm_type": "none", "tfixup": True},
 }
 # Version of the family defaults. Arguments from this version's parser carry
 # it (``args.skip_norm_defaults_version``); saved arguments without it come

@@ -1,7 +1,8 @@
 """``transformer_rskip``: fairseq's Transformer with configurable skip connections
 and normalisation (see :mod:`fairseq_rskip.modules.residual_norm`).
 
-One model, eight families of architectures, each in fairseq's usual sizes:
+One model, the families of architectures of ``FAMILIES`` (in
+:mod:`fairseq_rskip.models.architectures`), each in fairseq's usual sizes:
 
 ==============================  ==============================================
 ``transformer_rskip*``          rSkip+LN, ``--skip-recursions 2``
@@ -17,6 +18,14 @@ One model, eight families of architectures, each in fairseq's usual sizes:
 ``transformer_espa*``           vanilla with E-SPA self-attention (He et al.
                                 2023; :mod:`fairseq_rskip.modules.spa`)
 ``transformer_uspa*``           vanilla with U-SPA self-attention
+``transformer_rmsnorm*``,       Pre-LN with RMSNorm / DyT on every norm
+``transformer_dyt*``
+``transformer_sandwich*``,      Pre-LN with a norm on each sublayer's output
+``transformer_periln*``         (Peri-LN: and on the embeddings)
+``transformer_normformer*``     NormFormer's four operations (three on)
+``transformer_rezero*``,        ``x + alpha F(x)``, no norm, alpha per layer /
+``transformer_skipinit*``       per sublayer, 0 at start
+``transformer_tfixup*``         no norm, T-Fixup's initialisation
 ==============================  ==============================================
 
 Every architecture accepts every flag below, so e.g. ``--arch
@@ -48,6 +57,7 @@ from fairseq_rskip.modules import (
     RSkipTransformerEncoderLayer,
     build_norm,
 )
+from fairseq_rskip.modules.tfixup import tfixup_embedding_
 from fairseq_rskip.modules.admin_profile import (
     profile_admin_,
     refuse_unread_profile,
@@ -116,6 +126,8 @@ class RSkipTransformerEncoder(_SkipNormStack, TransformerEncoderBase):
         self.skip_norm = skip_norm  # a plain attribute, read by build_encoder_layer below
         super().__init__(cfg, dictionary, embed_tokens, return_fc=return_fc)
         self._replace_stack_norms()
+        if skip_norm.tfixup:
+            tfixup_embedding_(self.embed_tokens, cfg.encoder.layers)
 
     def build_encoder_layer(self, cfg):
         layer = RSkipTransformerEncoderLayer(
@@ -143,6 +155,8 @@ class RSkipTransformerDecoder(_SkipNormStack, TransformerDecoderBase):
             output_projection=output_projection,
         )
         self._replace_stack_norms()
+        if skip_norm.tfixup and not cfg.share_all_embeddings:  # shared: scaled by the encoder
+            tfixup_embedding_(self.embed_tokens, cfg.decoder.layers)
 
     def build_decoder_layer(self, cfg, no_encoder_attn=False):
         layer = RSkipTransformerDecoderLayer(

@@ -16,6 +16,11 @@ Post-norm, n = 1    ``y = N(lam * x + F(x))``: Post-LN (lam = 1), xSkip+LN;
 Post-norm, n > 1    rSkip+LN: ``y_1 = N_1(x + F(x))``,
                     ``y_i = N_i(x + y_{i-1})`` for i = 2..n, output ``y_n``
 Pre-norm            ``y = x + F(N(x))`` (``--*-normalize-before``)
+Sandwich, Peri-LN   ``y = x + dropout(N_out(F'(N(x))))``, ``F'`` the sublayer
+                    before its dropout (``--sandwich-norm``); NormFormer's
+                    ``--scale-attn`` the same on self-attention alone, and
+                    ``--scale-resids`` ``y = w * x + F(N(x))`` on the
+                    feed-forward, ``w`` a trainable vector starting at 1
 ReZero, SkipInit    ``y = x + alpha * F(x)``, ``--norm-type none``, trainable
                     ``alpha = --residual-gain-init`` (0 by default): one per
                     layer shared by its sublayers (``--residual-gain rezero``,
@@ -78,7 +83,8 @@ class ResidualNorm(Normalization):
     (``--skip-scale``, DeepNorm's alpha, Admin's initial omega); ``None`` is
     ``--skip-scale``. Where that strategy trains it (``--skip-weight admin``),
     ``w`` is the trainable vector ``omega``, starting at ``skip_weight``.
-    ``attention``: the sublayer is an attention (DyT's initial ``alpha``);
+    ``attention``: the sublayer is an attention (DyT's initial ``alpha``,
+    NormFormer's norm on self-attention, its scaled skip on the feed-forward);
     ``branch_gain``: the layer's shared ReZero ``alpha``, else its own is made
     where the config asks for one.
     """
@@ -120,10 +126,15 @@ class ResidualNorm(Normalization):
         # gradient of F(x) has its entries of magnitude at most FLOOR made zero
         self.gradient_floor = FLOOR if config.no_skip else 0.0
         self.skip_weight = float(config.skip_scale if skip_weight is None else skip_weight)
-        if skip_weight_of(config).trainable:
+        if skip_weight_of(config).trainable or (config.scale_resids and not attention):
             self.omega = nn.Parameter(torch.full((dim,), self.skip_weight))
         else:
             self.register_parameter("omega", None)
+        self_attention = attention and not cross_attention
+        if config.sandwich_norm or (config.scale_attn and self_attention):
+            self.output_norm = build_norm(dim, config)
+        else:
+            self.output_norm = None
         extra = config.skip_recursions - 1
         shared = config.skip_shared_norm
         self.recursion_norms = nn.ModuleList(
@@ -137,6 +148,13 @@ class ResidualNorm(Normalization):
         """What the sublayer reads: ``N(x)`` with pre-norm, else ``x``."""
         if self.normalize_before:
             return self.normalize(x)
+        return x
+
+    def branch_output(self, x: Tensor) -> Tensor:
+        """The sublayer's output before its dropout: ``N_out(x)`` with an output
+        norm (Sandwich-LN, Peri-LN, NormFormer's on self-attention), else ``x``."""
+        if self.output_norm is not None:
+            return self.output_norm(x)
         return x
 
     def forward(self, x: Tensor, residual: Tensor) -> Tensor:

@@ -28,24 +28,12 @@ from fairseq.modules.transformer_layer import (
 )
 
 from fairseq_rskip.config import SkipNormConfig
+from fairseq_rskip.modules.normalization import build_norm
 from fairseq_rskip.modules.residual_norm import ResidualNorm
 from fairseq_rskip.modules.shaped_attention import ShapedMultiheadAttention
 from fairseq_rskip.modules.skip_weights import skip_weight_of
 from fairseq_rskip.modules.tat import TATLeakyReLU, scaled_orthogonal_, tat_nonlinearities, tat_slope
-
-# NormFormer options fairseq reads from the config with safe_getattr; their
-# extra norms and residual weights are not wired through ResidualNorm.
-_UNSUPPORTED_OPTIONS = ("scale_attn", "scale_heads", "scale_fc", "scale_resids")
-
-
-def _check_unsupported(cfg) -> None:
-    for name in _UNSUPPORTED_OPTIONS:
-        if getattr(cfg, name, False):
-            raise ValueError(
-                f"--{name.replace('_', '-')} (NormFormer) is not supported by the "
-                "fairseq_rskip architectures"
-            )
-
+from fairseq_rskip.modules.tfixup import tfixup_layer_
 
 def init_attention(attention, method: str) -> None:
     """``--attention-init``. ``fairseq`` keeps fairseq's initialisation;
@@ -107,7 +95,16 @@ class _SkipNormLayer:
         if getattr(self, "encoder_attn_layer_norm", None) is not None:
             self.encoder_attn_layer_norm = residual_norm(attention=True, cross_attention=True)
         self.final_layer_norm = residual_norm(attention=False)
+        # NormFormer's per-head scale and feed-forward norm (its norm on self-attention
+        # and its scaled skip are in the ResidualNorms); fairseq's decoder layer builds
+        # its own from the same options, replaced here
+        self.c_attn = nn.Parameter(torch.ones(self.self_attn.num_heads)) if skip_norm.scale_heads else None
+        self.ffn_layernorm = build_norm(self.fc1.out_features, skip_norm) if skip_norm.scale_fc else None
+        self.attn_ln = None
+        self.w_resid = None
         strategy.initialise_layer_(self, skip_norm, stack, *layers)
+        if skip_norm.tfixup:
+            tfixup_layer_(self, stack, *layers)
         if skip_norm.shaped:
             self._shape_feed_forward(cfg, decoder=stack == "decoder")
             if cross is not None and skip_norm.cross_attention_shortcut == "zero-out-proj":
@@ -146,14 +143,26 @@ class _SkipNormLayer:
         )[int(decoder)]
         self.activation_fn = TATLeakyReLU(tat_slope(self.skip_norm.tat_eta, nonlinearities))
 
+    def scale_heads(self, x: Tensor) -> Tensor:
+        """NormFormer's ``--scale-heads``: the self-attention's output, viewed as
+        heads, times one trainable scale per head (fairseq 0.12 applies it after
+        the output projection; ``TransformerDecoderLayerBase.forward``, lines 460-464)."""
+        if self.c_attn is None:
+            return x
+        heads = self.c_attn.size(0)
+        return (x.view(x.size(0), x.size(1), heads, -1) * self.c_attn.unsqueeze(-1)).view(x.shape)
+
     def feed_forward(self, x: Tensor, keep_fc_output: bool) -> Tuple[Tensor, Optional[Tensor]]:
         """``(y, fc2 output or None)`` with ``y`` the sublayer through
         ``final_layer_norm``; the fc2 output is a copy (the skip adds into it)."""
         residual = x
         x = self.final_layer_norm.branch_input(x)
         x = self.activation_dropout_module(self.activation_fn(self.fc1(x)))
+        if self.ffn_layernorm is not None:
+            x = self.ffn_layernorm(x)
         x = self.fc2(x)
         fc_result = x.clone() if keep_fc_output else None
+        x = self.final_layer_norm.branch_output(x)
         return self.final_layer_norm(self.dropout_module(x), residual), fc_result
 
 
@@ -163,7 +172,6 @@ class RSkipTransformerEncoderLayer(_SkipNormLayer, TransformerEncoderLayerBase):
     def __init__(
         self, cfg, skip_norm: SkipNormConfig, return_fc: bool = False, layer_index: int = 0
     ):
-        _check_unsupported(cfg)
         # plain attributes, read by build_self_attention during fairseq's __init__
         self.skip_norm = skip_norm
         self.layer_index = layer_index
@@ -196,6 +204,7 @@ class RSkipTransformerEncoderLayer(_SkipNormLayer, TransformerEncoderLayerBase):
             need_weights=False,
             attn_mask=attn_mask,
         )
+        x = self.self_attn_layer_norm.branch_output(self.scale_heads(x))
         x = self.self_attn_layer_norm(self.dropout_module(x), residual)
 
         x, fc_result = self.feed_forward(x, self.return_fc)
@@ -217,7 +226,6 @@ class RSkipTransformerDecoderLayer(_SkipNormLayer, TransformerDecoderLayerBase):
         add_zero_attn=False,
         layer_index: int = 0,
     ):
-        _check_unsupported(cfg)
         self.skip_norm = skip_norm
         self.layer_index = layer_index
         super().__init__(
@@ -278,9 +286,11 @@ class RSkipTransformerDecoderLayer(_SkipNormLayer, TransformerDecoderLayerBase):
           ``x = LN.branch_input(x)``, and its ``x = self.residual_connection(x,
           residual)`` plus ``if not self.normalize_before: x = LN(x)`` is
           ``x = LN(dropout(x), residual)`` (a :class:`ResidualNorm`);
-        - the NormFormer branches (``c_attn``, ``attn_ln``, ``ffn_layernorm``,
-          ``w_resid``, lines 460-466, 508-509, 512-513) are gone: those options
-          are refused when the layer is built;
+        - the NormFormer branches (lines 460-466, 508-509, 512-513) are
+          :meth:`scale_heads` (``c_attn``), ``branch_output`` (``attn_ln``, an
+          output norm of the ResidualNorm, which Sandwich-LN also uses),
+          ``ffn_layernorm`` in :meth:`feed_forward`, and the ResidualNorm's
+          ``omega`` (``w_resid``, multiplying the skip input);
         - the two copies of the saved-state construction (lines 417-425 and
           477-485) are :func:`_saved_state`, and the feed-forward sublayer
           (lines 502-516) is :meth:`_SkipNormLayer.feed_forward`.
@@ -327,6 +337,7 @@ class RSkipTransformerDecoderLayer(_SkipNormLayer, TransformerDecoderLayerBase):
             need_weights=False,
             attn_mask=self_attn_mask,
         )
+        x = self.self_attn_layer_norm.branch_output(self.scale_heads(x))
         x = self.self_attn_layer_norm(self.dropout_module(x), residual)
 
         if self.encoder_attn is not None and encoder_out is not None:
@@ -347,6 +358,7 @@ class RSkipTransformerDecoderLayer(_SkipNormLayer, TransformerDecoderLayerBase):
                 need_weights=need_attn or (not self.training and self.need_attn),
                 need_head_weights=need_head_weights,
             )
+            x = self.encoder_attn_layer_norm.branch_output(x)
             x = self.encoder_attn_layer_norm(self.dropout_module(x), residual)
 
         x, _ = self.feed_forward(x, False)
