@@ -21,13 +21,12 @@ ARCHS = {
     "transformer_deepnorm_tiny": ["--lr-scheduler", "inverse_sqrt_nowarmup", "--decay-timescale", "50"],
     "transformer_admin_tiny": ["--encoder-layers", "3"],
     "transformer_espa_tiny": ["--lr-scheduler", "inverse_sqrt", "--warmup-updates", "4"],
-    # the baselines with parameters of their own kinds: a shared scalar per layer
-    # (ReZero), NormFormer's extra modules, DyT's alpha, T-Fixup's initialisation
+    # baselines with parameters of new kinds (every family resumes and decodes in
+    # tests/test_half_precision_training.py): one scalar shared by a layer's sublayers
+    # (ReZero, also averaged below), NormFormer's extra modules
     "transformer_rezero_tiny": ["--lr-scheduler", "inverse_sqrt", "--warmup-updates", "4",
                                 "--residual-gain-init", "0.1"],
     "transformer_normformer_tiny": ["--lr-scheduler", "inverse_sqrt", "--warmup-updates", "4", "--scale-resids"],
-    "transformer_dyt_tiny": ["--lr-scheduler", "inverse_sqrt", "--warmup-updates", "4"],
-    "transformer_tfixup_tiny": ["--lr-scheduler", "inverse_sqrt_nowarmup", "--decay-timescale", "50"],
 }
 ADMIN_LOG = "Admin: omega of the encoder sublayers profiled on the first training batch"
 

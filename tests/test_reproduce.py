@@ -227,6 +227,10 @@ def test_shipped_configs_load():
         "bundled-cross-attention.json": {"postln", "espa", "uspa", "espa_cross_g03", "uspa_cross_g03",
                                          "espa_cross_residual", "uspa_cross_residual"},
         "enfr-cross-attention.json": {"postln", "espa", "uspa", "espa_cross_g03", "uspa_cross_g03"},
+        # the baselines of normalisation and residual studies (docs/baselines.md)
+        "bundled-baselines.json": {"postln", "preln", "prenorm_nowarmup", "rmsnorm", "rmsnorm_nowarmup", "dyt",
+                                   "dyt_nowarmup", "sandwich", "periln", "normformer", "rezero",
+                                   "rezero_nowarmup", "skipinit", "skipinit_nowarmup", "tfixup"},
         "iwslt14-adanorm-gpu.json": {"postln", "preln_layernorm", "preln_simple_final",
                                      "adanorm_final", "adanorm_final_c2", "adanorm_every",
                                      "simple_every"},

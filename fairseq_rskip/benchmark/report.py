@@ -15,6 +15,17 @@ TARGETS = {  # name: (train throughput >=, generation >=, peak memory <=) vs pos
     "admin": (0.98, 0.98, 1.10),
     "espa": (0.95, 0.95, 1.10),
     "uspa": (0.95, 0.95, 1.10),
+    # the baselines: RMSNorm does less than LayerNorm; the norm-free ones drop norms;
+    # DyT (x and tanh kept for backward), Sandwich/Peri-LN and NormFormer (extra norms)
+    # keep more activations than LayerNorm
+    "rmsnorm": (0.99, 0.95, 1.03),
+    "dyt": (0.95, 0.95, 1.10),
+    "sandwich": (0.95, 0.95, 1.10),
+    "periln": (0.95, 0.95, 1.10),
+    "normformer": (0.95, 0.95, 1.10),
+    "rezero": (1.0, 0.95, 1.03),
+    "skipinit": (1.0, 0.95, 1.03),
+    "tfixup": (1.0, 0.95, 1.03),
 }
 
 
