@@ -76,10 +76,11 @@ def test_dyt_is_gain_times_tanh_of_alpha_x_plus_bias():
         norm.weight.uniform_(0.5, 1.5)
         norm.bias.uniform_(-0.5, 0.5)
     x = rows()
-    torch.testing.assert_close(norm(x), norm.weight * torch.tanh(0.7 * x) + norm.bias)
+    alpha = norm.alpha.detach()[0]  # 0.7 in float32, held in float64
+    torch.testing.assert_close(norm(x), norm.weight * torch.tanh(alpha * x) + norm.bias)
     x.grad = None
     norm(x).sum().backward()
-    expected_alpha_grad = (norm.weight * (1 - torch.tanh(0.7 * x) ** 2) * x).sum()
+    expected_alpha_grad = (norm.weight * (1 - torch.tanh(alpha * x) ** 2) * x).sum()
     torch.testing.assert_close(norm.alpha.grad[0], expected_alpha_grad.detach())
 
 
@@ -175,16 +176,27 @@ def test_a_stack_norm_of_another_type_takes_its_own_flags():
     assert model.encoder.layer_norm.alpha.item() == pytest.approx(1.5)
 
 
-def test_sandwich_layer_is_x_plus_the_output_norm_of_the_sublayer():
-    """Sandwich-LN: y = x + N_out(F(N_in(x))) per sublayer, retyped on an encoder layer."""
-    model = build_model("transformer_sandwich_tiny", "--dropout", "0").eval()
+def perturbed_encoder_layer(arch, *flags):
+    """``(model, its first encoder layer, an input)``, in evaluation mode, the layer's
+    weights moved off their start (gains off 1, biases off 0)."""
+    model = build_model(arch, "--dropout", "0", *flags).eval()
     layer = model.encoder.layers[0]
     with torch.no_grad():
         for p in layer.parameters():
             p.add_(torch.randn_like(p) * 0.1)
-        x = torch.randn(5, 2, 64)
-        a, f = layer.self_attn_layer_norm, layer.final_layer_norm
-        ln = lambda v, m: F.layer_norm(v, [64], m.weight, m.bias, 1e-5)  # noqa: E731
+    return model, layer, torch.randn(5, 2, 64)
+
+
+def ln(v, norm):
+    """LayerNorm retyped, with ``norm``'s gain and bias."""
+    return F.layer_norm(v, [v.size(-1)], norm.weight, norm.bias, 1e-5)
+
+
+def test_sandwich_layer_is_x_plus_the_output_norm_of_the_sublayer():
+    """Sandwich-LN: y = x + N_out(F(N_in(x))) per sublayer, retyped on an encoder layer."""
+    model, layer, x = perturbed_encoder_layer("transformer_sandwich_tiny")
+    a, f = layer.self_attn_layer_norm, layer.final_layer_norm
+    with torch.no_grad():
         n_in = ln(x, a)
         h = x + ln(layer.self_attn(n_in, n_in, n_in, need_weights=False)[0], a.output_norm)
         y = h + ln(layer.fc2(torch.relu(layer.fc1(ln(h, f)))), f.output_norm)
@@ -252,20 +264,15 @@ def test_normformer_decoder_layer_equals_fairseqs_own(resids):
 
 def test_normformer_encoder_layer_has_the_same_four_operations():
     """fairseq has no NormFormer encoder: ours, retyped (eval mode)."""
-    model = build_model("transformer_normformer_tiny", "--dropout", "0", "--scale-resids").eval()
-    layer = model.encoder.layers[0]
+    _, layer, x = perturbed_encoder_layer("transformer_normformer_tiny", "--scale-resids")
+    a, f = layer.self_attn_layer_norm, layer.final_layer_norm
     with torch.no_grad():
-        for p in layer.parameters():
-            p.add_(torch.randn_like(p) * 0.1)
-        x = torch.randn(5, 2, 64)
-        a, f = layer.self_attn_layer_norm, layer.final_layer_norm
-        ln = lambda v, m, d=64: F.layer_norm(v, [d], m.weight, m.bias, 1e-5)  # noqa: E731
         n_in = ln(x, a)
         attn = layer.self_attn(n_in, n_in, n_in, need_weights=False)[0]
         heads = layer.c_attn.numel()
         attn = (attn.view(5, 2, heads, -1) * layer.c_attn.view(heads, 1)).view(5, 2, 64)
         h = x + ln(attn, a.output_norm)
-        hidden = ln(torch.relu(layer.fc1(ln(h, f))), layer.ffn_layernorm, layer.fc1.out_features)
+        hidden = ln(torch.relu(layer.fc1(ln(h, f))), layer.ffn_layernorm)
         y = f.omega * h + layer.fc2(hidden)
         torch.testing.assert_close(layer(x, None), y)
 
