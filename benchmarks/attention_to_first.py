@@ -29,7 +29,7 @@ def first_position_shares(model, batches, pad: int):
     import torch
 
     totals = [0.0] * len(model.decoder.layers)
-    count = [0]
+    count = 0
     state = {"inside": False, "mask": None}
 
     def hook(index):
@@ -53,12 +53,12 @@ def first_position_shares(model, batches, pad: int):
             for sample in batches:
                 target = sample["target"]
                 state["mask"] = target[:, 1:].ne(pad)
-                count[0] += int(state["mask"].sum())
+                count += int(state["mask"].sum())
                 model(**sample["net_input"])
     finally:
         for handle in handles:
             handle.remove()
-    return [t / max(count[0], 1) for t in totals]
+    return [t / max(count, 1) for t in totals]
 
 
 def main(argv=None) -> int:

@@ -95,6 +95,11 @@ class SkipNormConfig(FairseqDataclass):
                   "without normalisation: rezero = one alpha per layer, shared by its sublayers "
                   "(ReZero); skipinit = one per sublayer (SkipInit); needs --norm-type none"},
     )
+    residual_gain_init: float = field(
+        default=0.0,
+        metadata={"range": Interval(0, closed_low=True),
+                  "help": "alpha of --residual-gain at start, >= 0 (0: every layer the identity)"},
+    )
     sandwich_norm: bool = field(
         default=False,
         metadata={"help": "Sandwich-LN / Peri-LN: a norm of --norm-type on every sublayer's output, "
@@ -127,11 +132,6 @@ class SkipNormConfig(FairseqDataclass):
         metadata={"help": "T-Fixup's initialisation of a model without norms: scaled value, "
                   "output and feed-forward weights and token embeddings from the depths; "
                   "needs --norm-type none and post-norm placement (transformer_tfixup)"},
-    )
-    residual_gain_init: float = field(
-        default=0.0,
-        metadata={"range": Interval(0, closed_low=True),
-                  "help": "alpha of --residual-gain at start, >= 0 (0: every layer the identity)"},
     )
     # initialisation
     attention_init: ChoiceEnum(list(ATTENTION_INITS)) = field(

@@ -57,7 +57,6 @@ from fairseq_rskip.modules import (
     RSkipTransformerEncoderLayer,
     build_norm,
 )
-from fairseq_rskip.modules.tfixup import tfixup_embedding_
 from fairseq_rskip.modules.admin_profile import (
     profile_admin_,
     refuse_unread_profile,
@@ -66,6 +65,7 @@ from fairseq_rskip.modules.admin_profile import (
 )
 from fairseq_rskip.modules.skip_weights import skip_weight_of
 from fairseq_rskip.modules.tat import check_tat_reach
+from fairseq_rskip.modules.tfixup import tfixup_embedding_
 
 
 def _wrap_layer(layer, cfg):

@@ -35,6 +35,7 @@ from fairseq_rskip.modules.skip_weights import skip_weight_of
 from fairseq_rskip.modules.tat import TATLeakyReLU, scaled_orthogonal_, tat_nonlinearities, tat_slope
 from fairseq_rskip.modules.tfixup import tfixup_layer_
 
+
 def init_attention(attention, method: str) -> None:
     """``--attention-init``. ``fairseq`` keeps fairseq's initialisation;
     ``kaiming_uniform`` draws the q, k, v and output projection weights from
