@@ -4,6 +4,11 @@ Library code raises :class:`UserError` for anything the user can fix (a flag,
 a file, a folder); :func:`run_main`, which every command of
 :mod:`fairseq_rskip.cli` runs its ``main`` under, turns it into one line
 ``error: MESSAGE`` on stderr and exit status 2, with no traceback.
+
+
+A stock fairseq command (``fairseq-train``, ``fairseq-generate``) has no
+``run_main`` around it: a problem found while it builds the model is a
+:class:`ModelBuildError`, which ends such a command the same way.
 """
 
 import sys
@@ -12,6 +17,18 @@ import sys
 class UserError(Exception):
     """A problem with the user's input or environment; the message names the flag or
     file at fault and, where there is one, the fix."""
+
+
+class ModelBuildError(UserError, SystemExit):
+    """A :class:`UserError` found while the model is built. Also a ``SystemExit``
+    whose code is the line ``error: MESSAGE``: uncaught (in a stock fairseq
+    command), Python prints that line on stderr and exits with status 1, without a
+    traceback, before fairseq loads any data. Code in a process catches it as a
+    UserError."""
+
+    def __init__(self, message: str):
+        UserError.__init__(self, message)
+        self.code = f"error: {message}"
 
 
 def run_main(main, argv=None):

@@ -21,6 +21,7 @@ touches CUDA.
 """
 
 import argparse
+import json
 import sys
 
 import torch
@@ -62,6 +63,10 @@ def main() -> None:
     def save_params(name, save_dir):
         params = {k: v.detach().clone() for k, v in trainers[-1].get_model().state_dict().items()}
         torch.save(params, save_dir / f"params.rank{opts.rank}.pt")
+        from torch.optim.optimizer import _global_optimizer_post_hooks, _global_optimizer_pre_hooks
+
+        hooks = {"step_pre": len(_global_optimizer_pre_hooks), "step_post": len(_global_optimizer_post_hooks)}
+        (save_dir / f"optimizer_hooks.rank{opts.rank}.json").write_text(json.dumps(hooks))
 
     flags = ["--cpu", "--update-freq", str(opts.update_freq), *extra]
     if opts.world_size > 1:

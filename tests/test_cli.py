@@ -11,6 +11,8 @@ import pytest
 import torch
 
 from conftest import REPO, USER_DIR, json_logs, run, train, train_command
+from fairseq_rskip.models.architectures import DEFAULTS_VERSION
+from fairseq_rskip.modules.admin_profile import admin_omegas
 
 pytestmark = pytest.mark.slow  # stock fairseq commands end to end
 
@@ -104,8 +106,8 @@ def test_average_checkpoints_then_generate(trained, data_bin, tmp_path, arch):
     key = "encoder.layers.0.fc1.weight"
     torch.testing.assert_close(averaged[key], (last_two[0][key] + last_two[1][key]) / 2)
     if arch == "transformer_admin_tiny":  # omega averaged, still marked as profiled
-        key = "decoder.layers.1.final_layer_norm.omega"
-        torch.testing.assert_close(averaged[key], (last_two[0][key] + last_two[1][key]) / 2)
+        for key in ("decoder.layers.1.final_layer_norm.omega_init", "decoder.layers.1.final_layer_norm.omega_delta"):
+            torch.testing.assert_close(averaged[key], (last_two[0][key] + last_two[1][key]) / 2)
         assert float(averaged["admin_profiled"]) == 1.0
     if arch == "transformer_rezero_tiny":  # one alpha per layer, under each sublayer's name
         names = [f"decoder.layers.1.{n}.branch_gain"
@@ -128,21 +130,44 @@ def test_admin_profiles_once_inside_fairseq_train_and_keeps_omega(trained, data_
     assert ADMIN_LOG not in resumed.stdout + resumed.stderr
     state = torch.load(save_dir / "checkpoint_last.pt")["model"]
     assert float(state["admin_profiled"]) == 1.0
-    omegas = {k: v for k, v in state.items() if k.endswith(".omega")}
+    omegas = admin_omegas(state)
     assert len(omegas) == 3 * 2 + 2 * 3
     # the first sublayer of a stack starts at 1, deeper ones well above; ten Adam
     # steps of lr 2e-3 move an entry by about 0.02 at most
-    assert abs(float(omegas["encoder.layers.0.self_attn_layer_norm.omega"].mean()) - 1) < 0.05
-    assert float(omegas["encoder.layers.2.final_layer_norm.omega"].mean()) > 1.2
+    assert abs(float(omegas["encoder.layers.0.self_attn_layer_norm"].mean()) - 1) < 0.05
+    assert float(omegas["encoder.layers.2.final_layer_norm"].mean()) > 1.2
+    assert all(0 < float(state[f"{k}.omega_delta"].abs().max()) <= 10 * 2e-3 for k in omegas)  # trained
     models, _, task = checkpoint_utils.load_model_ensemble_and_task([str(save_dir / "checkpoint_last.pt")])
     model = models[0]
-    loaded = {k: v.clone() for k, v in model.state_dict().items() if k.endswith(".omega")}
+    loaded = admin_omegas(model.state_dict())
     assert loaded.keys() == omegas.keys() and all(torch.equal(loaded[k], omegas[k]) for k in omegas)
     model.train()
     d = task.source_dictionary
     src = torch.tensor([[d.index("the"), d.index("cat"), d.eos()]])
     model(src, torch.tensor([3]), torch.tensor([[d.eos(), d.index("eht" + "x")]]))
-    assert all(torch.equal(v, loaded[k]) for k, v in model.state_dict().items() if k.endswith(".omega"))
+    assert all(torch.equal(v, loaded[k]) for k, v in admin_omegas(model.state_dict()).items())
+
+
+def assert_refused_before_data(proc, message):
+    """fairseq-train stopped while building the model: exit status 1, one ``error:`` line
+    holding ``message``, no traceback, no dataset loaded."""
+    out = proc.stdout + proc.stderr
+    errors = [line for line in proc.stderr.splitlines() if line.startswith("error:")]
+    assert proc.returncode == 1, out[-3000:]
+    assert len(errors) == 1 and message in errors[0], out[-3000:]
+    assert "Traceback" not in out and " examples" not in out  # fairseq logs each split it loads
+
+
+@pytest.mark.parametrize("case", ["missing", "not a number"])
+def test_fairseq_train_refuses_a_bad_admin_profile_in_one_line(data_bin, tmp_path, case):
+    profile = tmp_path / "profile.ratio.init"
+    if case == "not a number":
+        profile.write_text("1 1.0\n2 x\n")
+    proc = run([*train_command(data_bin, "transformer_admin_tiny", tmp_path / "run", 1),
+                "--admin-profile", profile], check=False)
+    expected = {"missing": f"--admin-profile {profile}: cannot read it (No such file or directory)",
+                "not a number": f"--admin-profile {profile}, line 2: value 'x' is not a number"}[case]
+    assert_refused_before_data(proc, expected)
 
 
 def profile_rows(path):
@@ -188,21 +213,23 @@ def test_admin_runs_start_from_the_profile_file(trained, data_bin, tmp_path):
     assert ADMIN_LOG not in other.stdout + other.stderr
     state = torch.load(tmp_path / "other" / "checkpoint_last.pt")["model"]
     assert float(state["admin_profiled"]) == 1.0
-    names = [f"encoder.layers.{l}.{n}_layer_norm.omega" for l in range(3) for n in ("self_attn", "final")]
-    names += [f"decoder.layers.{l}.{n}_layer_norm.omega" for l in range(2)
+    names = [f"encoder.layers.{l}.{n}_layer_norm" for l in range(3) for n in ("self_attn", "final")]
+    names += [f"decoder.layers.{l}.{n}_layer_norm" for l in range(2)
               for n in ("self_attn", "encoder_attn", "final")]
+    omegas = admin_omegas(state)
     for name, (_, value) in zip(names, profile_rows(profile)):
-        assert (state[name] - value).abs().max() <= 2e-3 * 1.001, name  # one Adam step of lr 2e-3
+        assert torch.equal(state[f"{name}.omega_init"], torch.full((64,), value)), name
+        assert (omegas[name] - value).abs().max() <= 2e-3 * 1.001, name  # one Adam step of lr 2e-3
     assert not torch.equal(state["encoder.embed_tokens.weight"], theirs["encoder.embed_tokens.weight"])
 
     deeper = run([*train_command(data_bin, arch, tmp_path / "deeper", 1), "--encoder-layers", "4",
                   "--admin-profile", profile], check=False)
-    assert deeper.returncode != 0
-    assert (f"--admin-profile {profile} has 12 lines (encoder 1..6, then decoder 1..6: a profile of "
-            "3 encoder layers and 2 decoder layers), but this model (4 encoder and 2 decoder layers) "
-            "needs 8 + 6 = 14 lines") in deeper.stderr
+    assert_refused_before_data(deeper, (
+        f"--admin-profile {profile} has 12 lines (encoder 1..6, then decoder 1..6: a profile of "
+        "3 encoder layers and 2 decoder layers), but this model (4 encoder and 2 decoder layers) "
+        "needs 8 + 6 = 14 lines"))
 
-    profile.unlink()  # generation reads omega from the checkpoint
+    profile.unlink()  # generation builds from the text the checkpoint's arguments keep
     proc = run(["fairseq-generate", data_bin, "--user-dir", USER_DIR, "--path",
                 tmp_path / "other" / "checkpoint_last.pt", "--beam", "2", "--required-batch-size-multiple", "1"])
     assert "Translated 20 sentences" in proc.stdout + proc.stderr
@@ -292,7 +319,7 @@ def test_saved_arguments_carry_the_defaults_version(trained, data_bin):
     from fairseq import checkpoint_utils
 
     path = trained["transformer_adanorm_tiny"][0] / "checkpoint_last.pt"
-    assert torch.load(path)["cfg"]["model"].skip_norm_defaults_version == 2
+    assert torch.load(path)["cfg"]["model"].skip_norm_defaults_version == DEFAULTS_VERSION
     [model], _ = checkpoint_utils.load_model_ensemble([str(path)], arg_overrides={"data": str(data_bin)})
     assert model.encoder.layer_norm.norm_type == model.decoder.layer_norm.norm_type == "adanorm"
     assert model.encoder.layer_norm.adanorm_scale == 1.0

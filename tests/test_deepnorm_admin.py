@@ -181,9 +181,9 @@ def fairseq_reference(ours, arch_flags):
             if stack == "decoder":
                 names.insert(1, "encoder_attn_layer_norm")
             norms = [getattr(our_layer, name) for name in names]
-            layer.weights = [n.omega.detach() if n.omega is not None else n.skip_weight for n in norms]
+            layer.weights = [n.skip_vector().detach() if n.omega_delta is not None else n.skip_weight for n in norms]
             ref_layers[i] = layer
-    state = {k: v for k, v in ours.state_dict().items() if "omega" not in k and "admin_profiled" not in k}
+    state = {k: v for k, v in ours.state_dict().items() if ".omega_" not in k and "admin_profiled" not in k}
     ref.load_state_dict(state, strict=True)
     return ref
 
@@ -202,7 +202,8 @@ def test_forward_is_layernorm_of_weighted_skip_built_from_fairseq_layers(arch, e
         with torch.no_grad():  # non-trivial, per-feature omega
             for norm in ours.modules():
                 if isinstance(norm, ResidualNorm):
-                    norm.omega.uniform_(0.5, 3.0)
+                    norm.omega_init.uniform_(0.5, 3.0)
+                    norm.omega_delta.uniform_(-0.2, 0.2)
         if ours.admin_profiled is not None:
             ours.admin_profiled.fill_(1)
     ref = fairseq_reference(ours, flags)
@@ -244,11 +245,12 @@ def test_admin_logn_counts_the_residual_sublayers_of_each_stack(n, m, extra):
     assert model.admin_profiled is None  # nothing to profile
     per_decoder_layer = 2 if extra else 3
     for stack, count in (("encoder", 2 * n), ("decoder", per_decoder_layer * m)):
-        omegas = [mod.omega for mod in getattr(model, stack).modules() if isinstance(mod, ResidualNorm)]
-        assert len(omegas) == count
-        for omega in omegas:
+        norms = [mod for mod in getattr(model, stack).modules() if isinstance(mod, ResidualNorm)]
+        assert len(norms) == count
+        for norm in norms:
+            omega = norm.skip_vector()
             assert torch.allclose(omega, torch.full_like(omega, admin_logn_omega(count)))
-            assert omega.requires_grad and omega.shape == (64,)
+            assert norm.omega_delta.requires_grad and omega.shape == (64,)
 
 
 def np_var(t):
@@ -304,12 +306,14 @@ def test_admin_profiling_gives_the_hand_computed_recursion_once():
     model(*batch)[0].sum().backward()  # the first training forward profiles, then trains
     assert float(model.admin_profiled) == 1
     for stack in ("encoder", "decoder"):
-        omegas = [mod.omega for mod in getattr(model, stack).modules() if isinstance(mod, ResidualNorm)]
-        got = [float(o[0].detach()) for o in omegas]
+        norms = [mod for mod in getattr(model, stack).modules() if isinstance(mod, ResidualNorm)]
+        omegas = [norm.omega_init for norm in norms]
+        got = [float(o[0]) for o in omegas]
         assert got == pytest.approx(expected[stack], rel=1e-5), stack
         assert all(torch.equal(o, o[0].expand_as(o)) for o in omegas)  # every entry the same
         assert got[0] == 1.0 and all(a < b for a, b in zip(got, got[1:]))  # grows with depth
-        assert all(o.grad is not None for o in omegas)
+        assert all(norm.omega_delta.grad is not None for norm in norms)
+        assert all(float(norm.omega_delta.abs().max()) == 0 for norm in norms)  # training moves it
     before = {k: v.clone() for k, v in model.state_dict().items() if "omega" in k}
     model(*sample_batch(seed=5))  # later batches do not profile again
     assert all(torch.equal(before[k], v) for k, v in model.state_dict().items() if "omega" in k)
@@ -334,11 +338,12 @@ DISTRIBUTED_WORKER = r"""
 import json, sys, torch
 sys.path.insert(0, sys.argv[4])
 from conftest import build_model, sample_batch
+from fairseq_rskip.modules.admin_profile import admin_omegas
 rank, world, port = int(sys.argv[1]), int(sys.argv[2]), sys.argv[3]
 torch.distributed.init_process_group("gloo", init_method=f"tcp://127.0.0.1:{port}", rank=rank, world_size=world)
 model = build_model("transformer_admin_tiny", "--dropout", "0.1").train()
 model(*sample_batch(seed=rank, bsz=3 + rank))  # each rank its own first batch
-omegas = torch.stack([p.detach() for n, p in model.named_parameters() if n.endswith("omega")])
+omegas = torch.stack(list(admin_omegas(model.state_dict()).values()))
 gathered = [torch.zeros_like(omegas) for _ in range(world)]
 torch.distributed.all_gather(gathered, omegas)
 torch.distributed.barrier()  # both ranks leave the group together (gloo aborts otherwise)
@@ -346,7 +351,7 @@ torch.distributed.destroy_process_group()
 if rank == 0:
     alone = build_model("transformer_admin_tiny", "--dropout", "0.1").train()
     alone(*sample_batch(seed=0, bsz=3))  # rank 0's batch, without data parallelism
-    reference = torch.stack([p.detach() for n, p in alone.named_parameters() if n.endswith("omega")])
+    reference = torch.stack(list(admin_omegas(alone.state_dict()).values()))
     print(json.dumps({"same_on_all_ranks": all(torch.equal(g, gathered[0]) for g in gathered),
                       "equals_rank0_alone": torch.allclose(gathered[0], reference, rtol=1e-6),
                       "profiled": float(model.admin_profiled), "n": omegas.shape[0],
@@ -384,6 +389,7 @@ def test_every_parameter_of_a_state_dict_is_loaded_with_the_profiled_flag():
     assert float(fresh.admin_profiled) == 1
     fresh.train()
     fresh(*sample_batch(seed=3))  # a resumed model does not profile again
-    for (name, a), (_, b) in zip(fresh.named_parameters(), profiled.named_parameters()):
-        if name.endswith("omega"):
-            assert torch.equal(a, b), name
+    ours, theirs = fresh.state_dict(), profiled.state_dict()
+    omegas = [k for k in theirs if ".omega_" in k]
+    assert len(omegas) == 2 * 10  # omega_init and omega_delta of each of the 10 sublayers
+    assert all(torch.equal(ours[k], theirs[k]) for k in omegas)

@@ -43,15 +43,16 @@ def fake_run(folder, weights, losses):
 
 
 def test_a_lost_omega_and_a_diverged_loss_fail(tmp_path):
-    float32 = {"layer.omega": torch.full((4,), 1.3), "layer.weight": torch.ones(4, 4)}
-    lost = dict(float32, **{"layer.omega": torch.ones(4)})
+    float32 = {"layer.omega_init": torch.full((4,), 1.3), "layer.omega_delta": torch.zeros(4),
+               "layer.weight": torch.ones(4, 4)}
+    lost = dict(float32, **{"layer.omega_init": torch.ones(4)})
     reference = fake_run(tmp_path / "float32", float32, [5.0, 4.9, 4.8])
     same = fake_run(tmp_path / "same", float32, [5.0, 4.9, 4.8])
     outcome = gpu_check.compare_with_float32("fp16", "admin", same, reference, decoded=False)
     assert outcome.ok, outcome.detail
     outcome = gpu_check.compare_with_float32("fp16", "admin", fake_run(tmp_path / "lost", lost, [5.0, 4.9, 4.8]),
                                              reference, decoded=False)
-    assert not outcome.ok and "omega 23.1 % from float32's" in outcome.detail
+    assert not outcome.ok and "Admin's omega 23.08 % from float32's (pass: 1 %)" in outcome.detail
     outcome = gpu_check.compare_with_float32("fp16", "admin", fake_run(tmp_path / "nan", float32, [5.0, float("nan"), 4.8]),
                                              reference, decoded=False)
     assert not outcome.ok and "expected 3 finite" in outcome.detail
@@ -73,16 +74,18 @@ def test_update_units_tell_other_batches_from_rounding():
 def test_cpu_paths_end_to_end(tmp_path):
     """Every check on CPU for Admin, whose profiled omega is the value a wrapper
     could lose: --fp16 (FP16Optimizer without flattening) resumed and decoded,
-    --amp, the benchmark --quick in fp16 and bf16; DDP and fused Adam skipped."""
+    --amp, --bf16 (stock: fairseq's TPU path; then its bfloat16 path), the
+    benchmark --quick in fp16 and bf16; DDP and fused Adam skipped."""
     proc = run([*COMMAND, "--device", "cpu", "--rows", "admin", "--out", tmp_path])
     report = (tmp_path / "report.md").read_text()
     assert report in proc.stdout
     assert "CPU only" in report
-    for check in ("fp16", "amp"):
+    for check in ("fp16", "amp", "bf16"):
         assert f"| {check} | admin | pass | " in report
+    assert "| bf16 | stock | - | stock fairseq-train --bf16 stops (fairseq 0.12.3.1 sets --tpu with it): " in report
     assert "| ddp | all | - | skipped: 0 GPU visible" in report
     assert "| fused-adam | all | - | skipped on CPU |" in report
     for precision in ("fp16", "bf16"):
         assert f"| benchmark | {precision} | - | train/generation x Post-LN: admin " in report
-    assert "2 checks passed, 0 failed" in report
+    assert "3 checks passed, 0 failed" in report
     assert "Loaded checkpoint" in (tmp_path / "fp16.log").read_text()  # resumed at update 2

@@ -87,14 +87,19 @@ def test_every_skip_weight_choice_has_one_strategy():
 
 @pytest.mark.parametrize("name", sorted(SKIP_WEIGHTS))
 def test_a_trainable_skip_weight_is_a_vector_omega_and_a_fixed_one_a_number(name):
+    """A trainable one (Admin's) is ``omega_init`` (a buffer, its start) plus the
+    parameter ``omega_delta`` (0 at build)."""
     config = SkipNormConfig(skip_weight=name)
     strategy = skip_weight_of(config)
     weight = strategy.initial_weight(config, "encoder", 6, 6, sublayers_per_layer=2)
     norm = ResidualNorm(8, config, normalize_before=False, skip_weight=weight)
-    assert (norm.omega is not None) == strategy.trainable
+    assert (norm.omega_delta is not None) == strategy.trainable == (norm.skip_vector() is not None)
+    assert norm.omega is None  # NormFormer's --scale-resids only
     assert norm.skip_weight == weight
     if strategy.trainable:
-        assert torch.equal(norm.omega.detach(), torch.full((8,), weight))
+        assert torch.equal(norm.skip_vector().detach(), torch.full((8,), weight))
+        assert "omega_init" in dict(norm.named_buffers()) and "omega_init" not in dict(norm.named_parameters())
+        assert torch.equal(norm.omega_delta.detach(), torch.zeros(8))
 
 
 def fused_or_recomputed(norm_type: str):

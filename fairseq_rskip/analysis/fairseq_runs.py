@@ -1,7 +1,7 @@
 """Several stock fairseq-train runs (and fairseq-generate) in one process.
 
     python -m fairseq_rskip.analysis.fairseq_runs --data BIN --out DIR \\
-        [--stops U [U ...]] [--generate] NAME [NAME ...] -- [fairseq-train options]
+        [--stops U [U ...]] [--generate] [--bf16-without-tpu] NAME [NAME ...] -- [fairseq-train options]
 
 A NAME is a row of the table of variants (its architecture at ``--size``,
 tiny by default, with the row's flags) or an ``--arch``. Each trains in
@@ -14,6 +14,12 @@ fairseq-train would. The ``train_inner`` records (``--log-format json``) go to
 ``DIR/NAME/train_inner.json``; ``--generate`` then decodes the test split with
 fairseq-generate's ``main`` from ``checkpoint_last.pt``, with the training
 run's half-precision flag, into ``DIR/NAME/generate-test.txt``.
+
+``--bf16-without-tpu``: fairseq 0.12.3.1 sets ``--tpu`` with ``--bf16``
+(``fairseq/options.py``, lines 200-201) and its trainer then asks torch_xla for
+its device, on a GPU as on a CPU; this resets that one flag after parsing, so
+the rest of fairseq's bfloat16 path runs (the model in bfloat16, FP16Optimizer's
+float32 copy, no loss scaling).
 """
 
 import argparse
@@ -24,9 +30,6 @@ from pathlib import Path
 from typing import Callable, List, Optional, Sequence
 
 from fairseq_rskip.fairseq_tools import PLUGIN_DIR
-
-HALF_PRECISION_FLAGS = ("--fp16", "--bf16", "--memory-efficient-fp16", "--memory-efficient-bf16", "--amp")
-
 
 def variant_argv(name: str, size: str = "tiny") -> List[str]:
     """``--arch`` and flags of a row of the table at ``size``, or of an ``--arch``."""
@@ -61,7 +64,7 @@ class TrainInnerRecords(logging.Handler):
 
 
 def train(data, save_dir: Path, name: str, train_flags: Sequence[str], size: str = "tiny",
-          max_update: Optional[int] = None) -> None:
+          max_update: Optional[int] = None, bf16_without_tpu: bool = False) -> None:
     """One fairseq-train of ``name`` into ``save_dir`` (resuming from its
     ``checkpoint_last.pt`` where there is one, as fairseq-train does)."""
     from fairseq import options
@@ -74,6 +77,8 @@ def train(data, save_dir: Path, name: str, train_flags: Sequence[str], size: str
     if max_update is not None:
         argv += ["--max-update", str(max_update)]
     args = options.parse_args_and_arch(options.get_training_parser(), argv)
+    if bf16_without_tpu and args.bf16:
+        args.tpu = False
     distributed_utils.call_main(convert_namespace_to_omegaconf(args), fairseq_train.main)
 
 
@@ -94,7 +99,8 @@ def generate(data, save_dir: Path, flags: Sequence[str] = ()) -> Path:
 
 def run_all(data, out, names: Sequence[str], train_flags: Sequence[str], size: str = "tiny",
             stops: Optional[Sequence[int]] = None, decode: bool = False, record_suffix: str = "",
-            after_training: Optional[Callable[[str, Path], None]] = None) -> None:
+            after_training: Optional[Callable[[str, Path], None]] = None,
+            bf16_without_tpu: bool = False) -> None:
     """Train each of ``names`` into ``out/NAME`` (to each of ``stops`` in
     turn), keep its ``train_inner`` records, call ``after_training(name,
     save_dir)``, and with ``decode`` run fairseq-generate, with the same
@@ -103,12 +109,14 @@ def run_all(data, out, names: Sequence[str], train_flags: Sequence[str], size: s
         save_dir = Path(out) / name
         with TrainInnerRecords() as logged:
             for stop in stops or [None]:
-                train(data, save_dir, name, train_flags, size, max_update=stop)
+                train(data, save_dir, name, train_flags, size, max_update=stop,
+                      bf16_without_tpu=bf16_without_tpu)
         (save_dir / f"train_inner{record_suffix}.json").write_text(json.dumps(logged.records))
         if after_training is not None:
             after_training(name, save_dir)
         if decode:
-            half = [f for f in train_flags if f in HALF_PRECISION_FLAGS and f != "--amp"]
+            # fairseq-generate 0.12.3.1 casts to float16 alone (--bf16 there is its TPU flag)
+            half = [f for f in train_flags if f in ("--fp16", "--memory-efficient-fp16")]
             generate(data, save_dir, ["--cpu"] * ("--cpu" in train_flags) + half)
 
 
@@ -120,6 +128,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--size", default="tiny", help="size of the table's rows (default tiny)")
     p.add_argument("--stops", type=int, nargs="+", help="train to each of these updates in turn")
     p.add_argument("--generate", action="store_true", help="decode the test split afterwards")
+    p.add_argument("--bf16-without-tpu", action="store_true",
+                   help="with --bf16: reset the --tpu that fairseq 0.12.3.1 sets with it after parsing")
     p.add_argument("names", nargs="+", help="rows of the table of variants or --arch names")
     return p
 
@@ -133,7 +143,8 @@ def split_argv(argv: Sequence[str]):
 def main(argv=None) -> int:
     own, train_flags = split_argv(sys.argv[1:] if argv is None else argv)
     opts = build_parser().parse_args(own)
-    run_all(opts.data, opts.out, opts.names, train_flags, opts.size, opts.stops, opts.generate)
+    run_all(opts.data, opts.out, opts.names, train_flags, opts.size, opts.stops, opts.generate,
+            bf16_without_tpu=opts.bf16_without_tpu)
     return 0
 
 

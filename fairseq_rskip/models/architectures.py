@@ -19,6 +19,7 @@ from fairseq.models.transformer.transformer_legacy import (
 )
 
 from fairseq_rskip.config import SkipNormConfig
+from fairseq_rskip.modules.admin_profile import PROFILE_TEXT_ATTR
 
 FAMILIES = {
     "transformer_rskip": {"skip_recursions": 2},
@@ -77,12 +78,16 @@ FAMILIES = {
     "transformer_skipinit": {"norm_type": "none", "residual_gain": "skipinit"},
     "transformer_tfixup": {"norm_type": "none", "tfixup": True},
 }
-# Version of the family defaults. Arguments from this version's parser carry
-# it (``args.skip_norm_defaults_version``); saved arguments without it come
-# from version 1, before --stack-norm-type, and fill their missing or None
-# fields with EARLIER_FAMILIES: transformer_adanorm was then Post-LN with
-# AdaNorm on every norm and C = 1.
-DEFAULTS_VERSION = 2
+# Version of the arguments. Arguments from this version's parser carry it
+# (``args.skip_norm_defaults_version``); saved arguments of earlier versions
+# are brought up to it (fill_earlier_defaults):
+# - version 1 (no version field), before --stack-norm-type: missing or None
+#   fields take EARLIER_FAMILIES (transformer_adanorm was then Post-LN with
+#   AdaNorm on every norm and C = 1);
+# - version 2: an --admin-profile file was read when the run started and its
+#   omegas are in the checkpoint's weights; the arguments do not keep the
+#   file's text (version 3 does), so the file is not read again.
+DEFAULTS_VERSION = 3
 DEFAULTS_VERSION_ATTR = "skip_norm_defaults_version"
 EARLIER_FAMILIES = {
     "transformer_adanorm": {
@@ -106,13 +111,17 @@ ARCH_FAMILY = {}  # architecture name -> family
 
 
 def fill_earlier_defaults(args) -> None:
-    """Set the missing or None fields of ``args`` to their family's defaults of
-    version 1 (:data:`EARLIER_FAMILIES`), and mark them as of this version."""
-    for key, value in EARLIER_FAMILIES.get(ARCH_FAMILY.get(args.arch), {}).items():
-        if getattr(args, key, None) is None:
-            setattr(args, key, value)
-    if not hasattr(args, "stack_norm_type"):
-        args.stack_norm_type = None  # then every norm was of --norm-type
+    """Bring saved arguments of an earlier version up to this one (see
+    :data:`DEFAULTS_VERSION`), and mark them as of this version."""
+    version = getattr(args, DEFAULTS_VERSION_ATTR, 1)
+    if version < 2:
+        for key, value in EARLIER_FAMILIES.get(ARCH_FAMILY.get(args.arch), {}).items():
+            if getattr(args, key, None) is None:
+                setattr(args, key, value)
+        if not hasattr(args, "stack_norm_type"):
+            args.stack_norm_type = None  # then every norm was of --norm-type
+    if version < 3 and getattr(args, PROFILE_TEXT_ATTR, None) is None:
+        args.admin_profile = None  # the checkpoint's weights hold its omegas
     setattr(args, DEFAULTS_VERSION_ATTR, DEFAULTS_VERSION)
 
 

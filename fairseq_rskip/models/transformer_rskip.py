@@ -51,6 +51,7 @@ from fairseq.modules.checkpoint_activations import checkpoint_wrapper
 
 from fairseq_rskip.checkpoint_compat import check_checkpoint_file
 from fairseq_rskip.config import SkipNormConfig
+from fairseq_rskip.errors import ModelBuildError, UserError
 from fairseq_rskip.models.architectures import DEFAULTS_VERSION, DEFAULTS_VERSION_ATTR
 from fairseq_rskip.modules import (
     RSkipTransformerDecoderLayer,
@@ -58,8 +59,9 @@ from fairseq_rskip.modules import (
     build_norm,
 )
 from fairseq_rskip.modules.admin_profile import (
+    admin_start_pending,
+    check_profile_kept,
     profile_admin_,
-    refuse_unread_profile,
     start_from_profile_,
     write_profile_on_rank_0,
 )
@@ -176,9 +178,12 @@ class RSkipTransformerModel(TransformerModel):
     before the first update, inside a stock ``fairseq-train``, and writes them
     to ``profile.ratio.init`` in ``--save-dir``
     (:mod:`~fairseq_rskip.modules.admin_profile`). With ``--admin-profile
-    FILE`` the omegas come from such a file when the model is built, and the
-    buffer starts at 1. The buffer is saved with the weights, so resuming,
-    averaging, fine-tuning and generation never profile again.
+    FILE`` the omegas come from such a file when the model is built (a file
+    that does not fit stops the command there, :class:`ModelBuildError`), and
+    the buffer starts at 1. The buffer is saved with the weights, so resuming,
+    averaging, fine-tuning and generation never profile again. After the first
+    update :meth:`set_num_updates` checks that the omegas this process set are
+    still in effect (:func:`~fairseq_rskip.modules.admin_profile.check_profile_kept`).
     """
 
     def __init__(self, args, encoder, decoder):
@@ -187,8 +192,6 @@ class RSkipTransformerModel(TransformerModel):
         if skip_weight_of(skip_norm).profiles(skip_norm):
             # the buffer's name is Admin's, the one skip weight that profiles
             self.register_buffer("admin_profiled", torch.zeros(()))
-            if skip_norm.admin_profile is not None:
-                start_from_profile_(self, skip_norm.admin_profile)
         else:
             self.admin_profiled = None
 
@@ -231,10 +234,22 @@ class RSkipTransformerModel(TransformerModel):
             encoder_out = self.encoder(src_tokens, src_lengths=src_lengths)
             self.decoder(prev_output_tokens, encoder_out=encoder_out, src_lengths=src_lengths)
 
-        refuse_unread_profile(self)  # --admin-profile FILE: never profile in its place
         profiled = profile_admin_(self, run_forward)
         self.admin_profiled.fill_(1.0)
         write_profile_on_rank_0(profiled, getattr(self.args, "save_dir", None))
+
+    def set_num_updates(self, num_updates):
+        """fairseq's, and after the first update the check that Admin's omegas are
+        those this process profiled or read."""
+        super().set_num_updates(num_updates)
+        if num_updates >= 1 and admin_start_pending(self):
+            lr = getattr(self.args, "lr", None)
+            check_profile_kept(self, num_updates, max(lr) if lr else None)
+
+    def load_state_dict(self, state_dict, strict=True, model_cfg=None, args=None):
+        """fairseq's; the loaded omegas are the checkpoint's, not this process's to check."""
+        self.__dict__.pop("_admin_start", None)
+        return super().load_state_dict(state_dict, strict=strict, model_cfg=model_cfg, args=args)
 
     @classmethod
     def hub_models(cls):
@@ -269,14 +284,21 @@ class RSkipTransformerModel(TransformerModel):
         # fairseq has run the architecture already; run it here too for callers
         # that build the model from arguments directly
         ARCH_CONFIG_REGISTRY[args.arch](args)
-        skip_norm = validated_skip_norm(args)
-        # handed to build_encoder/build_decoder through fairseq's build_model,
-        # which passes only the TransformerConfig it makes of ``args``
-        args._skip_norm = skip_norm
         try:
-            return super().build_model(args, task)
-        finally:
-            del args._skip_norm  # the saved arguments stay plain data
+            skip_norm = validated_skip_norm(args)
+            # handed to build_encoder/build_decoder through fairseq's build_model,
+            # which passes only the TransformerConfig it makes of ``args``
+            args._skip_norm = skip_norm
+            try:
+                model = super().build_model(args, task)
+            finally:
+                del args._skip_norm  # the saved arguments stay plain data
+            if model.admin_profiled is not None:
+                start_from_profile_(model, args)  # --admin-profile FILE; keeps its text in args
+            return model
+        except UserError as err:
+            # inside a stock fairseq command: one error line, before any data loads
+            raise ModelBuildError(str(err)) from None
 
     @classmethod
     def build_encoder(cls, args, src_dict, embed_tokens):

@@ -14,20 +14,26 @@ A run that profiles writes the file into its ``--save-dir``
 a model from it (:func:`start_from_profile_`), as Transformer-Clinic's
 ``--init-type adaptive`` does, and reads its files, admin-torch's (the same
 format) and ours alike.
+
+The profile lives in each sublayer's buffer ``omega_init``; training moves the
+parameter ``omega_delta`` (0 at build), and ``omega = omega_init +
+omega_delta`` (:class:`~fairseq_rskip.modules.residual_norm.ResidualNorm`).
+Profiling after fairseq built its optimizer therefore writes nothing an
+optimizer holds a copy of. :func:`check_profile_kept` is the guard after the
+first update.
 """
 
 import logging
 import math
 import os
 from pathlib import Path
-from typing import Callable, Dict, List, Sequence
+from typing import Callable, Dict, List, Optional, Sequence
 
 import torch
 
 from fairseq_rskip.errors import UserError
 from fairseq_rskip.modules.residual_norm import ResidualNorm
 from fairseq_rskip.modules.skip_weights import STACKS
-from fairseq_rskip.optim.master_params import carry_into_master_copies
 
 logger = logging.getLogger(__name__)
 
@@ -36,12 +42,22 @@ PROFILE_FILE = "profile.ratio.init"
 
 def admin_residual_norms(stack_module) -> List[ResidualNorm]:
     """The ResidualNorms of a stack that carry an Admin ``omega``, input to output."""
-    return [m for m in stack_module.modules() if isinstance(m, ResidualNorm) and m.omega is not None]
+    return [m for m in stack_module.modules() if isinstance(m, ResidualNorm) and m.omega_delta is not None]
 
 
 def profile_norms(model) -> Dict[str, list]:
     """The Admin ``ResidualNorm``s of each stack of ``model``, in the order of the file."""
     return {stack: admin_residual_norms(getattr(model, stack)) for stack in STACKS}
+
+
+def admin_omegas(state: Dict[str, torch.Tensor]) -> Dict[str, torch.Tensor]:
+    """Admin's ``omega = omega_init + omega_delta`` of every sublayer of a model's state
+    (``model.state_dict()``, a checkpoint's ``["model"]``), in float32, by the sublayer's
+    name."""
+    return {
+        key[: -len(".omega_init")]: state[key].float() + state[key[: -len("_init")] + "_delta"].float()
+        for key in state if key.endswith(".omega_init")
+    }
 
 
 def _variance(t: torch.Tensor) -> float:
@@ -52,7 +68,7 @@ def _variance(t: torch.Tensor) -> float:
 
 @torch.no_grad()
 def profile_admin_(model, run_forward: Callable[[], object]) -> Dict[str, List[float]]:
-    """Set every ``omega`` of ``model`` by Admin's profiling recursion.
+    """Set every Admin ``omega_init`` of ``model`` by the profiling recursion.
 
     ``run_forward()`` runs the model once (in training mode, on the first
     training batch). Per stack, a running value ``v`` starts at 1; at the
@@ -66,11 +82,10 @@ def profile_admin_(model, run_forward: Callable[[], object]) -> Dict[str, List[f
     With data parallelism only data-parallel rank 0 profiles, on its own batch,
     and broadcasts the values, so that every rank holds the same omega. The
     forward pass runs on a copy of the random state: the training batch that
-    follows sees the same dropout masks as without profiling. The values also
-    reach the float32 master copies of fairseq's ``FP16Optimizer``, which was
-    built before this pass (:mod:`fairseq_rskip.optim.master_params`); under
-    ``--fp16`` the model's own omega holds them rounded to float16. Returns the
-    values per stack.
+    follows sees the same dropout masks as without profiling. The values go
+    into the buffers ``omega_init`` (under ``--fp16`` rounded to float16, as
+    the model's tensors are); ``omega_delta`` is not touched. Returns the
+    values per stack in float32, before any rounding to half precision.
     """
     from fairseq.distributed import utils as distributed_utils
 
@@ -79,7 +94,7 @@ def profile_admin_(model, run_forward: Callable[[], object]) -> Dict[str, List[f
     if not norms:
         return {name: [] for name in STACKS}
     world_size = distributed_utils.get_data_parallel_world_size()
-    device = norms[0].omega.device
+    device = norms[0].omega_init.device
     values = torch.zeros(len(norms), dtype=torch.float64, device=device)
     if world_size == 1 or distributed_utils.get_data_parallel_rank() == 0:
         values.copy_(torch.tensor(_run_profile(stacks, run_forward, device), dtype=torch.float64))
@@ -89,11 +104,10 @@ def profile_admin_(model, run_forward: Callable[[], object]) -> Dict[str, List[f
         distributed_utils.broadcast(values, src=src, group=group)
     exact = {}
     for norm, value in zip(norms, values.tolist()):
-        norm.omega.fill_(value)
-        exact[norm.omega] = torch.full(norm.omega.shape, value, dtype=torch.float32)
-    # and into the float32 copies of an optimizer wrapper built before this pass
-    carry_into_master_copies(model, exact)
-    profiled = {name: [float(exact[n.omega][0]) for n in stacks[name]] for name in STACKS}
+        norm.omega_init.fill_(value)
+        exact[norm] = float(torch.tensor(value, dtype=torch.float32))
+    profiled = {name: [exact[n] for n in stacks[name]] for name in STACKS}
+    _remember_start(model, profiled)
     where = f" (data-parallel rank 0's, sent to all {world_size} ranks)" if world_size > 1 else ""
     for name in STACKS:
         logger.info(
@@ -114,9 +128,9 @@ def _run_profile(stacks: Dict[str, List[ResidualNorm]], run_forward, device) -> 
         def before_skip(module, args):
             fx, residual = args[0], args[1]
             exact[id(module)] = running["v"]
-            module.omega.fill_(running["v"])
+            module.omega_init.fill_(running["v"])
             visited[id(module)] = visited.get(id(module), 0) + 1
-            running["v"] = math.sqrt(_variance(residual * module.omega) + _variance(fx))
+            running["v"] = math.sqrt(_variance(residual * module.skip_vector()) + _variance(fx))
 
         return before_skip
 
@@ -198,21 +212,38 @@ def _layers(count: int, per_layer: int, stack: str) -> str:
     return f"{count} {stack} sublayers"
 
 
-def read_profile(path, counts: Dict[str, int], layers: Dict[str, int]) -> Dict[str, List[float]]:
+def _profile_text(path) -> str:
+    """The text of the profile file; a UserError naming the file where it cannot be read
+    as UTF-8 text (a leading byte order mark is dropped)."""
+    try:
+        data = Path(path).read_bytes()
+    except OSError as err:
+        raise UserError(f"--admin-profile {path}: cannot read it ({err.strerror or err})") from None
+    try:
+        return data.decode("utf-8-sig")
+    except UnicodeDecodeError as err:
+        line_no = data.count(b"\n", 0, err.start) + 1
+        raise UserError(f"--admin-profile {path}, line {line_no}: not text (byte 0x{data[err.start]:02x} "
+                        "is not UTF-8); the file holds 'INDEX VALUE' lines") from None
+
+
+def read_profile(path, counts: Dict[str, int], layers: Dict[str, int],
+                 text: Optional[str] = None) -> Dict[str, List[float]]:
     """The omegas of each stack from the file ``path``, for a model with ``layers[stack]``
     layers and ``counts[stack]`` Admin sublayers. Refuses (:class:`UserError`, naming the
     file) a file that cannot be read, a line that is not two numbers, a count or an index
-    that does not match the model's depth, and a value that is not finite and > 0."""
-    try:
-        text = Path(path).read_text(encoding="utf-8")
-    except (OSError, UnicodeDecodeError) as err:
-        reason = err.strerror if isinstance(err, OSError) and err.strerror else str(err)
-        raise UserError(f"--admin-profile {path}: cannot read it ({reason})") from None
+    that does not match the model's depth, and a value that is not finite and > 0. A
+    leading UTF-8 byte order mark is skipped. ``text``: the file's text, already read."""
+    if text is None:
+        text = _profile_text(path)
     rows = []  # (line number, index, value)
     for line_no, line in enumerate(text.splitlines(), 1):
         tokens = line.split()
         if not tokens:
             continue
+        if tokens[0].startswith("#"):
+            raise UserError(f"--admin-profile {path}, line {line_no}: a comment; the file holds "
+                            "only 'INDEX VALUE' lines (Transformer-Clinic's profile.ratio.init)")
         if len(tokens) != 2:
             raise UserError(f"--admin-profile {path}, line {line_no}: expected 'INDEX VALUE', "
                             f"got {line.strip()!r}")
@@ -246,44 +277,101 @@ def read_profile(path, counts: Dict[str, int], layers: Dict[str, int]) -> Dict[s
     return {"encoder": values[:enc], "decoder": values[enc:]}
 
 
+# The file's text, kept in the model's arguments once read, so that the arguments a
+# checkpoint saves build the model without the file
+PROFILE_TEXT_ATTR = "admin_profile_text"
+
+
 @torch.no_grad()
-def load_profile_(model, path) -> Dict[str, List[float]]:
-    """Fill every Admin omega of ``model`` from the profile file ``path``; the values per stack."""
+def load_profile_(model, path, text: Optional[str] = None) -> Dict[str, List[float]]:
+    """Fill every Admin ``omega_init`` of ``model`` from the profile file ``path`` (or its
+    ``text``); the values per stack."""
     norms = profile_norms(model)
     counts = {stack: len(norms[stack]) for stack in STACKS}
     layers = {stack: len(getattr(model, stack).layers) for stack in STACKS}
-    values = read_profile(path, counts, layers)
+    values = read_profile(path, counts, layers, text)
     for stack in STACKS:
         for norm, value in zip(norms[stack], values[stack]):
-            norm.omega.fill_(value)
+            norm.omega_init.fill_(value)
     return values
 
 
-def start_from_profile_(model, path) -> bool:
-    """``--admin-profile``, at model build (before fairseq builds an optimizer): fill the
-    omegas from ``path`` and mark the model profiled (``admin_profiled = 1``), so that it
-    never profiles. A file that cannot be used is only an error where the initial omegas
-    matter, when the model would train from them (:func:`refuse_unread_profile`):
-    generation and resuming load omega from a checkpoint, wherever the file now is."""
-    try:
-        values = load_profile_(model, path)
-    except UserError as err:
-        model.__dict__["_admin_profile_error"] = err
-        logger.warning("%s. Loading this model's weights from a checkpoint works; training it from "
-                       "its initial weights is refused.", err)
-        return False
+def start_from_profile_(model, args) -> None:
+    """``--admin-profile FILE``, when the model is built from ``args`` (before fairseq
+    loads data or builds an optimizer): fill the ``omega_init`` from the file and mark
+    the model profiled (``admin_profiled = 1``), so that it never profiles. A file that
+    does not fit is a :class:`UserError`. The file's text is added to ``args``
+    (:data:`PROFILE_TEXT_ATTR`): the arguments a checkpoint saves then build its model
+    from that text, wherever the file is by then."""
+    path = getattr(args, "admin_profile", None)
+    if path is None:
+        return
+    text = getattr(args, PROFILE_TEXT_ATTR, None)
+    source = f"{os.fspath(path)} (as the model's arguments keep it)" if text is not None else os.fspath(path)
+    values = load_profile_(model, path, text)
+    setattr(args, PROFILE_TEXT_ATTR, format_profile(values))
     model.admin_profiled.fill_(1.0)
+    _remember_start(model, values)
     for stack in STACKS:
-        logger.info("Admin: omega of the %s sublayers read from %s: %s", stack, os.fspath(path),
+        logger.info("Admin: omega of the %s sublayers read from %s: %s", stack, source,
                     " ".join(f"{v:.4f}" for v in values[stack]))
-    return True
 
 
-def refuse_unread_profile(model) -> None:
-    """Raise the problem of an ``--admin-profile`` file that :func:`start_from_profile_`
-    could not use, before a training forward would start from unset omegas."""
-    error = model.__dict__.get("_admin_profile_error")
-    if error is not None:
-        raise UserError(f"{error}. Training starts Admin's omega from this file: give the "
-                        "profile of a model of this depth, or leave --admin-profile out to profile "
-                        "on the first batch")
+# -- the guard after the first update ---------------------------------------------------
+
+# Each omega after the first update is within this many of the optimizer's steps of lr
+# per update from where it started (Adam moves an element by about lr per step), and
+# within this share of its start (the start rounded to float16 or bfloat16).
+STEPS_PER_UPDATE = 4
+ROUNDING = 2.0 ** -7
+
+
+def _remember_start(model, values: Dict[str, Sequence[float]]) -> None:
+    """Keep the start of every omega (not in the state: the guard runs once, in this
+    process) for :func:`check_profile_kept`."""
+    norms = profile_norms(model)
+    model.__dict__["_admin_start"] = [
+        (norm, float(value)) for stack in STACKS for norm, value in zip(norms[stack], values[stack])
+    ]
+
+
+def admin_start_pending(model) -> bool:
+    """Whether this process set the model's omegas and has not checked them since."""
+    return bool(model.__dict__.get("_admin_start"))
+
+
+@torch.no_grad()
+def check_profile_kept(model, num_updates: int, lr: Optional[float]) -> None:
+    """After update ``num_updates`` (>= 1) of a model whose omegas this process set
+    (profiled or read), every ``omega = omega_init + omega_delta`` must be within
+    ``STEPS_PER_UPDATE * num_updates * lr`` of its start, plus its rounding: else
+    something outside the model rewrote ``omega_init`` or ``omega_delta`` (an optimizer
+    wrapper, a sharding or pipeline path) and training would go on from another
+    omega. Raises a :class:`UserError` that says which sublayer and by how much;
+    checks once. Without ``lr`` only ``omega_init`` is checked."""
+    start = model.__dict__.pop("_admin_start", None)
+    if not start:
+        return
+    names = {norm: name for name, norm in model.named_modules()}
+    for norm, value in start:
+        init = norm.omega_init.detach().float()
+        omega = init + norm.omega_delta.detach().float()
+        rounding = ROUNDING * abs(value)
+        moved = float((init - value).abs().max())
+        if moved > rounding:
+            raise UserError(
+                f"Admin: after update {num_updates}, {names.get(norm, 'a sublayer')}.omega_init is "
+                f"{float(init.max()):.6g} where the profile set {value:.6g}: something outside the "
+                "model rewrote the buffer (an optimizer wrapper, a sharding or pipeline path); "
+                "training would go on from another omega. Train without that wrapper, or report it")
+        if lr is None:
+            continue
+        bound = STEPS_PER_UPDATE * num_updates * lr + rounding
+        moved = float((omega - value).abs().max())
+        if moved > bound:
+            raise UserError(
+                f"Admin: after update {num_updates}, omega of {names.get(norm, 'a sublayer')} moved "
+                f"{moved:.4g} from its profile {value:.6g}, more than {STEPS_PER_UPDATE} optimizer "
+                f"steps of lr {lr:g} per update ({bound:.4g}): something outside the model rewrote "
+                "omega_delta (an optimizer wrapper, a sharding or pipeline path). Train without that "
+                "wrapper, or report it")

@@ -10,8 +10,10 @@ sublayer's input and ``F(x)`` its output (dropout included), ``N_i`` the
 Post-norm, n = 1    ``y = N(lam * x + F(x))``: Post-LN (lam = 1), xSkip+LN;
                     with ``--norm-type none``: Skip (lam = 1) and xSkip;
                     DeepNorm: ``lam = alpha`` of the stack (``--skip-weight
-                    deepnorm``); Admin: ``y = N(omega * x + F(x))``, ``omega`` a
-                    trainable vector (``--skip-weight admin``); see
+                    deepnorm``); Admin: ``y = N(omega * x + F(x))``,
+                    ``omega = omega_init + omega_delta``: a buffer (the
+                    profile) plus a trainable vector starting at 0
+                    (``--skip-weight admin``); see
                     :mod:`fairseq_rskip.modules.skip_weights`
 Post-norm, n > 1    rSkip+LN: ``y_1 = N_1(x + F(x))``,
                     ``y_i = N_i(x + y_{i-1})`` for i = 2..n, output ``y_n``
@@ -82,7 +84,12 @@ class ResidualNorm(Normalization):
     :class:`~fairseq_rskip.modules.skip_weights.SkipWeight` computed it
     (``--skip-scale``, DeepNorm's alpha, Admin's initial omega); ``None`` is
     ``--skip-scale``. Where that strategy trains it (``--skip-weight admin``),
-    ``w`` is the trainable vector ``omega``, starting at ``skip_weight``.
+    ``w = omega_init + omega_delta``: the buffer ``omega_init`` holds the
+    start (``skip_weight``, then the profile) and the parameter
+    ``omega_delta``, 0 at build, what training adds. No optimizer copies a
+    buffer, so a profile written after fairseq built its optimizer (and its
+    float32 master copies) is in effect from the first step, whatever the
+    optimizer wrapper; the gradient of ``omega_delta`` is that of ``w``.
     ``attention``: the sublayer is an attention (DyT's initial ``alpha``,
     NormFormer's norm on self-attention, its scaled skip on the feed-forward);
     ``branch_gain``: the layer's shared ReZero ``alpha``, else its own is made
@@ -126,7 +133,13 @@ class ResidualNorm(Normalization):
         # gradient of F(x) has its entries of magnitude at most FLOOR made zero
         self.gradient_floor = FLOOR if config.no_skip else 0.0
         self.skip_weight = float(config.skip_scale if skip_weight is None else skip_weight)
-        if skip_weight_of(config).trainable or (config.scale_resids and not attention):
+        if skip_weight_of(config).trainable:  # Admin
+            self.register_buffer("omega_init", torch.full((dim,), self.skip_weight))
+            self.omega_delta = nn.Parameter(torch.zeros(dim))
+        else:
+            self.register_buffer("omega_init", None)
+            self.register_parameter("omega_delta", None)
+        if config.scale_resids and not attention:  # NormFormer's w_resid
             self.omega = nn.Parameter(torch.full((dim,), self.skip_weight))
         else:
             self.register_parameter("omega", None)
@@ -143,6 +156,23 @@ class ResidualNorm(Normalization):
         # --skip-shared-norm: N_2 .. N_n are N_1 itself
         self.shared_recursions = extra if shared else 0
         self.recursions = config.skip_recursions
+
+    def skip_vector(self) -> Optional[Tensor]:
+        """The trainable skip weight ``w``: Admin's ``omega_init + omega_delta``,
+        NormFormer's ``omega``, else None (the scalar ``skip_weight``)."""
+        init, delta = self.omega_init, self.omega_delta
+        if init is not None and delta is not None:
+            return init + delta
+        return self.omega
+
+    def upgrade_state_dict_named(self, state_dict: Dict[str, Tensor], name: str) -> None:
+        """Admin checkpoints of earlier versions hold ``w`` as one parameter
+        ``NAME.omega``: it becomes ``omega_init``, with ``omega_delta`` 0."""
+        old = f"{name}.omega"
+        if self.omega_delta is not None and old in state_dict and f"{name}.omega_delta" not in state_dict:
+            omega = state_dict.pop(old)
+            state_dict[f"{name}.omega_init"] = omega
+            state_dict[f"{name}.omega_delta"] = torch.zeros_like(omega)
 
     def branch_input(self, x: Tensor) -> Tensor:
         """What the sublayer reads: ``N(x)`` with pre-norm, else ``x``."""
@@ -171,7 +201,7 @@ class ResidualNorm(Normalization):
             and x.dtype == residual.dtype
             and (self.gradient_floor == 0.0 or self.branch_gain is not None)
         )
-        omega = self.omega
+        omega = self.skip_vector()
         if not self.skip:
             s = x
         elif omega is not None:
@@ -219,6 +249,7 @@ class ResidualNorm(Normalization):
             super().extra_repr()
             + f", normalize_before={self.normalize_before}, skip_weight={self.skip_weight}"
             + f", recursions={self.recursions}, inplace={self.inplace}, skip={self.skip}"
+            + (", omega=omega_init+omega_delta" if self.omega_delta is not None else "")
             + (", omega=trainable" if self.omega is not None else "")
         )
 
