@@ -38,6 +38,31 @@ def test_rmsnorm_eps_inside_is_torch_rms_norm_and_the_formula():
     torch.testing.assert_close(norm(x), reference(x))
 
 
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
+def test_rmsnorm_gradients_are_torch_rms_norms(dtype):
+    """On CPU the norm runs RMSNormFunction (LayerNorm's backward, the mean set to 0 and
+    its term added back): values and gradients those of F.rms_norm under autograd."""
+    from fairseq_rskip.modules.norm_functions import RMSNormFunction
+
+    norm = with_gain(build_norm(16, SkipNormConfig(norm_type="rmsnorm"))).to(dtype)
+    x = rows().detach().to(dtype).requires_grad_()
+    upstream = torch.randn(x.shape, dtype=dtype, generator=torch.Generator().manual_seed(3))
+    ours = norm(x)
+    assert isinstance(ours.grad_fn, RMSNormFunction._backward_cls)
+    (ours * upstream).sum().backward()
+    grads = x.grad.clone(), norm.weight.grad.clone()
+    x.grad, norm.weight.grad = None, None
+    theirs = torch.nn.functional.rms_norm(x, (16,), norm.weight, 1e-5)
+    (theirs * upstream).sum().backward()
+    assert torch.equal(ours, theirs)
+    tolerance = {torch.float32: 1e-6, torch.float64: 1e-14}[dtype]
+    torch.testing.assert_close(grads[0], x.grad, rtol=tolerance, atol=tolerance)
+    torch.testing.assert_close(grads[1], norm.weight.grad, rtol=tolerance, atol=tolerance)
+    if dtype == torch.float64:
+        assert torch.autograd.gradcheck(lambda v, w: RMSNormFunction.apply(v, w, 1e-5),
+                                        (x.detach().requires_grad_(), norm.weight))
+
+
 def test_rmsnorm_eps_outside_is_the_authors_formula():
     """bzhangGo/rmsnorm: rms = ||x|| * d^(-1/2); x / (rms + 1e-8) * g."""
     norm = with_gain(build_norm(16, SkipNormConfig(norm_type="rmsnorm", rmsnorm_eps_placement="outside")))

@@ -60,6 +60,42 @@ class AdaNormFunction(torch.autograd.Function):
         return g.to(ctx.in_dtype), None, None, None
 
 
+class RMSNormFunction(torch.autograd.Function):
+    """RMSNorm ``y = w * x * r``, ``r = 1 / sqrt(mean(x^2) + eps)`` over the last
+    dimension, with its gradient written out, for CPU tensors of float32 or
+    float64: torch 2.13's ``F.rms_norm`` is a composite of element-wise ops under
+    autograd there (its fused backward exists for CUDA only), which keeps more
+    tensors than LayerNorm and runs several kernels backward.
+
+    Forward: ATen's fused ``_fused_rms_norm`` (what ``F.rms_norm`` computes),
+    which also returns ``r``; keeps ``x`` and ``r``, as LayerNorm keeps its input
+    and row statistics. Backward: ATen's LayerNorm backward with the mean set to
+    0 gives ``dw = sum(dy * x * r)`` and ``r * (g - x_hat * mean(g * x_hat)) -
+    r * mean(g)``, with ``g = dy * w`` and ``x_hat = x * r``; adding back
+    ``r * mean(g)`` (the row's ``(dy @ w) / d``) leaves RMSNorm's
+    ``dx = r * (g - x_hat * mean(g * x_hat))``.
+    """
+
+    @staticmethod
+    def forward(ctx, x: Tensor, weight: Tensor, eps: float) -> Tensor:
+        y, rstd = torch.ops.aten._fused_rms_norm(x, [x.size(-1)], weight, eps)
+        ctx.save_for_backward(x, rstd, weight)
+        return y
+
+    @staticmethod
+    @torch.autograd.function.once_differentiable
+    def backward(ctx, grad_y: Tensor):
+        x, rstd, weight = ctx.saved_tensors
+        grad_y = grad_y.contiguous()
+        grad_x, grad_w, _ = torch.ops.aten.native_layer_norm_backward(
+            grad_y, x, [x.size(-1)], torch.zeros_like(rstd), rstd, weight, None,
+            [True, ctx.needs_input_grad[1], False],
+        )
+        mean_g = torch.matmul(grad_y, weight).unsqueeze_(-1)
+        grad_x.add_(mean_g.mul_(rstd).div_(x.size(-1)))
+        return grad_x, grad_w, None
+
+
 
 
 class RecursiveLayerNormFunction(torch.autograd.Function):

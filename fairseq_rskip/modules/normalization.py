@@ -32,7 +32,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from fairseq_rskip.config import SkipNormConfig
-from fairseq_rskip.modules.norm_functions import AdaNormFunction
+from fairseq_rskip.modules.norm_functions import AdaNormFunction, RMSNormFunction
 
 
 class Normalization(nn.Module):
@@ -150,13 +150,36 @@ class AdaNorm(Normalization):
         return super().extra_repr() + f", scale={self.adanorm_scale}, k={self.adanorm_k}"
 
 
+@torch.jit.unused
+def _rms_norm_function(x: Tensor, weight: Tensor, eps: float) -> Tensor:
+    return RMSNormFunction.apply(x, weight, eps)
+
+
+def rms_norm(x: Tensor, weight: Tensor, eps: float) -> Tensor:
+    """``F.rms_norm`` over the last dimension; where autograd would run its
+    composite backward (CPU, float32 or float64, gradients wanted, outside
+    autocast and TorchScript) :class:`RMSNormFunction`: the same values, LayerNorm's
+    saved tensors and backward kernel."""
+    if (
+        not torch.jit.is_scripting()
+        and x.device.type == "cpu"
+        and (x.dtype == torch.float32 or x.dtype == torch.float64)
+        and torch.is_grad_enabled()
+        and (x.requires_grad or weight.requires_grad)
+        and not torch.is_autocast_enabled("cpu")
+    ):
+        return _rms_norm_function(x, weight, eps)
+    return F.rms_norm(x, [x.size(-1)], weight, eps)
+
+
 class RMSNorm(Normalization):
     """RMSNorm: ``g * x / RMS(x)``, ``g = 1`` at start, over the first ``m`` features
     (``m = floor(p * d)`` with ``--rmsnorm-partial p``, else ``m = d``):
 
     - ``--rmsnorm-eps-placement inside``: ``RMS(x) = sqrt(mean(x_1..m^2) + 1e-5)``,
       torch's fused ``F.rms_norm`` (as ``torch.nn.RMSNorm``) where ``m = d`` and
-      the input and gain share a dtype;
+      the input and gain share a dtype (:func:`rms_norm`: on CPU with LayerNorm's
+      backward);
     - ``outside``: ``RMS(x) = sqrt(mean(x_1..m^2)) + 1e-8``, the authors'
       (bzhangGo/rmsnorm, ``rmsnorm_torch.py``).
 
@@ -177,7 +200,7 @@ class RMSNorm(Normalization):
     def normalize(self, x: Tensor) -> Tensor:
         whole = self.features == self.normalized_shape[0]
         if self.eps_inside and whole and x.dtype == self.weight.dtype:
-            return F.rms_norm(x, self.normalized_shape, self.weight, self.eps)
+            return rms_norm(x, self.weight, self.eps)
         h = x.to(torch.promote_types(x.dtype, torch.float32))
         part = h if whole else h[..., : self.features]
         mean_square = part.pow(2).mean(dim=-1, keepdim=True)
