@@ -19,12 +19,13 @@ class UserError(Exception):
     file at fault and, where there is one, the fix."""
 
 
-class ModelBuildError(UserError, SystemExit):
-    """A :class:`UserError` found while the model is built. Also a ``SystemExit``
-    whose code is the line ``error: MESSAGE``: uncaught (in a stock fairseq
-    command), Python prints that line on stderr and exits with status 1, without a
+class ModelBuildError(UserError, ValueError, SystemExit):
+    """A :class:`UserError` found while the model is built (a flag's rule, which
+    raises ``ValueError``, or a file a flag names). Also a ``SystemExit`` whose
+    code is the line ``error: MESSAGE``: uncaught (in a stock fairseq command),
+    Python prints that line on stderr and exits with status 1, without a
     traceback, before fairseq loads any data. Code in a process catches it as a
-    UserError."""
+    UserError or, as the rules' errors, a ValueError."""
 
     def __init__(self, message: str):
         UserError.__init__(self, message)

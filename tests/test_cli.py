@@ -158,15 +158,18 @@ def assert_refused_before_data(proc, message):
     assert "Traceback" not in out and " examples" not in out  # fairseq logs each split it loads
 
 
-@pytest.mark.parametrize("case", ["missing", "not a number"])
+@pytest.mark.parametrize("case", ["missing", "not a number", "a rule between flags"])
 def test_fairseq_train_refuses_a_bad_admin_profile_in_one_line(data_bin, tmp_path, case):
     profile = tmp_path / "profile.ratio.init"
     if case == "not a number":
         profile.write_text("1 1.0\n2 x\n")
+    extra = ["--admin-init", "logn"] if case == "a rule between flags" else []
     proc = run([*train_command(data_bin, "transformer_admin_tiny", tmp_path / "run", 1),
-                "--admin-profile", profile], check=False)
+                "--admin-profile", profile, *extra], check=False)
     expected = {"missing": f"--admin-profile {profile}: cannot read it (No such file or directory)",
-                "not a number": f"--admin-profile {profile}, line 2: value 'x' is not a number"}[case]
+                "not a number": f"--admin-profile {profile}, line 2: value 'x' is not a number",
+                "a rule between flags": "--admin-profile and --admin-init logn both set Admin's initial "
+                                        "omega: leave one out"}[case]
     assert_refused_before_data(proc, expected)
 
 

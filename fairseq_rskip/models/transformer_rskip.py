@@ -285,7 +285,10 @@ class RSkipTransformerModel(TransformerModel):
         # that build the model from arguments directly
         ARCH_CONFIG_REGISTRY[args.arch](args)
         try:
-            skip_norm = validated_skip_norm(args)
+            try:
+                skip_norm = validated_skip_norm(args)
+            except ValueError as err:  # the rules between the flags
+                raise UserError(str(err)) from None
             # handed to build_encoder/build_decoder through fairseq's build_model,
             # which passes only the TransformerConfig it makes of ``args``
             args._skip_norm = skip_norm
