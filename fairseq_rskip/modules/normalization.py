@@ -151,8 +151,16 @@ class AdaNorm(Normalization):
 
 
 @torch.jit.unused
-def _rms_norm_function(x: Tensor, weight: Tensor, eps: float) -> Tensor:
-    return RMSNormFunction.apply(x, weight, eps)
+def _rms_norm_eager(x: Tensor, weight: Tensor, eps: float) -> Tensor:
+    if (
+        x.device.type == "cpu"
+        and x.dtype in (torch.float32, torch.float64)
+        and torch.is_grad_enabled()
+        and (x.requires_grad or weight.requires_grad)
+        and not torch.is_autocast_enabled("cpu")
+    ):
+        return RMSNormFunction.apply(x, weight, eps)
+    return F.rms_norm(x, [x.size(-1)], weight, eps)
 
 
 def rms_norm(x: Tensor, weight: Tensor, eps: float) -> Tensor:
@@ -160,16 +168,9 @@ def rms_norm(x: Tensor, weight: Tensor, eps: float) -> Tensor:
     composite backward (CPU, float32 or float64, gradients wanted, outside
     autocast and TorchScript) :class:`RMSNormFunction`: the same values, LayerNorm's
     saved tensors and backward kernel."""
-    if (
-        not torch.jit.is_scripting()
-        and x.device.type == "cpu"
-        and (x.dtype == torch.float32 or x.dtype == torch.float64)
-        and torch.is_grad_enabled()
-        and (x.requires_grad or weight.requires_grad)
-        and not torch.is_autocast_enabled("cpu")
-    ):
-        return _rms_norm_function(x, weight, eps)
-    return F.rms_norm(x, [x.size(-1)], weight, eps)
+    if torch.jit.is_scripting():
+        return F.rms_norm(x, [x.size(-1)], weight, eps)
+    return _rms_norm_eager(x, weight, eps)
 
 
 class RMSNorm(Normalization):
