@@ -5,7 +5,6 @@ a file, a folder); :func:`run_main`, which every command of
 :mod:`fairseq_rskip.cli` runs its ``main`` under, turns it into one line
 ``error: MESSAGE`` on stderr and exit status 2, with no traceback.
 
-
 A stock fairseq command (``fairseq-train``, ``fairseq-generate``) has no
 ``run_main`` around it: a problem found while it builds the model is a
 :class:`ModelBuildError`, which ends such a command the same way.

@@ -3,6 +3,7 @@ profiles, read by --admin-profile into the sublayers its indices name, refused w
 built if it does not fit; the profile kept in buffers that no optimizer copies, and the guard
 after the first update. Through fairseq-train: tests/test_cli.py, tests/test_half_precision_training.py."""
 
+import copy
 import logging
 
 import pytest
@@ -269,7 +270,7 @@ def test_the_arguments_keep_the_files_text_so_a_checkpoint_builds_without_the_fi
     assert all(torch.equal(v, omegas(model)[k]) for k, v in omegas(again).items())
     assert float(again.admin_profiled) == 1
 
-    saved_by_version_2 = argparse_copy(args)
+    saved_by_version_2 = copy.copy(args)
     delattr(saved_by_version_2, PROFILE_TEXT_ATTR)
     setattr(saved_by_version_2, DEFAULTS_VERSION_ATTR, 2)
     old = ARCH_MODEL_REGISTRY[args.arch].build_model(saved_by_version_2, task)
@@ -277,12 +278,6 @@ def test_the_arguments_keep_the_files_text_so_a_checkpoint_builds_without_the_fi
     old.load_state_dict(model.state_dict())
     assert float(old.admin_profiled) == 1
     assert all(torch.equal(v, omegas(model)[k]) for k, v in omegas(old).items())
-
-
-def argparse_copy(args):
-    import argparse
-
-    return argparse.Namespace(**vars(args))
 
 
 def old_layout(state):

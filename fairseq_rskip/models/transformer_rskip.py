@@ -59,7 +59,6 @@ from fairseq_rskip.modules import (
     build_norm,
 )
 from fairseq_rskip.modules.admin_profile import (
-    admin_start_pending,
     check_profile_kept,
     profile_admin_,
     start_from_profile_,
@@ -242,9 +241,8 @@ class RSkipTransformerModel(TransformerModel):
         """fairseq's, and after the first update the check that Admin's omegas are
         those this process profiled or read."""
         super().set_num_updates(num_updates)
-        if num_updates >= 1 and admin_start_pending(self):
-            lr = getattr(self.args, "lr", None)
-            check_profile_kept(self, num_updates, max(lr) if lr else None)
+        if num_updates >= 1:
+            check_profile_kept(self, num_updates, getattr(self.args, "lr", None))
 
     def load_state_dict(self, state_dict, strict=True, model_cfg=None, args=None):
         """fairseq's; the loaded omegas are the checkpoint's, not this process's to check."""

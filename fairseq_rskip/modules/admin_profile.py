@@ -102,12 +102,12 @@ def profile_admin_(model, run_forward: Callable[[], object]) -> Dict[str, List[f
         group = distributed_utils.get_data_parallel_group()
         src = torch.distributed.get_global_rank(group, 0) if group is not None else 0
         distributed_utils.broadcast(values, src=src, group=group)
-    exact = {}
     for norm, value in zip(norms, values.tolist()):
         norm.omega_init.fill_(value)
-        exact[norm] = float(torch.tensor(value, dtype=torch.float32))
-    profiled = {name: [exact[n] for n in stacks[name]] for name in STACKS}
-    _remember_start(model, profiled)
+    in_float32 = values.to(torch.float32).tolist()
+    encoder = len(stacks["encoder"])
+    profiled = {"encoder": in_float32[:encoder], "decoder": in_float32[encoder:]}
+    _remember_start(model, stacks, profiled)
     where = f" (data-parallel rank 0's, sent to all {world_size} ranks)" if world_size > 1 else ""
     for name in STACKS:
         logger.info(
@@ -283,19 +283,6 @@ PROFILE_TEXT_ATTR = "admin_profile_text"
 
 
 @torch.no_grad()
-def load_profile_(model, path, text: Optional[str] = None) -> Dict[str, List[float]]:
-    """Fill every Admin ``omega_init`` of ``model`` from the profile file ``path`` (or its
-    ``text``); the values per stack."""
-    norms = profile_norms(model)
-    counts = {stack: len(norms[stack]) for stack in STACKS}
-    layers = {stack: len(getattr(model, stack).layers) for stack in STACKS}
-    values = read_profile(path, counts, layers, text)
-    for stack in STACKS:
-        for norm, value in zip(norms[stack], values[stack]):
-            norm.omega_init.fill_(value)
-    return values
-
-
 def start_from_profile_(model, args) -> None:
     """``--admin-profile FILE``, when the model is built from ``args`` (before fairseq
     loads data or builds an optimizer): fill the ``omega_init`` from the file and mark
@@ -308,10 +295,16 @@ def start_from_profile_(model, args) -> None:
         return
     text = getattr(args, PROFILE_TEXT_ATTR, None)
     source = f"{os.fspath(path)} (as the model's arguments keep it)" if text is not None else os.fspath(path)
-    values = load_profile_(model, path, text)
+    stacks = profile_norms(model)
+    counts = {stack: len(stacks[stack]) for stack in STACKS}
+    layers = {stack: len(getattr(model, stack).layers) for stack in STACKS}
+    values = read_profile(path, counts, layers, text)
+    for stack in STACKS:
+        for norm, value in zip(stacks[stack], values[stack]):
+            norm.omega_init.fill_(value)
     setattr(args, PROFILE_TEXT_ATTR, format_profile(values))
     model.admin_profiled.fill_(1.0)
-    _remember_start(model, values)
+    _remember_start(model, stacks, values)
     for stack in STACKS:
         logger.info("Admin: omega of the %s sublayers read from %s: %s", stack, source,
                     " ".join(f"{v:.4f}" for v in values[stack]))
@@ -326,32 +319,29 @@ STEPS_PER_UPDATE = 4
 ROUNDING = 2.0 ** -7
 
 
-def _remember_start(model, values: Dict[str, Sequence[float]]) -> None:
-    """Keep the start of every omega (not in the state: the guard runs once, in this
-    process) for :func:`check_profile_kept`."""
-    norms = profile_norms(model)
+def _remember_start(model, stacks: Dict[str, List[ResidualNorm]], values: Dict[str, Sequence[float]]) -> None:
+    """Keep the start of every omega of ``stacks`` (not in the state: the guard runs
+    once, in this process) for :func:`check_profile_kept`."""
     model.__dict__["_admin_start"] = [
-        (norm, float(value)) for stack in STACKS for norm, value in zip(norms[stack], values[stack])
+        (norm, float(value)) for stack in STACKS for norm, value in zip(stacks[stack], values[stack])
     ]
 
 
-def admin_start_pending(model) -> bool:
-    """Whether this process set the model's omegas and has not checked them since."""
-    return bool(model.__dict__.get("_admin_start"))
-
-
 @torch.no_grad()
-def check_profile_kept(model, num_updates: int, lr: Optional[float]) -> None:
+def check_profile_kept(model, num_updates: int, lrs: Optional[Sequence[float]]) -> None:
     """After update ``num_updates`` (>= 1) of a model whose omegas this process set
     (profiled or read), every ``omega = omega_init + omega_delta`` must be within
-    ``STEPS_PER_UPDATE * num_updates * lr`` of its start, plus its rounding: else
+    ``STEPS_PER_UPDATE * num_updates * lr`` of its start (``lr`` the largest of
+    ``lrs``, fairseq's ``--lr``), plus its rounding: else
     something outside the model rewrote ``omega_init`` or ``omega_delta`` (an optimizer
     wrapper, a sharding or pipeline path) and training would go on from another
     omega. Raises a :class:`UserError` that says which sublayer and by how much;
-    checks once. Without ``lr`` only ``omega_init`` is checked."""
+    checks once; nothing to check, nothing done. Without ``lrs`` only ``omega_init`` is
+    checked."""
     start = model.__dict__.pop("_admin_start", None)
     if not start:
         return
+    lr = max(lrs) if lrs else None
     names = {norm: name for name, norm in model.named_modules()}
     for norm, value in start:
         init = norm.omega_init.detach().float()

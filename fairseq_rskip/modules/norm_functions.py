@@ -96,8 +96,6 @@ class RMSNormFunction(torch.autograd.Function):
         return grad_x, grad_w, None
 
 
-
-
 class RecursiveLayerNormFunction(torch.autograd.Function):
     """rSkip with LayerNorm (or LayerNorm-simple), its backward written out:
     ``y_1 = LN_1(s)``, ``y_i = LN_i(residual + y_{i-1})``.
