@@ -3,7 +3,7 @@
 Install with scripts/setup_env.sh (see README.md): fairseq-fixed must be built
 against the installed torch and without its torchaudio requirement, which a
 plain ``pip install`` of this package cannot express. Installing it also
-installs the commands of fairseq_rskip/cli (rskip-prepare, rskip-evaluate, ...).
+installs the commands (rskip-prepare, rskip-evaluate, ...), each the ``cli.py`` of its tool.
 """
 
 import re
@@ -45,16 +45,17 @@ setup(
     ],
     entry_points={
         "console_scripts": [
-            "rskip-prepare = fairseq_rskip.cli.prepare:cli_main",
-            "rskip-evaluate = fairseq_rskip.cli.evaluate:cli_main",
-            "rskip-average-checkpoints = fairseq_rskip.cli.average_checkpoints:cli_main",
-            "rskip-reproduce = fairseq_rskip.cli.reproduce:cli_main",
-            "rskip-gradient-analysis = fairseq_rskip.cli.gradient_analysis:cli_main",
-            "rskip-warmup-demo = fairseq_rskip.cli.warmup_demo:cli_main",
-            "rskip-signal-propagation = fairseq_rskip.cli.signal_propagation:cli_main",
-            "rskip-gpu-check = fairseq_rskip.cli.gpu_check:cli_main",
-            "rskip-output-change = fairseq_rskip.cli.output_change:cli_main",
-            "rskip-source-use = fairseq_rskip.cli.source_use:cli_main",
+            "rskip-prepare = fairseq_rskip.data_prep.cli:cli_main",
+            "rskip-evaluate = fairseq_rskip.scoring.cli:cli_main",
+            "rskip-average-checkpoints = fairseq_rskip.tools.average_checkpoints.cli:cli_main",
+            "rskip-reproduce = fairseq_rskip.tools.runner.cli:cli_main",
+            "rskip-gradient-analysis = fairseq_rskip.tools.gradients.cli:cli_main",
+            "rskip-warmup-demo = fairseq_rskip.tools.warmup.cli:cli_main",
+            "rskip-signal-propagation = fairseq_rskip.tools.signal_propagation.cli:cli_main",
+            "rskip-gpu-check = fairseq_rskip.tools.gpu_check.cli:cli_main",
+            "rskip-output-change = fairseq_rskip.tools.output_change.cli:cli_main",
+            "rskip-source-use = fairseq_rskip.tools.source_use.cli:cli_main",
+            "rskip-benchmark = fairseq_rskip.tools.benchmark.cli:cli_main",
         ],
     },
 )

@@ -20,7 +20,7 @@ import argparse
 import sys
 from collections import defaultdict
 
-from fairseq_rskip.cli.source_use import named_checkpoints
+from fairseq_rskip.tools.source_use.cli import named_checkpoints
 from fairseq_rskip.errors import run_main
 
 
@@ -68,7 +68,7 @@ def main(argv=None) -> int:
     p.add_argument("--split", default="valid")
     p.add_argument("--max-tokens", type=int, default=4096)
     args = p.parse_args(argv)
-    from fairseq_rskip.analysis.source_use import load
+    from fairseq_rskip.tools.source_use.source_use import load
 
     shares = defaultdict(list)
     for name, path in named_checkpoints(args.checkpoint, args.data):

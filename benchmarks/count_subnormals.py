@@ -8,7 +8,7 @@ Each model of fairseq_rskip/variants.py is built as the throughput benchmark
 builds it (``--size``, dropout ``--dropout``, fairseq's label-smoothed loss,
 ``torch.optim.Adam``) and trains ``--updates`` updates on random batches of
 ``--sentences`` sentences of ``--length`` tokens; every update is counted by
-:func:`fairseq_rskip.analysis.subnormals.count_subnormals`. ``--no-floor``
+:func:`fairseq_rskip.tools.benchmark.subnormals.count_subnormals`. ``--no-floor``
 sets the floors of :mod:`fairseq_rskip.modules.subnormals` to 0 (the models'
 computation without them). Prints, per model, the total per update, the
 places that wrote the most, and (with the floors) how much they change the
@@ -30,8 +30,8 @@ def count_model(name: str, opts):
     import torch
     from fairseq.criterions.label_smoothed_cross_entropy import LabelSmoothedCrossEntropyCriterion
 
-    from fairseq_rskip.analysis import modelbuild
-    from fairseq_rskip.analysis.subnormals import count_subnormals, floor_effect, remove_floors
+    from fairseq_rskip.tools.common import modelbuild
+    from fairseq_rskip.tools.benchmark.subnormals import count_subnormals, floor_effect, remove_floors
 
     d = modelbuild.random_dictionary(opts.vocab)
     flags = ["--dropout", str(opts.dropout)]

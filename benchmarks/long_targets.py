@@ -7,8 +7,8 @@ and with the row scaling D_l of its self-attention held fixed beyond a position.
         --checkpoint espa=work/runs/espa-d6-s1/checkpoints/checkpoint_last.pt
 
 For each checkpoint (a model of fairseq_rskip trained on the data-bin's dictionaries) the
-cross-entropy by target-length bucket of ``rskip-source-use`` (fairseq_rskip/analysis/
-source_use.py) is printed twice: as trained, and with every decoder self-attention's
+cross-entropy by target-length bucket of ``rskip-source-use``
+(fairseq_rskip/tools/source_use/source_use.py) is printed twice: as trained, and with every decoder self-attention's
 ``D_l[t]`` for ``t > --hold-after`` replaced by ``D_l[--hold-after]`` (E-SPA's and U-SPA's
 row sums of ``A_l`` keep growing with the position, beyond the lengths a model trained on
 short sentences has seen; the bundled corpus's training targets have at most 52 tokens).
@@ -20,7 +20,7 @@ instance measured is changed (its cached matrices), nothing else.
 import argparse
 import sys
 
-from fairseq_rskip.cli.source_use import named_checkpoints
+from fairseq_rskip.tools.source_use.cli import named_checkpoints
 from fairseq_rskip.errors import run_main
 
 POSITIONS = (0, 10, 30, 60, 100, 200)
@@ -66,7 +66,7 @@ def main(argv=None) -> int:
     named = named_checkpoints(opts.checkpoint, opts.data)
     import torch
 
-    from fairseq_rskip.analysis import source_use
+    from fairseq_rskip.tools.source_use import source_use
 
     torch.set_num_threads(opts.threads)
     results = []

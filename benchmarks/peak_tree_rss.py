@@ -1,9 +1,9 @@
 #!/usr/bin/env python
 """Peak memory of a command and every process it starts: the largest summed resident set
 size (``VmRSS``) and proportional set size (PSS: shared pages counted once) of the process
-tree, sampled every 0.2 s (:func:`fairseq_rskip.analysis.child_process.peak_tree_rss`).
+tree, sampled every 0.2 s (:func:`fairseq_rskip.tools.common.child_process.peak_tree_rss`).
 
-    python benchmarks/peak_tree_rss.py -- python benchmarks/benchmark_throughput.py --quick
+    python benchmarks/peak_tree_rss.py -- rskip-benchmark --quick
 
 Prints ``peak tree RSS: N MiB, PSS: M MiB`` and exits with the command's status.
 """
@@ -14,7 +14,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # this checkout's fairseq_rskip
 
-from fairseq_rskip.analysis.child_process import peak_tree_rss  # noqa: E402
+from fairseq_rskip.tools.common.child_process import peak_tree_rss  # noqa: E402
 from fairseq_rskip.errors import UserError, run_main  # noqa: E402
 
 

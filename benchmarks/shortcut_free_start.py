@@ -95,7 +95,7 @@ def bias_statistics(model, lengths):
 def measure(name: str, opts, extra):
     import torch
 
-    from fairseq_rskip.analysis.modelbuild import build_variant, data_bin_batches
+    from fairseq_rskip.tools.common.modelbuild import build_variant, data_bin_batches
 
     variant = VARIANTS[name]
     flags = [*SIZE, "--encoder-layers", str(opts.layers), "--decoder-layers", str(opts.layers),

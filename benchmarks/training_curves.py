@@ -27,8 +27,8 @@ import statistics
 import sys
 from pathlib import Path
 
-from fairseq_rskip.analysis.significance import t_interval
-from fairseq_rskip.analysis.trainlog import json_record, parse_train_log
+from fairseq_rskip.tools.common.significance import t_interval
+from fairseq_rskip.tools.common.trainlog import json_record, parse_train_log
 from fairseq_rskip.errors import UserError, run_main
 from fairseq_rskip.variants import VARIANTS
 
@@ -86,7 +86,7 @@ def reached_text(reached, budget: int) -> str:
 
 
 def plot(runs, reference_losses, budget, reference, path):
-    from fairseq_rskip.analysis.figures import pyplot, save_figure
+    from fairseq_rskip.tools.common.figures import pyplot, save_figure
 
     plt = pyplot()
     fig, (left, right) = plt.subplots(1, 2, figsize=(12, 4.5))

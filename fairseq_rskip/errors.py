@@ -1,9 +1,9 @@
 """How the tools report a user's mistake.
 
 Library code raises :class:`UserError` for anything the user can fix (a flag,
-a file, a folder); :func:`run_main`, which every command of
-:mod:`fairseq_rskip.cli` runs its ``main`` under, turns it into one line
-``error: MESSAGE`` on stderr and exit status 2, with no traceback.
+a file, a folder); :func:`run_main`, which every command of the package (each
+tool's ``cli.py``) runs its ``main`` under, turns it into one line ``error:
+MESSAGE`` on stderr and exit status 2, with no traceback.
 
 A stock fairseq command (``fairseq-train``, ``fairseq-generate``) has no
 ``run_main`` around it: a problem found while it builds the model is a

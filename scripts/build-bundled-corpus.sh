@@ -6,4 +6,4 @@
 # The package's SHA-256 is checked; the output is deterministic (same files every time).
 # Same as: rskip-prepare build-bundled-corpus [options]
 source "$(dirname "${BASH_SOURCE[0]}")/_env.sh"
-exec "$RSKIP_PY" -m fairseq_rskip.cli.prepare build-bundled-corpus "$@"
+exec "$RSKIP_PY" -m fairseq_rskip.data_prep.cli build-bundled-corpus "$@"

@@ -8,4 +8,4 @@
 #       [--max-tokens N] [--detok moses|none] [-- extra fairseq-generate options]
 # Same as: rskip-evaluate [options]. All options: bash scripts/evaluate.sh --help
 source "$(dirname "${BASH_SOURCE[0]}")/_env.sh"
-exec "$RSKIP_PY" -m fairseq_rskip.cli.evaluate "$@"
+exec "$RSKIP_PY" -m fairseq_rskip.scoring.cli "$@"

@@ -6,4 +6,4 @@
 # Result: DEST/data-bin, language pair de -> en. Options after DEST go to prepare-parallel.sh
 # (e.g. --bpe sentencepiece --bpe-size 4000). Same as: rskip-prepare bundled [DEST] [options]
 source "$(dirname "${BASH_SOURCE[0]}")/_env.sh"
-exec "$RSKIP_PY" -m fairseq_rskip.cli.prepare bundled "$@"
+exec "$RSKIP_PY" -m fairseq_rskip.data_prep.cli bundled "$@"

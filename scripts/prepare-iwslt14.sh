@@ -7,4 +7,4 @@
 # Downloads (resumable, checksummed) into DEST/orig unless --archive-dir is given; re-runs
 # reuse finished steps. Result: DEST/data-bin. All options: --help. Same as: rskip-prepare iwslt14
 source "$(dirname "${BASH_SOURCE[0]}")/_env.sh"
-exec "$RSKIP_PY" -m fairseq_rskip.cli.prepare iwslt14 "$@"
+exec "$RSKIP_PY" -m fairseq_rskip.data_prep.cli iwslt14 "$@"

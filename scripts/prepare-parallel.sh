@@ -5,4 +5,4 @@
 #       [--bpe subword_nmt|sentencepiece|none] [--bpe-size N] [--lowercase] [--joined-dictionary]
 # All options: bash scripts/prepare-parallel.sh --help. Same as: rskip-prepare parallel [options]
 source "$(dirname "${BASH_SOURCE[0]}")/_env.sh"
-exec "$RSKIP_PY" -m fairseq_rskip.cli.prepare parallel "$@"
+exec "$RSKIP_PY" -m fairseq_rskip.data_prep.cli parallel "$@"

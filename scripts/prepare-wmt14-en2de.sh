@@ -8,4 +8,4 @@
 # Downloads (resumable, checksummed) into DEST/orig unless --archive-dir is given; re-runs
 # reuse finished steps. Result: DEST/data-bin. All options: --help. Same as: rskip-prepare wmt14-en2de
 source "$(dirname "${BASH_SOURCE[0]}")/_env.sh"
-exec "$RSKIP_PY" -m fairseq_rskip.cli.prepare wmt14-en2de "$@"
+exec "$RSKIP_PY" -m fairseq_rskip.data_prep.cli wmt14-en2de "$@"

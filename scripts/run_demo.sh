@@ -11,8 +11,8 @@ set -euo pipefail
 root=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
 bash "$root/scripts/setup_env.sh"
 source "$root/scripts/_env.sh"
-"$RSKIP_PY" -m fairseq_rskip.cli.prepare bundled "$root/work/bundled"
-"$RSKIP_PY" -m fairseq_rskip.cli.reproduce \
+"$RSKIP_PY" -m fairseq_rskip.data_prep.cli bundled "$root/work/bundled"
+"$RSKIP_PY" -m fairseq_rskip.tools.runner.cli \
     --config "$root/examples/translation/configs/bundled-demo.json" \
     --data "$root/work/bundled/data-bin" --out "$root/work/demo" \
     "$@"

@@ -1,5 +1,5 @@
 """Shared helpers: build fairseq models in-process the way fairseq-train does
-(fairseq_rskip.analysis.modelbuild, the tools' builder), run its command-line tools."""
+(fairseq_rskip.tools.common.modelbuild, the tools' builder), run its command-line tools."""
 
 import json
 import os
@@ -14,7 +14,8 @@ import torch
 
 import fairseq_rskip  # noqa: F401 (registers the architectures)
 from fairseq.data import Dictionary
-from fairseq_rskip.analysis import gpu_check, modelbuild
+from fairseq_rskip.tools.common import modelbuild
+from fairseq_rskip.tools.gpu_check import checks as gpu_check
 from fairseq_rskip.fairseq_tools import PLUGIN_DIR
 from fairseq_rskip.variants import distinct_plugin_builds
 

@@ -1,5 +1,5 @@
 """One process of fairseq-train runs for the tests, on CPU:
-:mod:`fairseq_rskip.analysis.fairseq_runs` with what only tests need.
+:mod:`fairseq_rskip.tools.gpu_check.fairseq_runs` with what only tests need.
 
     python distributed_worker.py --rank R --world-size N --port P --data BIN --out DIR \
         --update-freq K [--stops U [U ...]] [--generate] [--flat-fp16-on-cpu] \
@@ -26,7 +26,7 @@ import sys
 
 import torch
 
-from fairseq_rskip.analysis import fairseq_runs
+from fairseq_rskip.tools.gpu_check import fairseq_runs
 
 
 def main() -> None:

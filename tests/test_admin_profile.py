@@ -10,7 +10,7 @@ import pytest
 import torch
 
 from conftest import build_model, make_dictionary, sample_batch
-from fairseq_rskip.analysis import modelbuild
+from fairseq_rskip.tools.common import modelbuild
 from fairseq_rskip.errors import ModelBuildError, UserError
 from fairseq_rskip.models.architectures import DEFAULTS_VERSION_ATTR
 from fairseq_rskip.modules.admin_profile import (

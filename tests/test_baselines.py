@@ -248,7 +248,7 @@ def test_normformer_decoder_layer_equals_fairseqs_own(resids):
     multiplies the skip input, then adds; ours is one addcmul)."""
     from fairseq.models.transformer import TransformerConfig
     from fairseq.modules.transformer_layer import TransformerDecoderLayerBase
-    from fairseq_rskip.analysis import modelbuild
+    from fairseq_rskip.tools.common import modelbuild
 
     flags = ("--dropout", "0.2", "--attention-dropout", "0.1", "--activation-dropout", "0.1",
              "--decoder-ffn-embed-dim", "96", *NORMFORMER[: 4 if resids else 3])

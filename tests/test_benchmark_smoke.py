@@ -1,4 +1,4 @@
-"""The benchmark (fairseq_rskip.benchmark.throughput) --quick runs end to end (figures are not checked:
+"""The benchmark (fairseq_rskip.tools.benchmark.throughput) --quick runs end to end (figures are not checked:
 this is not a timed test)."""
 
 import json
@@ -12,15 +12,21 @@ REPO = Path(__file__).resolve().parents[1]
 
 
 def load_benchmark():
-    from fairseq_rskip.benchmark import throughput
+    from fairseq_rskip.tools.benchmark import throughput
 
     return throughput
 
 
+def load_command():
+    from fairseq_rskip.tools.benchmark import cli
+
+    return cli
+
+
 def test_quick_benchmark(tmp_path, capsys):
-    bench = load_benchmark()
+    bench, bench_cli = load_benchmark(), load_command()
     out = tmp_path / "bench.json"
-    assert bench.main(["--quick", "--archs", "rskip", "--json-out", str(out)]) == 0
+    assert bench_cli.main(["--quick", "--archs", "rskip", "--json-out", str(out)]) == 0
     printed = capsys.readouterr().out
     res = json.loads(out.read_text())
     assert res["names"] == ["postln", "rskip"]
@@ -37,11 +43,11 @@ def test_quick_benchmark(tmp_path, capsys):
 
 def test_sweep_reports_every_point_and_plots(tmp_path, capsys):
     """The cost sweep: each point is the paired comparison again, at that length/depth."""
-    bench = load_benchmark()
+    bench, bench_cli = load_benchmark(), load_command()
     out, plot = tmp_path / "sweep.json", tmp_path / "sweep.png"
     argv = ["--quick", "--archs", "rskip", "--sweep", "length", "depth", "--sweep-lengths", "6", "12",
             "--sweep-depths", "1", "2", "--json-out", str(out), "--plot", str(plot)]
-    assert bench.main(argv) == 0
+    assert bench_cli.main(argv) == 0
     rows = json.loads(out.read_text())["sweep"]
     assert [(r["axis"], r["value"], r["name"]) for r in rows] == [
         (axis, value, name) for axis, values in (("length", [6, 12]), ("depth", [1, 2]))
@@ -58,16 +64,16 @@ def test_sweep_reports_every_point_and_plots(tmp_path, capsys):
 
 def test_half_precision_mode_runs_on_cpu(tmp_path):
     """--precision bf16 (autocast, as the GPU mode runs fp16/bf16) as far as a CPU goes."""
-    bench = load_benchmark()
+    bench, bench_cli = load_benchmark(), load_command()
     out = tmp_path / "bf16.json"
-    assert bench.main(["--quick", "--archs", "adanorm", "--precision", "bf16", "--mem-reps", "0",
+    assert bench_cli.main(["--quick", "--archs", "adanorm", "--precision", "bf16", "--mem-reps", "0",
                        "--json-out", str(out)]) == 0
     res = json.loads(out.read_text())
     assert res["options"]["precision"] == "bf16"
     assert all(res["train_tok_s"][n] > 0 for n in res["names"])
     # autocast keeps less for backward than float32 (half-precision activations)
     fp32 = tmp_path / "fp32.json"
-    assert bench.main(["--quick", "--archs", "adanorm", "--mem-reps", "0", "--json-out", str(fp32)]) == 0
+    assert bench_cli.main(["--quick", "--archs", "adanorm", "--mem-reps", "0", "--json-out", str(fp32)]) == 0
     assert res["saved_mib"]["postln"] < json.loads(fp32.read_text())["saved_mib"]["postln"]
 
 
@@ -77,9 +83,9 @@ def test_gpu_mode_without_a_gpu_is_an_error_line(capsys):
 
     if torch.cuda.is_available():
         pytest.skip("a GPU is present: the GPU mode runs instead")
-    bench = load_benchmark()
+    bench, bench_cli = load_benchmark(), load_command()
     with pytest.raises(SystemExit) as exit_info:
-        bench.run_main(bench.main, ["--quick", "--device", "cuda"])
+        bench_cli.run_main(bench_cli.main, ["--quick", "--device", "cuda"])
     assert exit_info.value.code == 2
     assert "error: --device cuda: torch sees no GPU here" in capsys.readouterr().err
 
@@ -89,11 +95,11 @@ def test_flush_denormal_is_said_and_applied(tmp_path, capsys):
     report says so (it is not what fairseq-train does)."""
     import torch
 
-    bench = load_benchmark()
+    bench, bench_cli = load_benchmark(), load_command()
     tiny = torch.tensor([1e-40], dtype=torch.float32)
     assert tiny.item() != 0.0
     try:
-        assert bench.main(["--quick", "--archs", "rskip", "--mem-reps", "0", "--flush-denormal"]) == 0
+        assert bench_cli.main(["--quick", "--archs", "rskip", "--mem-reps", "0", "--flush-denormal"]) == 0
         assert (tiny * 1.0).item() == 0.0
     finally:
         torch.set_flush_denormal(False)
@@ -105,8 +111,8 @@ def test_sweep_keeps_the_points_measured_before_one_fails(tmp_path, monkeypatch)
     does not take the earlier points' figures with it."""
     import pytest
 
-    bench = load_benchmark()
-    opts = bench.parse(["--archs", "rskip", "--sweep", "depth", "--sweep-depths", "1", "2",
+    bench, bench_cli = load_benchmark(), load_command()
+    opts = bench_cli.parse(["--archs", "rskip", "--sweep", "depth", "--sweep-depths", "1", "2",
                         "--json-out", str(tmp_path / "sweep.json")])
     figures = {"names": ["postln", "rskip"], "params": {"postln": 1, "rskip": 1},
                "train_tok_s": {"postln": 10.0, "rskip": 9.0}, "gen_sent_s": {"postln": 1.0, "rskip": 1.0},
@@ -131,15 +137,15 @@ def test_a_failing_child_is_named_with_its_error():
     """A measuring child process that fails raises with the child's own error text."""
     import pytest
 
-    bench = load_benchmark()
-    opts = bench.parse(["--quick"])
+    bench, bench_cli = load_benchmark(), load_command()
+    opts = bench_cli.parse(["--quick"])
     with pytest.raises(RuntimeError, match=r"(?s)--memory-child no_such_variant failed \(exit code 1\).*no_such_variant"):
         bench.in_child(opts, "--memory-child", "no_such_variant")
 
 
-def test_the_script_in_benchmarks_runs_the_package_module():
-    """benchmarks/benchmark_throughput.py is a thin command over the package."""
-    proc = run([sys.executable, REPO / "benchmarks/benchmark_throughput.py", "--help"])
+def test_the_command_is_the_package_module():
+    """rskip-benchmark is the console script of fairseq_rskip.tools.benchmark.cli."""
+    proc = run([Path(sys.executable).parent / "rskip-benchmark", "--help"])
     assert "--sweep" in proc.stdout and "--device" in proc.stdout
 
 
@@ -148,9 +154,9 @@ def test_each_comparison_is_measured_in_a_process_of_its_own(tmp_path):
     their own, and each row still has its ratios to Post-LN and to Pre-LN."""
     import os
 
-    bench = load_benchmark()
+    bench, bench_cli = load_benchmark(), load_command()
     out = tmp_path / "two.json"
-    assert bench.main(["--quick", "--archs", "rskip", "adanorm", "--reps", "1", "--steps", "1", "--mem-reps", "0",
+    assert bench_cli.main(["--quick", "--archs", "rskip", "adanorm", "--reps", "1", "--steps", "1", "--mem-reps", "0",
                        "--json-out", str(out)]) == 0
     res = json.loads(out.read_text())
     assert res["names"] == ["postln", "preln", "rskip", "adanorm"]
@@ -169,7 +175,7 @@ def test_each_comparison_is_measured_in_a_process_of_its_own(tmp_path):
 def test_pooled_figures_pair_each_candidate_within_its_comparison():
     """A ratio is the median over rounds of candidate / baseline within the same round of
     the same comparison; a baseline's figures pool every comparison that timed it."""
-    bench = load_benchmark()
+    bench, bench_cli = load_benchmark(), load_command()
 
     def comparison(name, base, cand, pid):
         return {"names": ["postln", name], "pid": pid, "params": {"postln": 10, name: 11},

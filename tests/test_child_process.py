@@ -1,4 +1,4 @@
-"""The child processes the runner and the benchmark share (fairseq_rskip.analysis.child_process):
+"""The child processes the runner and the benchmark share (fairseq_rskip.tools.common.child_process):
 memory of a whole process tree, the result line a child hands back, a logged command."""
 
 import re
@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 
 from conftest import run
-from fairseq_rskip.analysis.child_process import peak_tree_rss, run_logged, run_python_child, vm_hwm_kib
+from fairseq_rskip.tools.common.child_process import peak_tree_rss, run_logged, run_python_child, vm_hwm_kib
 
 REPO = Path(__file__).resolve().parents[1]
 # a Python child that holds MIB MiB for a second

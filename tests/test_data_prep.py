@@ -20,7 +20,7 @@ from pathlib import Path
 
 import pytest
 
-from fairseq_rskip.cli import prepare as prepare_cli
+from fairseq_rskip.data_prep import cli as prepare_cli
 from fairseq_rskip.data_prep import bundled, datasets, download, pipeline
 from fairseq_rskip.errors import UserError, run_main
 from fairseq_rskip.data_prep.formats import pair_up, parse_segments, parse_tagged
@@ -485,7 +485,7 @@ def test_archive_dir_missing_and_bad_checksum(tmp_path):
                        md5="a" * 32, archive_dir=offline)
     # the command-line entry point reports it as an error line, no traceback
     proc = subprocess.run(
-        [sys.executable, "-m", "fairseq_rskip.cli.prepare", "download", "--url", "https://example.invalid/x.tgz",
+        [sys.executable, "-m", "fairseq_rskip.data_prep.cli", "download", "--url", "https://example.invalid/x.tgz",
          "--dest", str(tmp_path / "x.tgz"), "--archive-dir", str(offline)],
         capture_output=True, text=True, cwd=REPO,
     )

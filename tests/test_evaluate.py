@@ -11,8 +11,8 @@ from pathlib import Path
 import pytest
 import sacrebleu
 
-from fairseq_rskip.cli import evaluate as evaluate_cli
-from fairseq_rskip.cli import prepare as prepare_cli
+from fairseq_rskip.scoring import cli as evaluate_cli
+from fairseq_rskip.data_prep import cli as prepare_cli
 from fairseq_rskip.data_prep.bundled import CORPUS_DIR as CORPUS
 from fairseq_rskip.fairseq_tools import PLUGIN_DIR, fairseq_executable
 from fairseq_rskip.errors import UserError

@@ -9,9 +9,9 @@ import torch
 
 from conftest import run
 
-from fairseq_rskip.analysis import gpu_check
+from fairseq_rskip.tools.gpu_check import checks as gpu_check
 
-COMMAND = [sys.executable, "-m", "fairseq_rskip.cli.gpu_check"]
+COMMAND = [sys.executable, "-m", "fairseq_rskip.tools.gpu_check.cli"]
 
 
 def test_without_a_gpu_one_error_line_and_status_2(tmp_path):

@@ -6,8 +6,8 @@ import math
 import pytest
 import torch
 
-from fairseq_rskip.analysis import gradients as ga
-from fairseq_rskip.analysis.warmup import RUNS, demo_runs, lr_at, train_curve
+from fairseq_rskip.tools.gradients import gradients as ga
+from fairseq_rskip.tools.warmup.warmup import RUNS, demo_runs, lr_at, train_curve
 from fairseq_rskip.variants import VARIANTS, Variant, distinct_plugin_builds
 
 

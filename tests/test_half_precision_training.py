@@ -39,7 +39,7 @@ import torch
 
 from conftest import finish_workers, start_worker
 
-from fairseq_rskip.analysis.gpu_check import LOSS_TOLERANCE, LR, UPDATES, omega_error, worst_step_ratio
+from fairseq_rskip.tools.gpu_check.checks import LOSS_TOLERANCE, LR, UPDATES, omega_error, worst_step_ratio
 from fairseq_rskip.modules.admin_profile import admin_omegas
 from fairseq_rskip.variants import VARIANTS, family_rows
 
@@ -104,7 +104,7 @@ def test_every_family_trains_in_half_precision_like_float32(trained, mode, name)
         assert {r.get("loss_scale") for r in records} == {"4"}
 
 
-# The bound of rskip-gpu-check (fairseq_rskip.analysis.gpu_check.adam_step_bound):
+# The bound of rskip-gpu-check (fairseq_rskip.tools.gpu_check.checks.adam_step_bound):
 # an Adam step moves an element by about lr whatever its gradient, so runs of
 # the same batches stay within 2 * updates * lr (every step of the other sign)
 # and a float16 rounding of the weight. Measured: every element within 0.75 of

@@ -1,7 +1,9 @@
-"""The core's layers import only downward, and its extension points are tables:
-the config imports nothing of the plugin, modules/ imports the config and not
-models/, neither imports a tool; the skip weights and the norms that take the
-fused recompute are listed where they are defined."""
+"""The package's layers import only downward, and the core's extension points are
+tables. The core (the config, modules/, models/, optim/): the config imports nothing
+of the plugin, modules/ the config and not models/, none of them a tool. The tools:
+one package a job under tools/ (plus scoring/), over the base tools/common/ and
+data_prep/, which import no tool; no tool imports another. The skip weights and the
+norms that take the fused recompute are listed where they are defined."""
 
 import ast
 import dataclasses
@@ -21,7 +23,27 @@ from fairseq_rskip.modules.residual_norm import RESIDUAL_NORMS
 from fairseq_rskip.modules.skip_weights import SKIP_WEIGHTS, SkipWeight, skip_weight_of
 
 PACKAGE = Path(fairseq_rskip.__file__).resolve().parent
-TOOLS = ("analysis", "benchmark", "cli", "data_prep", "scoring")
+CORE = ("config", "modules", "models", "optim")
+BASE = ("tools.common", "data_prep")
+
+
+def tool_rooms() -> list:
+    """Every tool's package: each folder under tools/ but the base, and scoring/."""
+    rooms = [f"tools.{p.name}" for p in (PACKAGE / "tools").iterdir()
+             if (p / "__init__.py").is_file() and f"tools.{p.name}" not in BASE]
+    return sorted(rooms + ["scoring"])
+
+
+TOOLS = tuple(tool_rooms())
+
+
+def room_of(module: str):
+    """The base or tool package a ``fairseq_rskip.*`` module name is in (None: core or top level)."""
+    rest = module.split(".", 1)[1] if "." in module else ""
+    for room in BASE + TOOLS:
+        if rest == room or rest.startswith(room + "."):
+            return room
+    return None
 
 
 def plugin_imports(path: Path) -> set:
@@ -39,7 +61,8 @@ def plugin_imports(path: Path) -> set:
 
 
 def imports_under(folder: str) -> dict:
-    return {p.relative_to(PACKAGE).as_posix(): plugin_imports(p) for p in (PACKAGE / folder).glob("*.py")}
+    """``{file: its plugin imports}`` of every module under ``folder``, at any depth."""
+    return {p.relative_to(PACKAGE).as_posix(): plugin_imports(p) for p in (PACKAGE / folder).rglob("*.py")}
 
 
 def test_the_config_imports_nothing_of_the_plugin_but_itself():
@@ -69,14 +92,73 @@ def test_modules_import_neither_the_models_nor_a_tool():
     for path, names in imports.items():
         above = sorted(n for n in names if n.startswith("fairseq_rskip.models"))
         assert above == [], (path, above)
-        tools = sorted(n for n in names if n.split(".")[1] in TOOLS)
+        tools = sorted(n for n in names if room_of(n))
         assert tools == [], (path, tools)
 
 
-def test_models_import_no_tool():
-    for path, names in imports_under("models").items():
-        tools = sorted(n for n in names if n.split(".")[1] in TOOLS)
+@pytest.mark.parametrize("folder", ["models", "optim"])
+def test_the_core_imports_no_tool(folder):
+    imports = imports_under(folder)
+    assert imports
+    for path, names in imports.items():
+        tools = sorted(n for n in names if room_of(n))
         assert tools == [], (path, tools)
+
+
+def test_the_tools_are_the_rooms_expected():
+    assert TOOLS == ("scoring", "tools.average_checkpoints", "tools.benchmark", "tools.gpu_check",
+                     "tools.gradients", "tools.output_change", "tools.runner",
+                     "tools.signal_propagation", "tools.source_use", "tools.warmup")
+
+
+def upward_imports(room: str) -> dict:
+    """``{file: [imports of a tool other than room]}`` of the files in ``room``."""
+    found = {}
+    for path, names in imports_under(room.replace(".", "/")).items():
+        wrong = sorted(n for n in names if room_of(n) in TOOLS and room_of(n) != room)
+        if wrong:
+            found[path] = wrong
+    return found
+
+
+@pytest.mark.parametrize("room", BASE)
+def test_the_base_imports_no_tool(room):
+    assert upward_imports(room) == {}
+
+
+@pytest.mark.parametrize("room", TOOLS)
+def test_no_tool_imports_another(room):
+    assert upward_imports(room) == {}
+
+
+def test_the_layout_check_sees_a_sibling_and_an_upward_import(tmp_path, monkeypatch):
+    """A file that imports a sibling tool, or the base a tool, is caught."""
+    sibling = PACKAGE / "tools" / "warmup" / "_layout_probe.py"
+    upward = PACKAGE / "tools" / "common" / "_layout_probe.py"
+    try:
+        sibling.write_text("from fairseq_rskip.tools.runner import report\n")
+        upward.write_text("import fairseq_rskip.tools.gradients.gradients\n")
+        assert upward_imports("tools.warmup") == {
+            "tools/warmup/_layout_probe.py": ["fairseq_rskip.tools.runner", "fairseq_rskip.tools.runner.report"]}
+        assert upward_imports("tools.common") == {
+            "tools/common/_layout_probe.py": ["fairseq_rskip.tools.gradients.gradients"]}
+    finally:
+        sibling.unlink(missing_ok=True)
+        upward.unlink(missing_ok=True)
+
+
+def test_each_command_lives_in_its_tools_cli_module():
+    """One home per command: every console script is the ``cli`` module of its package."""
+    import importlib.metadata
+
+    scripts = [ep for ep in importlib.metadata.distribution("fairseq_rskip").entry_points
+               if ep.group == "console_scripts"]
+    assert len(scripts) >= 10
+    for ep in scripts:
+        module = ep.value.split(":")[0]
+        assert module.endswith(".cli") and (room_of(module) in TOOLS + BASE), ep
+    assert not (PACKAGE / "cli").exists() and not (PACKAGE / "analysis").exists()
+    assert not list((PACKAGE.parent / "scripts").glob("*.py"))
 
 
 def test_every_skip_weight_choice_has_one_strategy():
@@ -164,9 +246,7 @@ def test_interval_descriptions():
     assert True not in Interval(0)
 
 
-def test_no_library_file_is_over_500_lines_and_the_benchmark_command_is_thin():
+def test_no_library_file_is_over_500_lines():
     long = {p.relative_to(PACKAGE).as_posix(): n for p in PACKAGE.rglob("*.py")
             if (n := len(p.read_text(encoding="utf-8").splitlines())) > 500}
     assert long == {}
-    script = PACKAGE.parent / "benchmarks" / "benchmark_throughput.py"
-    assert len(script.read_text(encoding="utf-8").splitlines()) < 250

@@ -13,7 +13,7 @@ import torch
 import torch.nn.functional as F
 
 from conftest import build_model, sample_batch
-from fairseq_rskip.analysis.memory import saved_activation_bytes
+from fairseq_rskip.tools.common.memory import saved_activation_bytes
 from fairseq_rskip.modules import ResidualNorm, SkipNormConfig, build_norm
 from fairseq_rskip.modules.norm_functions import RecomputedNormsFunction
 

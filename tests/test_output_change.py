@@ -7,10 +7,10 @@ import csv
 import pytest
 import torch
 
-from fairseq_rskip.analysis import output_change as oc
-from fairseq_rskip.analysis.modelbuild import build_model, collate_pairs, synthetic_dictionary
-from fairseq_rskip.analysis.synthetic import make_synthetic_databin, synthetic_pairs
-from fairseq_rskip.cli.output_change import main
+from fairseq_rskip.tools.output_change import output_change as oc
+from fairseq_rskip.tools.common.modelbuild import build_model, collate_pairs, synthetic_dictionary
+from fairseq_rskip.tools.common.synthetic import make_synthetic_databin, synthetic_pairs
+from fairseq_rskip.tools.output_change.cli import main
 from fairseq_rskip.errors import UserError
 from fairseq_rskip.variants import VARIANTS
 

@@ -3,8 +3,8 @@ nothing is drawn when stderr is not a terminal."""
 
 import io
 
-from fairseq_rskip.analysis.runner import show_train_progress
-from fairseq_rskip.analysis.trainlog import LogFollower, TrainProgress, option_value
+from fairseq_rskip.tools.runner import show_train_progress
+from fairseq_rskip.tools.common.trainlog import LogFollower, TrainProgress, option_value
 from fairseq_rskip.progress import progress_bar, write
 
 

@@ -10,9 +10,9 @@ from pathlib import Path
 
 import pytest
 
-from fairseq_rskip.analysis import runner as rp
-from fairseq_rskip.analysis.synthetic import make_synthetic_databin
-from fairseq_rskip.analysis.trainlog import parse_train_log, updates_to_target
+from fairseq_rskip.tools import runner as rp
+from fairseq_rskip.tools.common.synthetic import make_synthetic_databin
+from fairseq_rskip.tools.common.trainlog import parse_train_log, updates_to_target
 from fairseq_rskip.errors import UserError
 
 REPO = Path(__file__).resolve().parents[1]
@@ -179,7 +179,7 @@ def test_missing_data_bin_and_evaluator(data_bin, tmp_path):
 def test_cli_errors_are_clear(tmp_path):
     env = {**os.environ, "PYTHONWARNINGS": "ignore"}
     proc = subprocess.run(
-        [sys.executable, str(REPO / "scripts/reproduce.py"), "--data", str(tmp_path / "nope"),
+        [sys.executable, str(Path(sys.executable).parent / "rskip-reproduce"), "--data", str(tmp_path / "nope"),
          "--out", str(tmp_path / "o"), "--no-bleu"],
         capture_output=True, text=True, env=env)
     assert proc.returncode == 2
@@ -188,7 +188,7 @@ def test_cli_errors_are_clear(tmp_path):
     bad = tmp_path / "bad.json"
     bad.write_text('{"archs": ["postln"], "learning_rate": 1}')
     proc = subprocess.run(
-        [sys.executable, str(REPO / "scripts/reproduce.py"), "--config", str(bad),
+        [sys.executable, str(Path(sys.executable).parent / "rskip-reproduce"), "--config", str(bad),
          "--out", str(tmp_path / "o")], capture_output=True, text=True, env=env)
     assert proc.returncode == 2 and "unknown keys ['learning_rate']" in proc.stderr
 

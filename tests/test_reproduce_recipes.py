@@ -7,9 +7,9 @@ from pathlib import Path
 
 import pytest
 
-from fairseq_rskip.analysis.runner.config import Config
-from fairseq_rskip.analysis.runner.recipes import recipe_config
-from fairseq_rskip.cli import reproduce as reproduce_cli
+from fairseq_rskip.tools.runner.config import Config
+from fairseq_rskip.tools.runner.recipes import recipe_config
+from fairseq_rskip.tools.runner import cli as reproduce_cli
 from fairseq_rskip.errors import UserError
 
 CONFIGS = Path(__file__).resolve().parents[1] / "examples" / "translation" / "configs"

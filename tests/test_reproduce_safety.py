@@ -13,9 +13,9 @@ from pathlib import Path
 
 import pytest
 
-from fairseq_rskip.analysis import runner as rp
-from fairseq_rskip.analysis.report import write_tables
-from fairseq_rskip.cli import reproduce as reproduce_cli
+from fairseq_rskip.tools import runner as rp
+from fairseq_rskip.tools.runner.report import write_tables
+from fairseq_rskip.tools.runner import cli as reproduce_cli
 from fairseq_rskip.errors import UserError
 from fairseq_rskip.variants import VARIANTS
 

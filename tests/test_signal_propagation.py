@@ -6,11 +6,11 @@ import math
 import pytest
 import torch
 
-from fairseq_rskip.analysis import signal_propagation as sp
-from fairseq_rskip.cli.signal_propagation import main
+from fairseq_rskip.tools.signal_propagation import signal_propagation as sp
+from fairseq_rskip.tools.signal_propagation.cli import main
 from fairseq_rskip.variants import VARIANTS, distinct_plugin_builds
-from fairseq_rskip.analysis.modelbuild import build_model, collate_pairs, synthetic_dictionary
-from fairseq_rskip.analysis.synthetic import make_synthetic_databin, synthetic_pairs
+from fairseq_rskip.tools.common.modelbuild import build_model, collate_pairs, synthetic_dictionary
+from fairseq_rskip.tools.common.synthetic import make_synthetic_databin, synthetic_pairs
 
 
 def test_mean_pairwise_cosine_of_real_tokens():

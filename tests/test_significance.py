@@ -14,11 +14,11 @@ from pathlib import Path
 
 import pytest
 
-from fairseq_rskip.analysis import runner as rp
-from fairseq_rskip.analysis.significance import t_interval
-from fairseq_rskip.cli import evaluate as evaluate_cli
+from fairseq_rskip.tools import runner as rp
+from fairseq_rskip.tools.common.significance import t_interval
+from fairseq_rskip.scoring import cli as evaluate_cli
 from fairseq_rskip.errors import UserError, run_main
-from fairseq_rskip.scoring.paired import PairedSettings, paired_tests, read_translations, write_translations
+from fairseq_rskip.tools.common.paired import PairedSettings, paired_tests, read_translations, write_translations
 
 REPO = Path(__file__).resolve().parents[1]
 SACREBLEU = Path(sys.executable).parent / "sacrebleu"

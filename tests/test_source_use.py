@@ -1,4 +1,4 @@
-"""The source-use measurement (fairseq_rskip/analysis/source_use.py): cross-entropy with each
+"""The source-use measurement (fairseq_rskip/tools/source_use/source_use.py): cross-entropy with each
 target's own source and with another sentence's, over every sentence, and by target length."""
 
 import math
@@ -7,8 +7,9 @@ import pytest
 import torch
 
 from conftest import build_model, make_dictionary
-from fairseq_rskip.analysis import modelbuild, source_use
-from fairseq_rskip.analysis.significance import t_interval
+from fairseq_rskip.tools.common import modelbuild
+from fairseq_rskip.tools.source_use import source_use
+from fairseq_rskip.tools.common.significance import t_interval
 
 
 def batches_of(dictionary, lengths, seed=0):

@@ -456,7 +456,7 @@ def test_fairseq_sizes_log_the_relu_fallback_or_refuse_it(caplog):
     the build runs says so (the build itself: the test above); --tat-fallback
     error refuses; the flags' help names the fallback."""
     from fairseq.models import ARCH_CONFIG_REGISTRY
-    from fairseq_rskip.analysis.modelbuild import parse_model_args
+    from fairseq_rskip.tools.common.modelbuild import parse_model_args
     from fairseq_rskip.config import SkipNormConfig
     from fairseq_rskip.models.transformer_rskip import validated_skip_norm
 

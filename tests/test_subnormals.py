@@ -1,6 +1,6 @@
 """No subnormal floats in the shortcut-free models' forward and backward passes
 (fairseq_rskip.modules.subnormals), the floors' effect on the numbers, and the
-counter that finds subnormals (fairseq_rskip.analysis.subnormals)."""
+counter that finds subnormals (fairseq_rskip.tools.benchmark.subnormals)."""
 
 import copy
 import math
@@ -11,7 +11,7 @@ import torch
 
 from conftest import build_model, make_dictionary, sample_batch
 from fairseq.modules.multihead_attention import MultiheadAttention
-from fairseq_rskip.analysis.subnormals import TINY, count_subnormals, floor_effect, remove_floors, subnormal_count
+from fairseq_rskip.tools.benchmark.subnormals import TINY, count_subnormals, floor_effect, remove_floors, subnormal_count
 from fairseq_rskip.modules.shaped_attention import ShapedMultiheadAttention
 from fairseq_rskip.modules.subnormals import FLOOR, floor_gradient, floored_softmax
 

@@ -12,8 +12,8 @@ import pytest
 import torch
 
 from fairseq_rskip.checkpoint_compat import load_checkpoint
-from fairseq_rskip.cli import average_checkpoints as average_cli
-from fairseq_rskip.cli import evaluate as evaluate_cli
+from fairseq_rskip.tools.average_checkpoints import cli as average_cli
+from fairseq_rskip.scoring import cli as evaluate_cli
 from fairseq_rskip.errors import UserError, run_main
 from fairseq_rskip.fairseq_tools import PLUGIN_DIR
 

@@ -114,10 +114,10 @@ def test_source_swap_separates_a_model_that_ignores_its_source(tmp_path, data_bi
     assert stats["gnorm cross-attention"] == 0.0 and stats["gnorm encoder layers"] == 0.0
     assert stats["cross-attention gains"] == (0.0, 0.0, 2)
 
-    from fairseq_rskip.analysis.modelbuild import build_variant
+    from fairseq_rskip.tools.common.modelbuild import build_variant
     from fairseq_rskip.variants import VARIANTS
 
-    from fairseq_rskip.analysis.modelbuild import data_bin_batches
+    from fairseq_rskip.tools.common.modelbuild import data_bin_batches
 
     flags = [*start.SIZE, "--encoder-layers", "2", "--decoder-layers", "2"]
     task, _ = data_bin_batches(str(data_bin), "transformer_espa_tiny", "valid", 512, 1, extra=flags)

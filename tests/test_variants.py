@@ -7,7 +7,7 @@ import torch
 
 from conftest import TINY_BUILDS, build_model, sample_batch
 from fairseq.models import ARCH_MODEL_REGISTRY
-from fairseq_rskip.analysis import runner
+from fairseq_rskip.tools import runner
 from fairseq_rskip.models import FAMILIES, SIZES
 from fairseq_rskip.variants import VARIANTS, Variant, distinct_plugin_builds, size_suffix
 
@@ -50,7 +50,8 @@ def test_tests_and_tools_read_the_table(monkeypatch):
     for v in distinct_plugin_builds("tiny"):
         arch, flags = v.plugin_build("tiny")
         assert TINY_BUILDS[v.name] == (arch, *flags)
-    from fairseq_rskip.benchmark import throughput as bench
+    from fairseq_rskip.tools.benchmark import cli as bench_cli
+    from fairseq_rskip.tools.benchmark import throughput as bench
 
     # every row of the plugin, in the table's order; fairseq's own rows are the baselines
     assert bench.candidates()[:3] == ["rskip", "adanorm", "prenorm_nowarmup"]
@@ -61,4 +62,4 @@ def test_tests_and_tools_read_the_table(monkeypatch):
     monkeypatch.setitem(VARIANTS, "simple", new)
     assert runner.resolve_archs(runner.Config(size="tiny"), ["simple"]) == {"simple": new}
     assert runner.Config().archs[-1] == "simple" and "simple" in runner.Config().all_variants()
-    assert "simple" in bench.candidates() and bench.parse(["--quick"]).archs[-1] == "simple"
+    assert "simple" in bench.candidates() and bench_cli.parse(["--quick"]).archs[-1] == "simple"

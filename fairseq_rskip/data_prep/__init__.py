@@ -1,5 +1,5 @@
 """Data preparation for fairseq_rskip (not imported by the plugin; the command is
-``rskip-prepare``, :mod:`fairseq_rskip.cli.prepare`).
+``rskip-prepare``, :mod:`fairseq_rskip.data_prep.cli`).
 
 - ``pipeline``  generic: raw parallel text -> tokenised, cleaned, BPE -> data-bin
 - ``datasets``  the benchmark recipes (IWSLT'14 De-En, IWSLT'15 En-Vi, WMT'14

@@ -10,7 +10,7 @@ references are ``--references``, else those a translated checkpoint's
 evaluation kept, else the data-bin's ``ref.SUBSET.TGT``.
 
 Then both of sacreBLEU's paired tests, for BLEU and chrF
-(:func:`fairseq_rskip.scoring.paired.paired_tests`); the result is printed
+(:func:`fairseq_rskip.tools.common.paired.paired_tests`); the result is printed
 and, with ``--out`` or ``--json-out``, written as JSON.
 """
 
@@ -21,7 +21,7 @@ from typing import List, Optional, Tuple
 from fairseq_rskip.errors import UserError
 from fairseq_rskip.file_io import write_json
 from fairseq_rskip.scoring.evaluate import evaluate, load_prep_meta
-from fairseq_rskip.scoring.paired import PairedSettings, check_count, paired_test_files
+from fairseq_rskip.tools.common.paired import PairedSettings, check_count, paired_test_files
 
 ROLES = ("baseline", "system")
 

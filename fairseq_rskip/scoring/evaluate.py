@@ -45,7 +45,7 @@ from fairseq_rskip.fairseq_tools import PLUGIN_DIR, child_env, fairseq_executabl
 from fairseq_rskip.file_io import atomic_output, write_json
 from fairseq_rskip.progress import progress_bar
 from fairseq_rskip.scoring.bleu import parse_generate_output, score
-from fairseq_rskip.scoring.paired import PairedSettings, write_translations
+from fairseq_rskip.tools.common.paired import PairedSettings, write_translations
 
 
 def load_prep_meta(data):

@@ -1,0 +1,4 @@
+"""The base every tool stands on, importing no tool: child processes, fairseq-train's
+logs, figures, output files, activation memory, models and batches built in-process
+as fairseq-train builds them, synthetic data, and paired statistics.
+"""

@@ -1,0 +1,3 @@
+"""``rskip-signal-propagation``: rank collapse at initialisation (He et al. 2023), in
+:mod:`.signal_propagation`.
+"""
