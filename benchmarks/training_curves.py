@@ -27,7 +27,7 @@ import statistics
 import sys
 from pathlib import Path
 
-from fairseq_rskip.tools.common.significance import t_interval
+from fairseq_rskip.tools.common.intervals import t_interval
 from fairseq_rskip.tools.common.trainlog import json_record, parse_train_log
 from fairseq_rskip.errors import UserError, run_main
 from fairseq_rskip.variants import VARIANTS

@@ -28,7 +28,7 @@ class Variant:
     label: str = ""  # short, for plots and logs
     description: str = ""
     # the stock variant it is compared with like for like (the benchmark's second baseline,
-    # the runner's paired comparisons: fairseq_rskip.tools.common.significance)
+    # the runner's paired comparisons: fairseq_rskip.tools.runner.significance)
     reference: str = "postln"
     # fairseq's own transformer only: the plugin's bit-for-bit equal build (arch, flags)
     plugin_equivalent: Optional[Tuple[str, Tuple[str, ...]]] = None

@@ -9,6 +9,7 @@ import torch
 
 from conftest import run
 
+from fairseq_rskip.tools.gpu_check import against_float32
 from fairseq_rskip.tools.gpu_check import checks as gpu_check
 
 COMMAND = [sys.executable, "-m", "fairseq_rskip.tools.gpu_check.cli"]
@@ -48,26 +49,26 @@ def test_a_lost_omega_and_a_diverged_loss_fail(tmp_path):
     lost = dict(float32, **{"layer.omega_init": torch.ones(4)})
     reference = fake_run(tmp_path / "float32", float32, [5.0, 4.9, 4.8])
     same = fake_run(tmp_path / "same", float32, [5.0, 4.9, 4.8])
-    outcome = gpu_check.compare_with_float32("fp16", "admin", same, reference, decoded=False)
+    outcome = against_float32.compare_with_float32("fp16", "admin", same, reference, decoded=False)
     assert outcome.ok, outcome.detail
-    outcome = gpu_check.compare_with_float32("fp16", "admin", fake_run(tmp_path / "lost", lost, [5.0, 4.9, 4.8]),
+    outcome = against_float32.compare_with_float32("fp16", "admin", fake_run(tmp_path / "lost", lost, [5.0, 4.9, 4.8]),
                                              reference, decoded=False)
     assert not outcome.ok and "Admin's omega 23.08 % from float32's (pass: 1 %)" in outcome.detail
-    outcome = gpu_check.compare_with_float32("fp16", "admin", fake_run(tmp_path / "nan", float32, [5.0, float("nan"), 4.8]),
+    outcome = against_float32.compare_with_float32("fp16", "admin", fake_run(tmp_path / "nan", float32, [5.0, float("nan"), 4.8]),
                                              reference, decoded=False)
     assert not outcome.ok and "expected 3 finite" in outcome.detail
-    outcome = gpu_check.compare_with_float32("fp16", "admin", fake_run(tmp_path / "off", float32, [5.0, 4.95, 4.8]),
+    outcome = against_float32.compare_with_float32("fp16", "admin", fake_run(tmp_path / "off", float32, [5.0, 4.95, 4.8]),
                                              reference, decoded=False)
     assert not outcome.ok and "training loss 0.050 from float32's" in outcome.detail
     # decoding that produced no hypotheses fails too
-    outcome = gpu_check.compare_with_float32("fp16", "admin", same, reference, decoded=True)
+    outcome = against_float32.compare_with_float32("fp16", "admin", same, reference, decoded=True)
     assert not outcome.ok and "0 finite hypotheses of 40" in outcome.detail
 
 
 def test_update_units_tell_other_batches_from_rounding():
     a = {"w": torch.zeros(100)}
-    assert gpu_check.update_units({"w": torch.full((100,), 1e-7)}, a) < 1e-3
-    assert gpu_check.update_units({"w": torch.full((100,), gpu_check.LR)}, a) > 0.3
+    assert against_float32.update_units({"w": torch.full((100,), 1e-7)}, a) < 1e-3
+    assert against_float32.update_units({"w": torch.full((100,), against_float32.LR)}, a) > 0.3
 
 
 @pytest.mark.slow

@@ -1,12 +1,17 @@
-"""docs/flags.md and docs/variants.md are what the code's declarations make:
-a flag or a variant changed without regenerating them fails here."""
+"""docs/flags.md, docs/variants.md and the families' tables of README.md and
+docs/architectures.md are what the code's declarations make: a flag, a variant
+or a family changed without regenerating them fails here."""
 
+import dataclasses
 import subprocess
 import sys
+
+import pytest
 
 from conftest import REPO
 from fairseq_rskip import reference
 from fairseq_rskip.config import SkipNormConfig, flag
+from fairseq_rskip.models.architectures import FAMILIES
 from fairseq_rskip.variants import VARIANTS
 
 DOCS = REPO / "docs"
@@ -14,12 +19,34 @@ DOCS = REPO / "docs"
 
 def test_the_generated_pages_are_up_to_date():
     assert reference.stale_pages(DOCS) == [], "run: python -m fairseq_rskip.reference docs"
+    assert reference.stale_blocks(REPO) == [], "run: python -m fairseq_rskip.reference docs"
+
+
+def test_every_family_is_in_the_readme_and_architectures_tables():
+    for path in reference.BLOCK_FILES:
+        text = (REPO / path).read_text(encoding="utf-8")
+        for name, family in FAMILIES.items():
+            assert f"| `{name}` | {family.wiring} |" in text, (path, name)
+
+
+def test_a_changed_family_makes_the_tables_stale(tmp_path, monkeypatch):
+    for path in reference.BLOCK_FILES:
+        (tmp_path / path).parent.mkdir(parents=True, exist_ok=True)
+        (tmp_path / path).write_text((REPO / path).read_text(encoding="utf-8"), encoding="utf-8")
+    assert reference.stale_blocks(tmp_path) == []
+    monkeypatch.setitem(FAMILIES, "transformer_rskip",
+                        dataclasses.replace(FAMILIES["transformer_rskip"], wiring="changed"))
+    assert reference.stale_blocks(tmp_path) == sorted(reference.BLOCK_FILES)
+    (tmp_path / "README.md").write_text("no markers\n", encoding="utf-8")
+    with pytest.raises(ValueError, match="no block 'families'"):
+        reference.stale_blocks(tmp_path)
 
 
 def test_every_flag_and_every_variant_is_on_its_page():
     flags = (DOCS / "flags.md").read_text(encoding="utf-8")
     names = SkipNormConfig.flag_names()
-    assert len(names) == 36
+    declared = [f for f in dataclasses.fields(SkipNormConfig) if "help" in f.metadata and not f.name.startswith("_")]
+    assert len(names) == len(declared) > 0
     for name in names:
         assert f"| `{flag(name)}` | " in flags, name
     assert "| `--decay-timescale` | `4000` | a finite number > 0 |" in flags

@@ -15,7 +15,7 @@ from pathlib import Path
 import pytest
 
 from fairseq_rskip.tools import runner as rp
-from fairseq_rskip.tools.common.significance import t_interval
+from fairseq_rskip.tools.common.intervals import t_interval
 from fairseq_rskip.scoring import cli as evaluate_cli
 from fairseq_rskip.errors import UserError, run_main
 from fairseq_rskip.tools.common.paired import PairedSettings, paired_tests, read_translations, write_translations

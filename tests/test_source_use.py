@@ -9,7 +9,7 @@ import torch
 from conftest import build_model, make_dictionary
 from fairseq_rskip.tools.common import modelbuild
 from fairseq_rskip.tools.source_use import source_use
-from fairseq_rskip.tools.common.significance import t_interval
+from fairseq_rskip.tools.common.intervals import t_interval
 
 
 def batches_of(dictionary, lengths, seed=0):

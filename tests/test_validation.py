@@ -5,6 +5,7 @@ import math
 import pytest
 
 from conftest import build_model
+from fairseq_rskip.config import SkipNormConfig
 from fairseq_rskip.models import FAMILIES, SIZES
 
 REFUSED = [
@@ -85,8 +86,8 @@ def test_prenorm_refuses_recursions_naming_its_architecture():
         build_model("transformer_prenorm_nowarmup_tiny", "--skip-recursions", "2")
 
 
-PRE_LN_FAMILIES = [family for family, defaults in FAMILIES.items()
-                   if defaults.get("encoder_normalize_before") or defaults.get("decoder_normalize_before")]
+PRE_LN_FAMILIES = [name for name, family in FAMILIES.items()
+                   if family.sets.get("encoder_normalize_before") or family.sets.get("decoder_normalize_before")]
 
 
 @pytest.mark.parametrize("arch", [family + size for family in PRE_LN_FAMILIES for size in SIZES])
@@ -182,7 +183,24 @@ def test_arguments_saved_before_the_config_dataclass_build_the_same_model():
             assert torch.equal(a, b), name
         assert args.skip_shared_norm is False and args.adanorm_scale == 1.0
         assert args.stack_norm_type is None and not args.encoder_normalize_before
-        assert not hasattr(args, "_skip_norm")  # the saved arguments stay plain data
+        assert not any(isinstance(v, SkipNormConfig) for v in vars(args).values())  # plain data
+
+
+def test_the_config_is_validated_once_and_handed_down_to_every_layer(monkeypatch):
+    """build_model validates the flags once and the encoder, the decoder and each
+    layer hold that one SkipNormConfig, through the model's config, not ``args``."""
+    import fairseq_rskip.models.transformer_rskip as model_module
+    from fairseq_rskip.models.transformer_rskip import RSkipTransformerConfig
+
+    calls = []
+    validated = model_module.validated_skip_norm
+    monkeypatch.setattr(model_module, "validated_skip_norm", lambda args: calls.append(1) or validated(args))
+    model = build_model("transformer_rskip_tiny", "--skip-recursions", "3")
+    assert calls == [1]
+    skip_norm = model.encoder.skip_norm
+    assert isinstance(model.cfg, RSkipTransformerConfig) and model.cfg.skip_norm is skip_norm
+    assert skip_norm.skip_recursions == 3 and model.decoder.skip_norm is skip_norm
+    assert all(layer.skip_norm is skip_norm for layer in [*model.encoder.layers, *model.decoder.layers])
 
 
 DEEP_REFUSED = [

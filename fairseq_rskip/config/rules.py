@@ -194,8 +194,13 @@ def check_shortcut_free(config, normalize_before: bool, arch: str, model_args) -
             "--cross-self-attention is not defined with --no-skip (vanilla, --spa-kernel, "
             "--value-skipinit): their decoder self-attention attends to the decoder alone"
         )
-    if not config.shaped:
-        return
+    if config.shaped:
+        check_shaped(config, model_args)
+
+
+def check_shaped(config, model_args) -> None:
+    """The checks of a shaped model's (--spa-kernel, --value-skipinit) other flags."""
+    defaults = config.defaults()
     if config.attention_init != defaults["attention_init"]:
         raise ValueError(
             f"--attention-init {config.attention_init} and --spa-kernel/--value-skipinit both "

@@ -1,32 +1,10 @@
 """``transformer_rskip``: fairseq's Transformer with configurable skip connections
 and normalisation (see :mod:`fairseq_rskip.modules.residual_norm`).
 
-One model, the families of architectures of ``FAMILIES`` (in
-:mod:`fairseq_rskip.models.architectures`), each in fairseq's usual sizes:
-
-==============================  ==============================================
-``transformer_rskip*``          rSkip+LN, ``--skip-recursions 2``
-``transformer_adanorm*``        AdaNorm as its authors' translation code runs
-                                it: Pre-LN, LayerNorm in the sublayers, AdaNorm
-                                (C = 1) on the encoder's and decoder's final
-                                norms (``docs/adanorm.md``)
-``transformer_prenorm_nowarmup*``  Pre-LN (meant for ``--lr-scheduler
-                                inverse_sqrt_nowarmup``)
-``transformer_deepnorm*``       DeepNorm, ``--skip-weight deepnorm``
-``transformer_admin*``          Admin, ``--skip-weight admin``
-``transformer_vanilla*``        no skip, no normalisation: ``y = F(x)``
-``transformer_espa*``           vanilla with E-SPA self-attention (He et al.
-                                2023; :mod:`fairseq_rskip.modules.spa`)
-``transformer_uspa*``           vanilla with U-SPA self-attention
-``transformer_rmsnorm*``,       Pre-LN with RMSNorm / DyT on every norm
-``transformer_dyt*``
-``transformer_sandwich*``,      Pre-LN with a norm on each sublayer's output
-``transformer_periln*``         (Peri-LN: and on the embeddings)
-``transformer_normformer*``     NormFormer's four operations (three on)
-``transformer_rezero*``,        ``x + alpha F(x)``, no norm, alpha per layer /
-``transformer_skipinit*``       per sublayer, 0 at start
-``transformer_tfixup*``         no norm, T-Fixup's initialisation
-==============================  ==============================================
+One model; its architectures are the families of ``FAMILIES`` (in
+:mod:`fairseq_rskip.models.architectures`, each with its wiring and source;
+the table in README.md and docs/architectures.md is made from it), each in
+fairseq's usual sizes.
 
 Every architecture accepts every flag below, so e.g. ``--arch
 transformer_rskip --skip-recursions 1`` is fairseq's Post-LN ``transformer``
@@ -35,6 +13,7 @@ transformer_rskip --skip-recursions 1`` is fairseq's Post-LN ``transformer``
 """
 
 import os
+from dataclasses import dataclass
 from typing import Optional
 
 import torch
@@ -42,6 +21,9 @@ from fairseq.dataclass.utils import gen_parser_from_dataclass
 from fairseq.distributed import fsdp_wrap
 from fairseq.models import ARCH_CONFIG_REGISTRY, register_model
 from fairseq.models.transformer import (
+    DEFAULT_MAX_SOURCE_POSITIONS,
+    DEFAULT_MAX_TARGET_POSITIONS,
+    DEFAULT_MIN_PARAMS_TO_WRAP,
     TransformerConfig,
     TransformerDecoderBase,
     TransformerEncoderBase,
@@ -98,6 +80,44 @@ def validated_skip_norm(args) -> SkipNormConfig:
         check_tat_reach(skip_norm.tat_eta, skip_norm.tat_depth, skip_norm.tat_fallback,
                         args.encoder_layers, args.decoder_layers)
     return skip_norm
+
+
+def fill_legacy_defaults(args) -> None:
+    """What fairseq 0.12.3.1's ``TransformerModel.build_model`` writes into ``args``
+    before it makes their ``TransformerConfig``
+    (``fairseq/models/transformer/transformer_legacy.py``, lines 95-131), in its
+    order; its ``base_architecture(args)`` is left to the architecture, which
+    ends with it, and its checks of ``--share-all-embeddings`` to
+    ``TransformerModelBase.build_model``, which repeats them."""
+    if args.encoder_layers_to_keep:
+        args.encoder_layers = len(args.encoder_layers_to_keep.split(","))
+    if args.decoder_layers_to_keep:
+        args.decoder_layers = len(args.decoder_layers_to_keep.split(","))
+    if getattr(args, "max_source_positions", None) is None:
+        args.max_source_positions = DEFAULT_MAX_SOURCE_POSITIONS
+    if getattr(args, "max_target_positions", None) is None:
+        args.max_target_positions = DEFAULT_MAX_TARGET_POSITIONS
+    if args.share_all_embeddings:
+        args.share_decoder_input_output_embed = True
+    if getattr(args, "offload_activations", False):
+        args.checkpoint_activations = True
+    if not args.share_all_embeddings:
+        args.min_params_to_wrap = getattr(args, "min_params_to_wrap", DEFAULT_MIN_PARAMS_TO_WRAP)
+
+
+@dataclass
+class RSkipTransformerConfig(TransformerConfig):
+    """fairseq's ``TransformerConfig`` of the model's arguments with the model's
+    validated :class:`SkipNormConfig`: fairseq's ``build_model`` hands
+    ``build_encoder`` and ``build_decoder`` this config alone."""
+
+    skip_norm: Optional[SkipNormConfig] = None
+
+    @classmethod
+    def of(cls, args, skip_norm: SkipNormConfig) -> "RSkipTransformerConfig":
+        cfg = cls.from_namespace(args)
+        cfg.skip_norm = skip_norm
+        return cfg
 
 
 class _SkipNormStack:
@@ -187,7 +207,7 @@ class RSkipTransformerModel(TransformerModel):
 
     def __init__(self, args, encoder, decoder):
         super().__init__(args, encoder, decoder)
-        skip_norm = SkipNormConfig.from_namespace(args)
+        skip_norm = encoder.skip_norm  # the one build_model validated
         if skip_weight_of(skip_norm).profiles(skip_norm):
             # the buffer's name is Admin's, the one skip weight that profiles
             self.register_buffer("admin_profiled", torch.zeros(()))
@@ -279,21 +299,20 @@ class RSkipTransformerModel(TransformerModel):
 
     @classmethod
     def build_model(cls, args, task):
+        """fairseq's ``TransformerModel.build_model``, with the config of this
+        package's flags validated once, here, and handed down in the model's
+        :class:`RSkipTransformerConfig`."""
         # fairseq has run the architecture already; run it here too for callers
         # that build the model from arguments directly
         ARCH_CONFIG_REGISTRY[args.arch](args)
+        fill_legacy_defaults(args)
         try:
             try:
                 skip_norm = validated_skip_norm(args)
             except ValueError as err:  # the rules between the flags
                 raise UserError(str(err)) from None
-            # handed to build_encoder/build_decoder through fairseq's build_model,
-            # which passes only the TransformerConfig it makes of ``args``
-            args._skip_norm = skip_norm
-            try:
-                model = super().build_model(args, task)
-            finally:
-                del args._skip_norm  # the saved arguments stay plain data
+            # TransformerModelBase.build_model: embeddings, build_encoder, build_decoder
+            model = super(TransformerModel, cls).build_model(RSkipTransformerConfig.of(args, skip_norm), task)
             if model.admin_profiled is not None:
                 start_from_profile_(model, args)  # --admin-profile FILE; keeps its text in args
             return model
@@ -302,13 +321,11 @@ class RSkipTransformerModel(TransformerModel):
             raise ModelBuildError(str(err)) from None
 
     @classmethod
-    def build_encoder(cls, args, src_dict, embed_tokens):
-        cfg = TransformerConfig.from_namespace(args)
-        return RSkipTransformerEncoder(cfg, src_dict, embed_tokens, cfg._skip_norm)
+    def build_encoder(cls, cfg: RSkipTransformerConfig, src_dict, embed_tokens):
+        return RSkipTransformerEncoder(cfg, src_dict, embed_tokens, cfg.skip_norm)
 
     @classmethod
-    def build_decoder(cls, args, tgt_dict, embed_tokens):
-        cfg = TransformerConfig.from_namespace(args)
+    def build_decoder(cls, cfg: RSkipTransformerConfig, tgt_dict, embed_tokens):
         return RSkipTransformerDecoder(
-            cfg, tgt_dict, embed_tokens, cfg._skip_norm, no_encoder_attn=cfg.no_cross_attention
+            cfg, tgt_dict, embed_tokens, cfg.skip_norm, no_encoder_attn=cfg.no_cross_attention
         )

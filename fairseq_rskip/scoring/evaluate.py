@@ -198,8 +198,8 @@ def check_data_folder(data: Path) -> None:
         )
 
 
-def evaluate(args, extra=()):
-    """Translate (unless ``args.generate_output``) and score; writes and returns the JSON record."""
+def check_options(args) -> None:
+    """The options of an evaluation that are wrong whatever the data."""
     if args.avg_last < 0:
         raise UserError("--avg-last must be positive")
     if args.beam < 1:
@@ -213,6 +213,28 @@ def evaluate(args, extra=()):
     if args.data is None:
         raise UserError("--data DATA_BIN is needed: the data-bin the checkpoint was trained on "
                         "(rskip-prepare's DEST/data-bin)")
+
+
+def raw_references(data: Path, subset: str, meta: dict, ids: list):
+    """``(target language, raw references of the sentences ids or None, their file)``:
+    the data-bin's ``ref.<subset>.<tgt>`` (rskip-prepare keeps the raw targets there)."""
+    tgt = meta.get("tgt_lang")
+    if tgt is None:
+        dicts = sorted(data.glob(f"{subset}.*-*.*.idx"))
+        tgt = dicts[0].name.split(".")[1].split("-")[1] if dicts else "en"
+    ref_file = data / f"ref.{subset}.{tgt}"
+    if not ref_file.is_file():
+        logger.warning("no %s: sacreBLEU uses the detokenised targets as references", ref_file)
+        return tgt, None, ref_file
+    all_refs = read_lines(ref_file)
+    if ids[-1] >= len(all_refs):
+        raise UserError(f"{ref_file} has {len(all_refs)} lines but the output has sentence id {ids[-1]}")
+    return tgt, [all_refs[i] for i in ids], ref_file
+
+
+def evaluate(args, extra=()):
+    """Translate (unless ``args.generate_output``) and score; writes and returns the JSON record."""
+    check_options(args)
     data = Path(args.data)
     check_data_folder(data)
     meta = load_prep_meta(data)
@@ -238,19 +260,7 @@ def evaluate(args, extra=()):
             f"{gen_out} translates {len(ids)} of the {expected} sentences of {args.subset}: "
             "BLEU on a part of the test set is not comparable"
         )
-    tgt = meta.get("tgt_lang")
-    if tgt is None:
-        dicts = sorted(data.glob(f"{args.subset}.*-*.*.idx"))
-        tgt = dicts[0].name.split(".")[1].split("-")[1] if dicts else "en"
-    raw_refs = None
-    ref_file = data / f"ref.{args.subset}.{tgt}"
-    if ref_file.is_file():
-        all_refs = read_lines(ref_file)
-        if ids[-1] >= len(all_refs):
-            raise UserError(f"{ref_file} has {len(all_refs)} lines but the output has sentence id {ids[-1]}")
-        raw_refs = [all_refs[i] for i in ids]
-    else:
-        logger.warning("no %s: sacreBLEU uses the detokenised targets as references", ref_file)
+    tgt, raw_refs, ref_file = raw_references(data, args.subset, meta, ids)
     res = score([hyps[i] for i in ids], [refs[i] for i in ids], tgt, raw_refs, args.compound_split, args.detok)
     translations, references = kept / f"hyp.{args.subset}.{tgt}", kept / f"ref.{args.subset}.{tgt}"
     write_translations(translations, res["detokenized_hypotheses"])

@@ -7,9 +7,10 @@ stands on :mod:`.common` and on the core; no tool imports another (``tests/test_
 =======================  ========================================================
 ``common``               the base: child processes, fairseq-train's logs, figures,
                          output files, memory, models built in-process, synthetic
-                         data, paired statistics
+                         data, sacreBLEU's paired tests, t-intervals
 ``runner``               ``rskip-reproduce``: variants x depths x seeds through
-                         ``fairseq-train`` and ``rskip-evaluate``, its report
+                         ``fairseq-train`` and ``rskip-evaluate``, the significance
+                         of each variant against its reference row, the report
 ``benchmark``            ``rskip-benchmark``: speed and memory against Post-LN
 ``gpu_check``            ``rskip-gpu-check``: every family through fairseq's GPU paths
 ``gradients``            ``rskip-gradient-analysis``: per-sublayer gradient norms

@@ -15,7 +15,7 @@ Every run is a real ``fairseq-train`` subprocess (``--log-format json``,
     evaluation keeps its translations here (``rskip-evaluate
     --translations-dir``).
 
-and :mod:`fairseq_rskip.tools.common.significance` compares each variant with
+and :mod:`fairseq_rskip.tools.runner.significance` compares each variant with
 its reference row, :mod:`fairseq_rskip.tools.runner.report` writes the tables
 and plots, and ``config.json`` the configuration the runs were made with.
 

@@ -25,7 +25,7 @@ from fairseq_rskip.tools.runner.identity import (
     run_identity,
 )
 from fairseq_rskip.tools.runner.runs import Run, train_command
-from fairseq_rskip.tools.common.significance import against_reference_rows
+from fairseq_rskip.tools.runner.significance import against_reference_rows
 from fairseq_rskip.tools.common.trainlog import updates_to_target
 from fairseq_rskip.errors import UserError
 from fairseq_rskip.file_io import write_json

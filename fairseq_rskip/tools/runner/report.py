@@ -4,7 +4,7 @@
     one row per architecture and depth: BLEU and chrF mean +- std over seeds,
     best validation loss, updates to reach the target validation loss, target
     tokens per second, peak memory, and how many seeds diverged; each variant
-    against its reference row (:mod:`fairseq_rskip.tools.common.significance`):
+    against its reference row (:mod:`fairseq_rskip.tools.runner.significance`):
     paired differences over seeds with their 95 % t-intervals, the paired
     tests' p-values per seed, and one sentence per comparison.
 ``runs.csv``
@@ -14,7 +14,7 @@
     per seed (a cross marks where a diverged run stopped).
 ``comparisons.csv``, ``comparisons.json``, ``paired_differences_d<depth>.png``
     the comparisons against the reference rows, per seed (written by
-    :func:`fairseq_rskip.tools.common.significance.against_reference_rows`).
+    :func:`fairseq_rskip.tools.runner.significance.against_reference_rows`).
 
 Everything here is computed from the runs' records (``result.json``), so
 ``rskip-reproduce --report-only`` rebuilds it without training.
@@ -27,7 +27,7 @@ from pathlib import Path
 from typing import Dict, List, Optional, Sequence
 
 from fairseq_rskip.tools.common.figures import pyplot, save_figure
-from fairseq_rskip.tools.common.significance import COMPARISON_COLUMNS, comparison_cells, markdown
+from fairseq_rskip.tools.runner.significance import COMPARISON_COLUMNS, comparison_cells, markdown
 from fairseq_rskip.file_io import atomic_output
 
 
@@ -141,7 +141,7 @@ RUN_MD_COLUMNS = 13  # the first RUN_COLUMNS, in results.md
 
 def write_tables(out: Path, config, records: List[dict], arch_order,
                  comparisons: Optional[dict] = None) -> List[dict]:
-    """``comparisons``: :func:`~fairseq_rskip.tools.common.significance.against_reference_rows`'s."""
+    """``comparisons``: :func:`~fairseq_rskip.tools.runner.significance.against_reference_rows`'s."""
     rows = summarise(records, arch_order)
     against = {(c["candidate"], c["depth"]): c for c in (comparisons or {}).get("comparisons", [])}
     with atomic_output(out / "results.csv") as tmp, open(tmp, "w", newline="", encoding="utf-8") as f:

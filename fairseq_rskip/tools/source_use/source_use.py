@@ -24,7 +24,7 @@ from typing import Dict, List, Optional, Sequence, Tuple
 import torch
 
 from fairseq_rskip.tools.common.modelbuild import split_batches
-from fairseq_rskip.tools.common.significance import t_interval
+from fairseq_rskip.tools.common.intervals import t_interval
 
 # target-length buckets [low, high) in tokens
 BUCKETS: Tuple[Tuple[int, float], ...] = ((1, 10), (10, 20), (20, 30), (30, 40), (40, 60), (60, math.inf))

@@ -8,7 +8,7 @@ are compared on the same test sentences), which cancels what the two share:
   (:mod:`fairseq_rskip.tools.common.paired`). They resample the *test sentences*:
   they say whether the two translations differ by more than the choice of
   sentences explains, not whether the two training recipes do.
-- **Across seeds** (:func:`t_interval`): the per-seed differences, candidate
+- **Across seeds** (:func:`~fairseq_rskip.tools.common.intervals.t_interval`): the per-seed differences, candidate
   minus baseline with the same seed, of best validation loss, BLEU and chrF,
   their mean and its 95 % t-interval ``mean ± t(0.975, n − 1) · s / sqrt(n)``
   (``s``: the differences' sample standard deviation), which assumes the
@@ -27,13 +27,13 @@ the same. The rest of the module writes what the report shows of it.
 import csv
 import json
 import math
-import statistics
 from dataclasses import asdict
 from pathlib import Path
-from typing import Dict, List, Optional, Sequence
+from typing import Dict, List, Optional
 
-from fairseq_rskip.tools.common.figures import pyplot, save_figure
 from fairseq_rskip.file_io import atomic_output, write_json
+from fairseq_rskip.tools.common.figures import pyplot, save_figure
+from fairseq_rskip.tools.common.intervals import LEVEL, t_interval
 from fairseq_rskip.tools.common.paired import (
     PairedSettings,
     paired_test_files,
@@ -42,37 +42,11 @@ from fairseq_rskip.tools.common.paired import (
 )
 
 ALPHA = 0.05  # the significance level the report counts seeds at
-LEVEL = 0.95  # the intervals' coverage
 # the scores compared, as the runs' records name them, and their labels
 METRICS = {"sacrebleu": "sacreBLEU", "chrf": "chrF"}
 # every paired difference over seeds: record key -> label
 DIFFERENCES = {"best_valid_loss": "best valid loss", "bleu": "BLEU (tok)", **METRICS}
 TESTS = {"bs": "paired bootstrap", "ar": "approximate randomisation"}
-
-
-# ----------------------------------------------------------------------------
-# across seeds
-
-
-def t_quantile(probability: float, dof: int) -> float:
-    """Student's t quantile (scipy's)."""
-    from scipy.stats import t
-
-    return float(t.ppf(probability, dof))
-
-
-def t_interval(differences: Sequence[float], level: float = LEVEL) -> Optional[dict]:
-    """``{"n", "mean", "low", "high"}`` of paired differences: the mean and its t-interval
-    ``mean ± t((1 + level) / 2, n − 1) · s / sqrt(n)``; ``low``/``high`` None for one
-    difference; None for none. Non-finite values are left out."""
-    values = [float(v) for v in differences if v is not None and math.isfinite(v)]
-    if not values:
-        return None
-    mean = statistics.fmean(values)
-    if len(values) < 2:
-        return {"n": 1, "mean": mean, "low": None, "high": None}
-    half = t_quantile((1 + level) / 2, len(values) - 1) * statistics.stdev(values) / math.sqrt(len(values))
-    return {"n": len(values), "mean": mean, "low": mean - half, "high": mean + half}
 
 
 # ----------------------------------------------------------------------------
