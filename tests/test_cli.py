@@ -10,7 +10,7 @@ import sys
 import pytest
 import torch
 
-from conftest import REPO, USER_DIR, json_logs, run, train, train_command
+from conftest import USER_DIR, json_logs, run, train, train_command
 from fairseq_rskip.models.architectures import DEFAULTS_VERSION
 from fairseq_rskip.modules.admin_profile import admin_omegas
 
@@ -99,7 +99,7 @@ def test_average_checkpoints_then_generate(trained, data_bin, tmp_path, arch):
     epochs = sorted(save_dir.glob("checkpoint[0-9]*.pt"))
     assert len(epochs) >= 2
     out = tmp_path / "avg.pt"
-    run([sys.executable, REPO / "scripts" / "average_checkpoints.py", "--inputs", save_dir,
+    run([sys.executable, "-m", "fairseq_rskip.tools.average_checkpoints.cli", "--inputs", save_dir,
          "--num-epoch-checkpoints", "2", "--output", out])
     averaged = torch.load(out)["model"]
     last_two = [torch.load(p)["model"] for p in sorted(epochs, key=lambda p: int(p.stem[10:]))[-2:]]

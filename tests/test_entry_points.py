@@ -17,7 +17,7 @@ pytestmark = pytest.mark.slow  # stock fairseq commands end to end
 
 COMMANDS = ("rskip-prepare", "rskip-evaluate", "rskip-average-checkpoints", "rskip-reproduce",
             "rskip-gradient-analysis", "rskip-warmup-demo", "rskip-signal-propagation",
-            "rskip-output-change", "rskip-gpu-check", "rskip-source-use")
+            "rskip-output-change", "rskip-gpu-check", "rskip-source-use", "rskip-benchmark")
 TRAIN = ["--share-all-embeddings", "--optimizer", "adam", "--max-tokens", "2000", "--max-update", "3",
          "--num-workers", "0", "--cpu", "--no-epoch-checkpoints"]
 # one intra-op thread: on a shared 2-core machine torch's thread pool otherwise spins against other jobs

@@ -215,7 +215,7 @@ def start_runner(out, data_bin, pidfile, seconds_per_update="0.05", nohup=False)
     env = dict(os.environ, FAKE_TRAIN_SECONDS_PER_UPDATE=seconds_per_update,
                FAKE_TRAIN_PIDFILE=str(pidfile), PYTHONWARNINGS="ignore")
     return subprocess.Popen(
-        [sys.executable, str(REPO / "scripts" / "reproduce.py"), "--data", str(data_bin),
+        [sys.executable, "-m", "fairseq_rskip.tools.runner.cli", "--data", str(data_bin),
          "--out", str(out), "--archs", "postln", "--depths", "2", "--no-bleu",
          "--train-command", " ".join(FAKE_TRAIN), "--", "--max-update", "100000"],
         stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env,

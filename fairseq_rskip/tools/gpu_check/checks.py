@@ -179,7 +179,7 @@ def check_benchmark(out: Path, device: str, rows: Sequence[str]) -> List[Outcome
         json_out = out / f"benchmark-{precision}.json"
         flags = ["--quick"] if device == "cpu" else ["--size", "iwslt_de_en", "--reps", "3", "--steps", "4"]
         flags += ["--archs", *archs] if archs else []
-        cmd = [sys.executable, "-m", "fairseq_rskip.tools.benchmark.throughput", "--device", device,
+        cmd = [sys.executable, "-m", "fairseq_rskip.tools.benchmark.cli", "--device", device,
                "--precision", precision, "--mem-reps", "0", *flags, "--json-out", str(json_out)]
         write(f"  benchmark: --device {device} --precision {precision}")
         with open(out / f"benchmark-{precision}.log", "w") as f:
