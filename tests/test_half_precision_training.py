@@ -39,7 +39,7 @@ import torch
 
 from conftest import finish_workers, start_worker
 
-from fairseq_rskip.tools.gpu_check.checks import LOSS_TOLERANCE, LR, UPDATES, omega_error, worst_step_ratio
+from fairseq_rskip.tools.gpu_check.against_float32 import LOSS_TOLERANCE, LR, UPDATES, omega_error, worst_step_ratio
 from fairseq_rskip.modules.admin_profile import admin_omegas
 from fairseq_rskip.variants import VARIANTS, family_rows
 
