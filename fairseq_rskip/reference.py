@@ -18,7 +18,7 @@ import argparse
 import dataclasses
 import sys
 from pathlib import Path
-from typing import Dict, List
+from typing import List
 
 from fairseq_rskip.config import SkipNormConfig, choices_of, flag
 
@@ -189,15 +189,20 @@ def with_block(text: str, name: str) -> str:
     return f"{head}{begin}\n{BLOCKS[name]()}\n{end}{tail}"
 
 
+def with_blocks(path: str, text: str) -> str:
+    """``text``, the content of ``path`` (a file of :data:`BLOCK_FILES`), with its
+    generated blocks made anew."""
+    for name in BLOCK_FILES[path]:
+        text = with_block(text, name)
+    return text
+
+
 def stale_blocks(root: Path) -> List[str]:
     """The files under ``root`` whose generated blocks differ from what the code makes."""
     stale = []
-    for path, names in BLOCK_FILES.items():
+    for path in BLOCK_FILES:
         text = (root / path).read_text(encoding="utf-8")
-        made = text
-        for name in names:
-            made = with_block(made, name)
-        if made != text:
+        if with_blocks(path, text) != text:
             stale.append(path)
     return stale
 
@@ -239,9 +244,7 @@ def main(argv=None) -> int:
         print(args.docs / name)
     for path in blocks:
         text = (root / path).read_text(encoding="utf-8")
-        for name in BLOCK_FILES[path]:
-            text = with_block(text, name)
-        (root / path).write_text(text, encoding="utf-8")
+        (root / path).write_text(with_blocks(path, text), encoding="utf-8")
         print(root / path)
     return 0
 

@@ -116,6 +116,12 @@ VARIANTS: Dict[str, Variant] = {v.name: v for v in (
 )}
 
 
+def plugin_rows() -> List[str]:
+    """Every row of the table that is not fairseq's own transformer: the benchmark's
+    candidates."""
+    return [v.name for v in VARIANTS.values() if not v.stock]
+
+
 def distinct_plugin_builds(size: str = "") -> List[Variant]:
     """The rows whose plugin build differs from every earlier row's (``preln`` and
     ``prenorm_nowarmup`` build the same model): what an in-process analysis measures."""

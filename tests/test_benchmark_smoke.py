@@ -24,7 +24,7 @@ def load_command():
 
 
 def test_quick_benchmark(tmp_path, capsys):
-    bench, bench_cli = load_benchmark(), load_command()
+    bench_cli = load_command()
     out = tmp_path / "bench.json"
     assert bench_cli.main(["--quick", "--archs", "rskip", "--json-out", str(out)]) == 0
     printed = capsys.readouterr().out
@@ -43,7 +43,7 @@ def test_quick_benchmark(tmp_path, capsys):
 
 def test_sweep_reports_every_point_and_plots(tmp_path, capsys):
     """The cost sweep: each point is the paired comparison again, at that length/depth."""
-    bench, bench_cli = load_benchmark(), load_command()
+    bench_cli = load_command()
     out, plot = tmp_path / "sweep.json", tmp_path / "sweep.png"
     argv = ["--quick", "--archs", "rskip", "--sweep", "length", "depth", "--sweep-lengths", "6", "12",
             "--sweep-depths", "1", "2", "--json-out", str(out), "--plot", str(plot)]
@@ -64,7 +64,7 @@ def test_sweep_reports_every_point_and_plots(tmp_path, capsys):
 
 def test_half_precision_mode_runs_on_cpu(tmp_path):
     """--precision bf16 (autocast, as the GPU mode runs fp16/bf16) as far as a CPU goes."""
-    bench, bench_cli = load_benchmark(), load_command()
+    bench_cli = load_command()
     out = tmp_path / "bf16.json"
     assert bench_cli.main(["--quick", "--archs", "adanorm", "--precision", "bf16", "--mem-reps", "0",
                        "--json-out", str(out)]) == 0
@@ -83,7 +83,7 @@ def test_gpu_mode_without_a_gpu_is_an_error_line(capsys):
 
     if torch.cuda.is_available():
         pytest.skip("a GPU is present: the GPU mode runs instead")
-    bench, bench_cli = load_benchmark(), load_command()
+    bench_cli = load_command()
     with pytest.raises(SystemExit) as exit_info:
         bench_cli.run_main(bench_cli.main, ["--quick", "--device", "cuda"])
     assert exit_info.value.code == 2
@@ -95,7 +95,7 @@ def test_flush_denormal_is_said_and_applied(tmp_path, capsys):
     report says so (it is not what fairseq-train does)."""
     import torch
 
-    bench, bench_cli = load_benchmark(), load_command()
+    bench_cli = load_command()
     tiny = torch.tensor([1e-40], dtype=torch.float32)
     assert tiny.item() != 0.0
     try:
@@ -154,7 +154,7 @@ def test_each_comparison_is_measured_in_a_process_of_its_own(tmp_path):
     their own, and each row still has its ratios to Post-LN and to Pre-LN."""
     import os
 
-    bench, bench_cli = load_benchmark(), load_command()
+    bench_cli = load_command()
     out = tmp_path / "two.json"
     assert bench_cli.main(["--quick", "--archs", "rskip", "adanorm", "--reps", "1", "--steps", "1", "--mem-reps", "0",
                        "--json-out", str(out)]) == 0
@@ -175,7 +175,7 @@ def test_each_comparison_is_measured_in_a_process_of_its_own(tmp_path):
 def test_pooled_figures_pair_each_candidate_within_its_comparison():
     """A ratio is the median over rounds of candidate / baseline within the same round of
     the same comparison; a baseline's figures pool every comparison that timed it."""
-    bench, bench_cli = load_benchmark(), load_command()
+    bench = load_benchmark()
 
     def comparison(name, base, cand, pid):
         return {"names": ["postln", name], "pid": pid, "params": {"postln": 10, name: 11},

@@ -9,7 +9,7 @@ from conftest import TINY_BUILDS, build_model, sample_batch
 from fairseq.models import ARCH_MODEL_REGISTRY
 from fairseq_rskip.tools import runner
 from fairseq_rskip.models import FAMILIES, SIZES
-from fairseq_rskip.variants import VARIANTS, Variant, distinct_plugin_builds, size_suffix
+from fairseq_rskip.variants import VARIANTS, Variant, distinct_plugin_builds, plugin_rows, size_suffix
 
 
 def test_every_registered_family_is_a_row():
@@ -54,12 +54,12 @@ def test_tests_and_tools_read_the_table(monkeypatch):
     from fairseq_rskip.tools.benchmark import throughput as bench
 
     # every row of the plugin, in the table's order; fairseq's own rows are the baselines
-    assert bench.candidates()[:3] == ["rskip", "adanorm", "prenorm_nowarmup"]
-    assert set(bench.candidates()) == set(VARIANTS) - {"postln", "preln"}
+    assert plugin_rows()[:3] == ["rskip", "adanorm", "prenorm_nowarmup"]
+    assert set(plugin_rows()) == set(VARIANTS) - {"postln", "preln"}
     assert bench.measured_names(["prenorm_nowarmup"]) == ["postln", "preln", "prenorm_nowarmup"]
     # a new row is all it takes: the runner and the benchmark take it up
     new = Variant("simple", "transformer_rskip{size}", ("--norm-type", "simple"), label="LN-simple")
     monkeypatch.setitem(VARIANTS, "simple", new)
     assert runner.resolve_archs(runner.Config(size="tiny"), ["simple"]) == {"simple": new}
     assert runner.Config().archs[-1] == "simple" and "simple" in runner.Config().all_variants()
-    assert "simple" in bench.candidates() and bench_cli.parse(["--quick"]).archs[-1] == "simple"
+    assert "simple" in plugin_rows() and bench_cli.parse(["--quick"]).archs[-1] == "simple"

@@ -20,14 +20,14 @@ from fairseq_rskip.file_io import write_json
 from fairseq_rskip.tools.benchmark import throughput
 from fairseq_rskip.tools.benchmark.measure import PRECISIONS, compare, memory_of
 from fairseq_rskip.tools.benchmark.report import plot_sweep, report, report_sweep
-from fairseq_rskip.tools.benchmark.throughput import (SWEEP_AXES, candidates, comparison_names, run,
-                                                      run_sweep)
+from fairseq_rskip.tools.benchmark.throughput import SWEEP_AXES, comparison_names, run, run_sweep
 from fairseq_rskip.tools.common.child_process import print_result
+from fairseq_rskip.variants import plugin_rows
 
 
 def parse(argv=None):
     p = argparse.ArgumentParser(description=throughput.__doc__.split("\n\n")[0], allow_abbrev=False)
-    p.add_argument("--archs", nargs="+", choices=candidates(), default=candidates(),
+    p.add_argument("--archs", nargs="+", choices=plugin_rows(), default=plugin_rows(),
                    help="the candidates (default: every variant of fairseq_rskip/variants.py that is "
                    "not fairseq's own)")
     p.add_argument("--size", default="iwslt_de_en", help="size suffix: iwslt_de_en, tiny, base, ...")

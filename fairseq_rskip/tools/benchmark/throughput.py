@@ -76,11 +76,6 @@ from fairseq_rskip.tools.common.child_process import run_python_child
 from fairseq_rskip.variants import VARIANTS
 
 
-def candidates() -> list:
-    """Every variant of the table that is not fairseq's own transformer."""
-    return [v.name for v in VARIANTS.values() if not v.stock]
-
-
 def measured_names(archs) -> list:
     """The baseline, the candidates' like-for-like references, then the candidates."""
     return list(dict.fromkeys([BASELINE] + [VARIANTS[a].reference for a in archs] + list(archs)))

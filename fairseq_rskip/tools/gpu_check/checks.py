@@ -171,9 +171,9 @@ def check_fused_adam(logs: Dict[str, str]) -> Outcome:
 
 def check_benchmark(out: Path, device: str, rows: Sequence[str]) -> List[Outcome]:
     """The benchmark of the rows (every candidate of the benchmark among them)."""
-    from fairseq_rskip.variants import VARIANTS
+    from fairseq_rskip.variants import plugin_rows
 
-    archs = [r for r in rows if r in VARIANTS and not VARIANTS[r].stock]  # the benchmark's candidates
+    archs = [r for r in rows if r in plugin_rows()]
     outcomes = []
     for precision in ("fp16", "bf16"):
         json_out = out / f"benchmark-{precision}.json"
