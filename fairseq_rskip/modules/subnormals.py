@@ -2,7 +2,7 @@
 
 Float32 numbers below ``2**-126`` (``torch.finfo(torch.float32).tiny``) are
 subnormal, and CPUs compute with them many times more slowly than with normal
-numbers. Models without shortcuts produce them (docs/shortcut_free.md,
+numbers. Models without shortcuts produce them (docs/results/shortcut_free.md,
 "Subnormal floats"): softmax probabilities of far-apart logits (E-SPA's and
 U-SPA's fixed biases, the large activations that reach cross-attention), and
 gradients that vanish with depth (the vanilla model). So the shortcut-free
