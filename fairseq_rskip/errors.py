@@ -10,6 +10,7 @@ A stock fairseq command (``fairseq-train``, ``fairseq-generate``) has no
 :class:`ModelBuildError`, which ends such a command the same way.
 """
 
+import os
 import sys
 
 
@@ -42,3 +43,33 @@ def run_main(main, argv=None):
     except KeyboardInterrupt:
         print("interrupted", file=sys.stderr)
         raise SystemExit(130) from None
+
+
+class UserDirError(UserError, SystemExit):
+    """``--user-dir`` names a folder inside the plugin. Like :class:`ModelBuildError`, a
+    ``SystemExit`` whose code is the line ``error: MESSAGE``, so that a stock fairseq
+    command ends with that line and no traceback."""
+
+    def __init__(self, message: str):
+        UserError.__init__(self, message)
+        self.code = f"error: {message}"
+
+
+def refuse_import_as_top_level(module_name: str, init_file: str) -> None:
+    """Called first in each subpackage's ``__init__.py``. fairseq imports ``--user-dir DIR``
+    as the top-level module named after DIR's last folder, so ``--user-dir
+    fairseq_rskip/models`` imports ``models``: the plugin's code a second time, under other
+    names, whose registrations fairseq refuses as duplicates. Raises :class:`UserDirError`,
+    naming the folder to give, unless ``module_name`` is inside ``fairseq_rskip``."""
+    if module_name.startswith("fairseq_rskip."):
+        return
+    given = plugin = os.path.dirname(os.path.abspath(init_file))
+    while os.path.isfile(os.path.join(os.path.dirname(plugin), "__init__.py")):
+        plugin = os.path.dirname(plugin)  # up to the package's top folder
+    try:
+        plugin, given = (os.path.relpath(p) if not os.path.relpath(p).startswith("..") else p
+                         for p in (plugin, given))
+    except ValueError:  # another drive (Windows)
+        pass
+    raise UserDirError(f"--user-dir {given} is a folder inside the plugin: give the plugin's "
+                       f"own folder, --user-dir {plugin}")

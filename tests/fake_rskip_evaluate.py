@@ -5,7 +5,9 @@ writes: the translations and references in --translations-dir (``hyp.SUBSET.en``
 ``ref.SUBSET.en``) and the JSON record in --checkpoint-dir (``eval_SUBSET.json``), its
 scores sacreBLEU's BLEU and chrF of those files. The test set: 80 made-up sentences. A run
 (its folder's name, ``ARCH-dDEPTH-sSEED``) replaces each word with a wrong one with the
-probability ``ERRORS`` gives its architecture (0.3 for one not listed), drawn with its seed.
+probability ``ERRORS`` gives its architecture (0.3 for one not listed), drawn with its seed;
+an architecture named ``stuck`` prints one string for every sentence, as a model stopped
+long before it translates does.
 """
 
 import json
@@ -27,6 +29,8 @@ def test_set(n=80):
 
 
 def translate(refs, arch, seed):
+    if arch == "stuck":
+        return ["word1 word1 word1 word1 word1"] * len(refs)
     rng = random.Random(f"{arch}-{seed}")
     p = ERRORS.get(arch, 0.3)
     return [" ".join(w if rng.random() > p else rng.choice(WORDS) for w in r.split()) for r in refs]

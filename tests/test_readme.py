@@ -110,7 +110,7 @@ def test_no_work_items_in_product_text():
 
 
 def test_every_relative_link_of_readme_and_docs_leads_to_a_file():
-    pages = [README] + sorted((REPO / "docs").glob("*.md"))
+    pages = [README] + sorted((REPO / "docs").rglob("*.md"))
     broken = {str(p.relative_to(REPO)): broken_links(p) for p in pages if broken_links(p)}
     assert broken == {}
 

@@ -222,3 +222,63 @@ def test_compare_errors(tmp_path, monkeypatch, capsys, argv, message):
     err = capsys.readouterr().err
     assert exc.value.code == 2 and "Traceback" not in err
     assert re.search(message, err), err
+
+
+def test_degenerate_translations_are_named_by_each_rule(refs):
+    from fairseq_rskip.tools.common.degenerate import degenerate_reasons, is_repetitive
+
+    assert degenerate_reasons(noisy(refs, 0.3, seed=4), refs, sacrebleu=30.0) == []
+    assert degenerate_reasons(refs, refs, sacrebleu=0.5) == ["sacreBLEU 0.50 is below 1"]
+    same = ["w1 w2 w3"] * 50 + refs[:10]
+    assert degenerate_reasons(same, refs) == ["11 distinct translations of 60 sentences"]
+    assert [is_repetitive(s) for s in ("", "a a b a", "a b c d", "indeindeinde", "indeinde x", "....")] \
+        == [True, True, False, True, False, False]
+    stuck = [f"w{i} " + "indeindeinde" for i in range(60)]
+    assert degenerate_reasons(stuck, refs) == ["60 of 60 translations empty or one token repeated"]
+    looping = [f"w{i} w{i} w{i} w{i} w{i + 1}" for i in range(60)]  # 3 of 5 tokens repeat one before
+    reasons = degenerate_reasons(looping, ["a b c d e"] * 60)
+    assert reasons == ["60 of 60 translations empty or one token repeated",
+                       "60 % of the tokens repeat one of their sentence (references: 0 %)"]
+
+
+def test_degenerate_runs_get_no_paired_test(tmp_path, capsys):
+    """A run whose translations are one string for every sentence: named, with why, in the
+    sentence and in rskip-evaluate --compare; no p-value is read, and "significant" is not said."""
+    data = make_data_bin(tmp_path / "data-bin")
+    out = tmp_path / "out"
+    cfg = rp.Config(name="degenerate", size="tiny", depths=[2], seeds=[1], lr=1e-3, warmup_updates=10,
+                    log_interval=1, train_args=["--max-update", "4"], eval={"beam": 1},
+                    variants={"stuck": {"arch": "transformer_rskip{size}", "args": []}},
+                    significance={"paired_bs_n": 100, "paired_ar_n": 100, "seed": 7})
+    lines = []
+    rp.reproduce(cfg, out, data=data, archs=["postln", "stuck"], train_program=FAKE_TRAIN,
+                 evaluate_command=FAKE_EVALUATE, echo=lines.append)
+    md = (out / "results.md").read_text(encoding="utf-8")
+    sentence = next(l for l in lines if l.startswith("stuck vs postln"))
+    assert "no paired tests where the translations are degenerate (stuck-d2-s1: " in sentence
+    assert "1 distinct translation of 80 sentences" in sentence and "postln-d2-s1" not in sentence
+    assert "significant" not in md and "gets no paired test" in md
+    row = next(r for r in csv.DictReader(open(out / "results.csv", encoding="utf-8")) if r["arch"] == "stuck")
+    assert row["p_sacrebleu_bs"] == "n/a" and row["p_chrf_ar"] == "n/a"
+
+    runs = out / "runs"
+    evaluate_cli.main(["--compare", str(runs / "postln-d2-s1" / "hyp.test.en"),
+                       str(runs / "stuck-d2-s1" / "hyp.test.en"), "--references",
+                       str(runs / "postln-d2-s1" / "ref.test.en"), "--paired-bs-n", "50",
+                       "--paired-ar-n", "50"])
+    printed = capsys.readouterr().out
+    assert "p = " not in printed and "significan" not in printed.replace("no significance", "")
+    assert "degenerate translations, so no significance: system: " in printed
+
+
+def test_a_built_in_recipe_warns_of_a_budget_that_ends_in_its_warm_up(tmp_path, capsys):
+    from fairseq_rskip.tools.runner import cli as runner_cli
+
+    data = make_data_bin(tmp_path / "data-bin")
+    argv = ["--archs", "postln", "--size", "tiny", "--data", str(data), "--out", str(tmp_path / "o"),
+            "--dry-run", "--max-update"]
+    assert runner_cli.main(argv + ["20"]) == 0
+    assert ("warning: --max-update 20 ends before the recipe's 200 warm-up updates: its models "
+            "will not yet translate") in capsys.readouterr().err
+    assert runner_cli.main(argv + ["600"]) == 0
+    assert "warning" not in capsys.readouterr().err

@@ -16,6 +16,7 @@ from fairseq_rskip.tools.average_checkpoints import cli as average_cli
 from fairseq_rskip.scoring import cli as evaluate_cli
 from fairseq_rskip.errors import UserError, run_main
 from fairseq_rskip.fairseq_tools import PLUGIN_DIR
+from conftest import BIN, run
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -146,3 +147,26 @@ def test_a_checkpoint_loaded_without_the_plugin_is_explained(tmp_path, data_bin,
         "refuses it unless fairseq_rskip is imported (it allow-lists fairseq's checkpoint types). "
         f"Give the fairseq command --user-dir {PLUGIN_DIR}, or import fairseq_rskip before "
         "loading the checkpoint in Python")
+
+
+@pytest.mark.parametrize("inside", ["models", "optim/lr_scheduler", "tools"])
+def test_a_user_dir_inside_the_plugin_ends_with_one_line(tmp_path, inside):
+    """fairseq imports ``--user-dir DIR`` as a top-level module named after DIR's last folder;
+    a folder inside the plugin would register the architectures twice (fairseq's "Cannot
+    register duplicate model architecture" traceback). The command ends with one line naming
+    the folder to give, and no traceback."""
+    proc = run([BIN / "fairseq-train", tmp_path / "data-bin", "--user-dir", Path(PLUGIN_DIR) / inside,
+                "--arch", "transformer_rskip_tiny", "--cpu"], cwd=tmp_path, check=False)
+    assert proc.returncode != 0 and "Traceback" not in proc.stderr, proc.stderr[-3000:]
+    assert proc.stderr.strip().splitlines()[-1] == (
+        f"error: --user-dir {Path(PLUGIN_DIR) / inside} is a folder inside the plugin: give the "
+        f"plugin's own folder, --user-dir {PLUGIN_DIR}")
+
+
+def test_the_plugin_imported_as_itself_is_not_refused():
+    from fairseq_rskip.errors import UserDirError, refuse_import_as_top_level
+
+    refuse_import_as_top_level("fairseq_rskip.models", str(Path(PLUGIN_DIR) / "models" / "__init__.py"))
+    with pytest.raises(UserDirError, match=r"give the plugin's own folder") as exc:
+        refuse_import_as_top_level("models", str(Path(PLUGIN_DIR) / "models" / "__init__.py"))
+    assert isinstance(exc.value, SystemExit) and exc.value.code.startswith("error: --user-dir ")

@@ -8,3 +8,7 @@
 - ``download``  download with resume and checksum verification
 - ``formats``, ``text``, ``bpe``, ``common``  the steps and helpers these share
 """
+
+from fairseq_rskip.errors import refuse_import_as_top_level
+
+refuse_import_as_top_level(__name__, __file__)  # --user-dir given this folder

@@ -1,3 +1,7 @@
+from fairseq_rskip.errors import refuse_import_as_top_level
+
+refuse_import_as_top_level(__name__, __file__)  # --user-dir given this folder
+
 from fairseq_rskip.config import NORM_TYPES, SkipNormConfig
 from fairseq_rskip.modules.normalization import NORMS, Normalization, adanorm, build_norm
 from fairseq_rskip.modules.residual_norm import ResidualNorm

@@ -6,3 +6,7 @@
               tests: :mod:`fairseq_rskip.tools.common.paired`)
 ``cli``       the command
 """
+
+from fairseq_rskip.errors import refuse_import_as_top_level
+
+refuse_import_as_top_level(__name__, __file__)  # --user-dir given this folder

@@ -11,7 +11,9 @@ evaluation kept, else the data-bin's ``ref.SUBSET.TGT``.
 
 Then both of sacreBLEU's paired tests, for BLEU and chrF
 (:func:`fairseq_rskip.tools.common.paired.paired_tests`); the result is printed
-and, with ``--out`` or ``--json-out``, written as JSON.
+and, with ``--out`` or ``--json-out``, written as JSON. Where either system's
+translations are degenerate (:mod:`fairseq_rskip.tools.common.degenerate`), the
+scores are printed with why, and no p-value.
 """
 
 import argparse
@@ -21,6 +23,7 @@ from typing import List, Optional, Tuple
 from fairseq_rskip.errors import UserError
 from fairseq_rskip.file_io import write_json
 from fairseq_rskip.scoring.evaluate import evaluate, load_prep_meta
+from fairseq_rskip.tools.common.degenerate import describe
 from fairseq_rskip.tools.common.paired import PairedSettings, check_count, paired_test_files
 
 ROLES = ("baseline", "system")
@@ -108,16 +111,23 @@ def summary_lines(result: dict) -> List[str]:
     """What ``rskip-evaluate --compare`` prints: one line per metric, then the signatures."""
     lines = [f"baseline: {result['files']['baseline']}", f"system:   {result['files']['system']}",
              f"references: {result['files']['references']} ({result['num_sentences']} sentences)"]
+    degenerate = result.get("degenerate")
     for key, m in result["metrics"].items():
         bs, ar = m["bs"], m["ar"]
-        line = (f"{m['metric']}: baseline {m['baseline']:.2f}, system {m['system']:.2f}, "
-                f"delta {m['delta']:+.2f}; paired bootstrap p = {bs['p']:.4f} ({bs['n']} resamples; "
+        line = f"{m['metric']}: baseline {m['baseline']:.2f}, system {m['system']:.2f}, delta {m['delta']:+.2f}"
+        if degenerate:
+            lines.append(line + "; no paired test: degenerate translations (below)")
+            continue
+        line += (f"; paired bootstrap p = {bs['p']:.4f} ({bs['n']} resamples; "
                 f"95 % intervals: baseline [{bs['baseline_ci'][0]:.2f}, {bs['baseline_ci'][1]:.2f}], "
                 f"system [{bs['system_ci'][0]:.2f}, {bs['system_ci'][1]:.2f}]); approximate "
                 f"randomisation p = {ar['p']:.4f} ({ar['n']} trials)")
         if m["identical"]:
             line += "; the two systems' translations are identical"
         lines.append(line)
+    if degenerate:
+        lines.append(f"degenerate translations, so no significance: {describe(degenerate)} "
+                     "(the p-values, in the JSON, mean nothing here)")
     for key, m in result["metrics"].items():
         lines.append(f"signature {m['metric']}: {m['bs']['signature']}; {m['ar']['signature']}")
     if result.get("json"):

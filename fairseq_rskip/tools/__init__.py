@@ -25,3 +25,7 @@ Data preparation (``rskip-prepare``, :mod:`fairseq_rskip.data_prep`) and scoring
 (``rskip-evaluate``, :mod:`fairseq_rskip.scoring`) keep their own packages, each with
 its ``cli.py``.
 """
+
+from fairseq_rskip.errors import refuse_import_as_top_level
+
+refuse_import_as_top_level(__name__, __file__)  # --user-dir given this folder

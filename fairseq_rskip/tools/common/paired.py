@@ -32,6 +32,7 @@ from typing import Dict, List, Optional, Sequence
 
 from fairseq_rskip.errors import UserError
 from fairseq_rskip.file_io import atomic_output
+from fairseq_rskip.tools.common.degenerate import degenerate_systems
 
 
 @dataclass(frozen=True)
@@ -156,16 +157,23 @@ def paired_tests(baseline: Sequence[str], system: Sequence[str], references: Seq
 
 def paired_test_files(baseline, system, references, settings: PairedSettings = PairedSettings()) -> dict:
     """:func:`paired_tests` on three translation files (read as sacreBLEU's command line
-    reads them); the record names the files and their SHA-256."""
+    reads them); the record names the files and their SHA-256, and under ``degenerate``
+    the systems whose translations are degenerate, with the reasons
+    (:func:`~fairseq_rskip.tools.common.degenerate.degenerate_systems`): their p-values
+    are computed but mean nothing."""
     files = {"baseline": Path(baseline), "system": Path(system), "references": Path(references)}
     texts = {role: read_translations(path) for role, path in files.items()}
+    metrics = paired_tests(texts["baseline"], texts["system"], texts["references"], settings)
+    references = texts.pop("references")
+    scores = {role: metrics["sacrebleu"][role] for role in texts}
     return {
         "files": {role: str(path) for role, path in files.items()},
         "sha256": {role: sha256_of(path) for role, path in files.items()},
         "settings": asdict(settings),
         "sacrebleu_version": sacrebleu_version(),
-        "num_sentences": len(texts["references"]),
-        "metrics": paired_tests(texts["baseline"], texts["system"], texts["references"], settings),
+        "num_sentences": len(references),
+        "metrics": metrics,
+        "degenerate": degenerate_systems(texts, references, scores),
     }
 
 

@@ -106,6 +106,10 @@ def main(argv=None) -> int:
         print(f"recipe: {config.name}, built in for --size {config.size} (--config FILE "
               f"gives another): {config.description}", flush=True)
     config = config.with_budget(args.max_update, args.max_epoch)
+    if not args.config and args.max_update is not None and args.max_update < config.warmup_updates:
+        print(f"warning: --max-update {args.max_update} ends before the recipe's "
+              f"{config.warmup_updates} warm-up updates: its models will not yet translate, and "
+              "the report will name their translations degenerate", file=sys.stderr, flush=True)
     if args.depths:
         config.depths = args.depths
     if args.seeds:

@@ -27,7 +27,7 @@ from pathlib import Path
 from typing import Dict, List, Optional, Sequence
 
 from fairseq_rskip.tools.common.figures import pyplot, save_figure
-from fairseq_rskip.tools.runner.significance import COMPARISON_COLUMNS, comparison_cells, markdown
+from fairseq_rskip.tools.runner.significance_report import COMPARISON_COLUMNS, comparison_cells, markdown
 from fairseq_rskip.file_io import atomic_output
 
 
