@@ -492,6 +492,25 @@ def test_archive_dir_missing_and_bad_checksum(tmp_path):
     assert proc.returncode == 2 and "error: missing archive" in proc.stderr and "Traceback" not in proc.stderr
 
 
+
+@pytest.mark.parametrize("name", ["iwslt14", "wmt14-en2de"])
+def test_a_failed_download_names_archive_dir_and_the_files_it_expects(tmp_path, capsys, monkeypatch, name):
+    """Without network, rskip-prepare's one error line says how to prepare offline: every
+    archive of the recipe, where to fetch it, and --archive-dir."""
+    def unreachable(url, part, **kwargs):
+        raise OSError("Network is unreachable")
+
+    monkeypatch.setattr(download, "_http_download", unreachable)
+    with pytest.raises(SystemExit) as exc:
+        run_main(prepare_cli.main, [name, "--dest", str(tmp_path / "dest")])
+    err = [line for line in capsys.readouterr().err.splitlines() if line.startswith("error: ")]
+    assert exc.value.code == 2 and len(err) == 1 and err[0].startswith("error: could not download ")
+    assert "Network is unreachable" in err[0] and "give it as --archive-dir DIR" in err[0]
+    for archive in datasets.RECIPES[name.replace("-", "_")][0]["archives"]:
+        assert f"{archive.name} ({archive.urls[0]})" in err[0]
+    with pytest.raises(download.DownloadError, match=r"give --archive-dir DIR, the folder that holds x\.tgz"):
+        download.fetch(["https://example.invalid/x.tgz"], tmp_path / "x.tgz", retries=1)
+
 # ------------------------------------------------------------------ benchmark recipes, offline
 def make_tgz(out, files):
     """A .tgz holding ``{arcname: path}``, laid out as the real archive."""

@@ -16,7 +16,7 @@ from pathlib import Path
 
 from fairseq_rskip.data_prep import pipeline
 from fairseq_rskip.data_prep.common import Stamps, fingerprint, logger
-from fairseq_rskip.data_prep.download import fetch
+from fairseq_rskip.data_prep.download import DownloadError, fetch
 from fairseq_rskip.data_prep.formats import pair_up, parse_plain, parse_segments, parse_tagged
 from fairseq_rskip.errors import UserError
 from fairseq_rskip.file_io import atomic_outputs, locked, remove_partials
@@ -220,7 +220,13 @@ def _prepare(name, dest, pipeline_argv, archive_dir, download_dir, prog):
     download_dir = Path(download_dir) if download_dir else dest / "orig"
     archives = {}
     for a in recipe["archives"]:
-        archives[a.name] = fetch(a.urls, download_dir / a.name, a.sha256, a.md5, archive_dir)
+        try:
+            archives[a.name] = fetch(a.urls, download_dir / a.name, a.sha256, a.md5, archive_dir)
+        except DownloadError as err:
+            expected = ", ".join(f"{b.name} ({b.urls[0]})" for b in recipe["archives"])
+            raise DownloadError(f"{err.failure}. Without network: fetch the archives of {name} "
+                                f"elsewhere, {expected}, into one folder and give it as "
+                                "--archive-dir DIR", err.failure) from None
 
     s, t = recipe["src"], recipe["tgt"]
     raw_dir = dest / "raw"

@@ -75,6 +75,15 @@ def _http_download(url, part, timeout=60):
             raise OSError(f"download of {url} stopped at {part.stat().st_size} of {expected} bytes")
 
 
+class DownloadError(UserError):
+    """No URL of a file answered; the message says how to give the file by ``--archive-dir``,
+    ``failure`` what went wrong."""
+
+    def __init__(self, message: str, failure: str):
+        super().__init__(message)
+        self.failure = failure
+
+
 def fetch(urls, dest, sha256=None, md5=None, archive_dir=None, retries=3):
     """Return the path of a verified copy of the file ``dest`` (see the module docstring)."""
     if isinstance(urls, str):
@@ -133,7 +142,9 @@ def fetch(urls, dest, sha256=None, md5=None, archive_dir=None, retries=3):
         if part.exists():
             break
     if not part.exists():
-        raise UserError(f"could not download {dest.name}: " + "; ".join(errors[-3:]))
+        failure = f"could not download {dest.name}: " + "; ".join(dict.fromkeys(errors[-6:]))
+        raise DownloadError(f"{failure}. Without network: fetch it elsewhere ({urls[0]}) and "
+                            f"give --archive-dir DIR, the folder that holds {dest.name}", failure)
     try:
         check(part)
     except UserError:
