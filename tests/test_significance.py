@@ -254,6 +254,13 @@ def test_degenerate_runs_get_no_paired_test(tmp_path, capsys):
     rp.reproduce(cfg, out, data=data, archs=["postln", "stuck"], train_program=FAKE_TRAIN,
                  evaluate_command=FAKE_EVALUATE, echo=lines.append)
     md = (out / "results.md").read_text(encoding="utf-8")
+    from fairseq_rskip.tools.common.machine import machine_description, today
+    from fairseq_rskip.tools.runner.report import provenance
+
+    assert f"\nTrained on {today()} on {machine_description()}.\n" in md  # when and on what
+    assert provenance([{"machine": "A", "trained_on": "2026-01-02"}, {"machine": "B", "trained_on": "2026-01-01"},
+                       {}]) == ("Trained from 2026-01-01 to 2026-01-02 on A; B. 1 run recorded no date or "
+                                "machine (trained by an earlier version).")
     sentence = next(l for l in lines if l.startswith("stuck vs postln"))
     assert "no paired tests where the translations are degenerate (stuck-d2-s1: " in sentence
     assert "1 distinct translation of 80 sentences" in sentence and "postln-d2-s1" not in sentence

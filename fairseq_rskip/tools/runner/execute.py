@@ -9,6 +9,7 @@ import sys
 from pathlib import Path
 from typing import List, Optional, Sequence
 
+from fairseq_rskip.tools.common.machine import machine_description, today
 from fairseq_rskip.tools.common.child_process import Interrupted, run_logged
 from fairseq_rskip.tools.runner.report import divergence_point, fmt
 from fairseq_rskip.tools.runner.config import Config
@@ -233,6 +234,7 @@ def _training_record(config: Config, run: Run, cmd: List[str], attempts: List[di
         "wall_s": round(sum(a["wall_s"] for a in attempts), 2),
         "attempts": len(attempts),
         "peak_rss_mib": max(a["max_rss_mib"] for a in attempts),
+        "trained_on": today(), "machine": machine_description(),
         **{k: v for k, v in parsed.items() if k != "nonfinite_loss"},
         "updates_to_target": updates_to_target(parsed["valid_curve"], config.target_valid_loss),
         "target_valid_loss": config.target_valid_loss,

@@ -139,6 +139,22 @@ RUN_COLUMNS = [
 RUN_MD_COLUMNS = 13  # the first RUN_COLUMNS, in results.md
 
 
+def provenance(records: List[dict]) -> str:
+    """When and on what the runs trained: ``Trained on 2026-12-07 on 2 CPUs (...)``, each
+    date and machine once; the runs that recorded neither (an earlier version) counted."""
+    dates = sorted({r["trained_on"] for r in records if r.get("trained_on")})
+    machines = list(dict.fromkeys(r["machine"] for r in records if r.get("machine")))
+    unrecorded = sum(1 for r in records if not r.get("machine"))
+    text = ""
+    if dates:
+        text = (f"Trained on {dates[0]}" if len(dates) == 1 else f"Trained from {dates[0]} to {dates[-1]}")
+        text += " on " + "; ".join(machines) + "."
+    if unrecorded:
+        text += (f"{' ' if text else ''}{unrecorded} run{'s' if unrecorded > 1 else ''} "
+                 "recorded no date or machine (trained by an earlier version).")
+    return text
+
+
 def write_tables(out: Path, config, records: List[dict], arch_order,
                  comparisons: Optional[dict] = None) -> List[dict]:
     """``comparisons``: :func:`~fairseq_rskip.tools.runner.significance.against_reference_rows`'s."""
@@ -160,6 +176,8 @@ def write_tables(out: Path, config, records: List[dict], arch_order,
     md = [f"# {config.name}", ""]
     if config.description:
         md += [config.description, ""]
+    if records:
+        md += [provenance(records), ""]
     target = config.target_valid_loss
     md += [
         "BLEU, chrF: mean ± sample standard deviation over the seeds that finished "
