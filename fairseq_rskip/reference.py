@@ -5,8 +5,11 @@ scheduler from its dataclass field (default, allowed values, help) and each
 architecture family's defaults; ``docs/variants.md`` lists the rows of
 :data:`fairseq_rskip.variants.VARIANTS`; the table of families in README.md
 and docs/architectures.md (between ``<!-- begin: families ... -->`` and
-``<!-- end: families -->``) lists :data:`fairseq_rskip.models.architectures.FAMILIES`.
-Regenerate them after changing a flag, a row or a family::
+``<!-- end: families -->``) lists :data:`fairseq_rskip.models.architectures.FAMILIES`;
+README.md's table of the demo (``demo``) is read from the demo's report, kept in
+``docs/results/demo/`` (:data:`DEMO_REPORT`). Regenerate them after changing a flag, a
+row or a family, or after copying a new report of ``bash scripts/run_demo.sh`` there
+(``cp work/demo/results.md work/demo/*.png docs/results/demo/``)::
 
     python -m fairseq_rskip.reference docs
 
@@ -168,10 +171,44 @@ def families_table() -> str:
     return "\n".join(lines)
 
 
+# the demo's report (work/demo/results.md) as scripts/run_demo.sh wrote it, with its plots
+DEMO_REPORT = Path("docs") / "results" / "demo" / "results.md"
+
+
+def _table_rows(text: str, header_start: str) -> List[dict]:
+    """The rows of the markdown table of ``text`` whose header begins ``header_start``."""
+    lines = text.splitlines()
+    start = next(i for i, line in enumerate(lines) if line.startswith(header_start))
+    names = [c.strip() for c in lines[start].strip("|").split("|")]
+    rows = []
+    for line in lines[start + 2:]:
+        if not line.startswith("|"):
+            break
+        rows.append(dict(zip(names, (c.strip() for c in line.strip("|").split("|")))))
+    return rows
+
+
+def demo_table(root: Path) -> str:
+    """The README's table of the demo, from :data:`DEMO_REPORT`: each row's scores, when and
+    on what it trained, and what the paired tests said."""
+    text = (root / DEMO_REPORT).read_text(encoding="utf-8")
+    lines = ["| `--arch` | layers | tokenised BLEU | sacreBLEU | chrF | best valid loss | target tok/s |",
+             "|---|---|---|---|---|---|---|"]
+    for row in _table_rows(text, "| architecture |"):
+        lines.append(f"| `{row['fairseq --arch']}` ({row['architecture']}) | {row['depth']}+{row['depth']} "
+                     f"| {row['BLEU (tok)']} | {row['sacreBLEU']} | {row['chrF']} | "
+                     f"{row['best valid loss']} | {row['target tok/s']} |")
+    said = [line for line in text.splitlines() if line.startswith("Trained ")]
+    said += [f"The paired comparison: {line[2:]}" for line in text.splitlines()
+             if line.startswith("- ") and " vs " in line.split(":")[0]]
+    return "\n".join(lines + [""] + said)
+
+
 PAGES = {"flags.md": flags_page, "variants.md": variants_page}
-# generated blocks inside hand-written files (paths from the repository root)
-BLOCKS = {"families": families_table}
-BLOCK_FILES = {"README.md": ["families"], "docs/architectures.md": ["families"]}
+# generated blocks inside hand-written files (paths from the repository root), each made
+# from the repository's root
+BLOCKS = {"families": lambda root: families_table(), "demo": demo_table}
+BLOCK_FILES = {"README.md": ["families", "demo"], "docs/architectures.md": ["families"]}
 
 
 def _markers(name: str):
@@ -179,21 +216,21 @@ def _markers(name: str):
             f"<!-- end: {name} -->")
 
 
-def with_block(text: str, name: str) -> str:
+def with_block(text: str, name: str, root: Path) -> str:
     """``text`` with its block ``name`` (between the markers) made anew."""
     begin, end = _markers(name)
     if text.count(begin) != 1 or text.count(end) != 1 or text.index(begin) > text.index(end):
         raise ValueError(f"no block {name!r} between {begin} and {end}")
     head, rest = text.split(begin)
     _, tail = rest.split(end)
-    return f"{head}{begin}\n{BLOCKS[name]()}\n{end}{tail}"
+    return f"{head}{begin}\n{BLOCKS[name](root)}\n{end}{tail}"
 
 
-def with_blocks(path: str, text: str) -> str:
-    """``text``, the content of ``path`` (a file of :data:`BLOCK_FILES`), with its
-    generated blocks made anew."""
+def with_blocks(path: str, text: str, root: Path) -> str:
+    """``text``, the content of ``path`` (a file of :data:`BLOCK_FILES` under ``root``), with
+    its generated blocks made anew."""
     for name in BLOCK_FILES[path]:
-        text = with_block(text, name)
+        text = with_block(text, name, root)
     return text
 
 
@@ -202,7 +239,7 @@ def stale_blocks(root: Path) -> List[str]:
     stale = []
     for path in BLOCK_FILES:
         text = (root / path).read_text(encoding="utf-8")
-        if with_blocks(path, text) != text:
+        if with_blocks(path, text, root) != text:
             stale.append(path)
     return stale
 
@@ -244,7 +281,7 @@ def main(argv=None) -> int:
         print(args.docs / name)
     for path in blocks:
         text = (root / path).read_text(encoding="utf-8")
-        (root / path).write_text(with_blocks(path, text), encoding="utf-8")
+        (root / path).write_text(with_blocks(path, text, root), encoding="utf-8")
         print(root / path)
     return 0
 

@@ -29,10 +29,14 @@ def test_every_family_is_in_the_readme_and_architectures_tables():
             assert f"| `{name}` | {family.wiring} |" in text, (path, name)
 
 
-def test_a_changed_family_makes_the_tables_stale(tmp_path, monkeypatch):
-    for path in reference.BLOCK_FILES:
+def copy_block_files(tmp_path):
+    for path in [*reference.BLOCK_FILES, reference.DEMO_REPORT]:
         (tmp_path / path).parent.mkdir(parents=True, exist_ok=True)
         (tmp_path / path).write_text((REPO / path).read_text(encoding="utf-8"), encoding="utf-8")
+
+
+def test_a_changed_family_makes_the_tables_stale(tmp_path, monkeypatch):
+    copy_block_files(tmp_path)
     assert reference.stale_blocks(tmp_path) == []
     monkeypatch.setitem(FAMILIES, "transformer_rskip",
                         dataclasses.replace(FAMILIES["transformer_rskip"], wiring="changed"))
@@ -40,6 +44,25 @@ def test_a_changed_family_makes_the_tables_stale(tmp_path, monkeypatch):
     (tmp_path / "README.md").write_text("no markers\n", encoding="utf-8")
     with pytest.raises(ValueError, match="no block 'families'"):
         reference.stale_blocks(tmp_path)
+
+
+def test_the_readme_shows_the_demo_report_it_keeps(tmp_path):
+    """README.md's demo table: every row of the kept report with its scores, when and on what
+    it trained, and the runner's sentence on the paired tests; another report makes it stale."""
+    copy_block_files(tmp_path)
+    report = (REPO / reference.DEMO_REPORT).read_text(encoding="utf-8")
+    readme = (REPO / "README.md").read_text(encoding="utf-8")
+    rows = reference._table_rows(report, "| architecture |")
+    assert {row["architecture"] for row in rows} == {"postln", "rskip"}
+    for row in rows:
+        assert (f"| `{row['fairseq --arch']}` ({row['architecture']}) | {row['depth']}+{row['depth']} | "
+                f"{row['BLEU (tok)']} | {row['sacreBLEU']} |") in readme
+    sentence = next(line for line in report.splitlines() if line.startswith("- rskip vs postln"))
+    assert f"The paired comparison: {sentence[2:]}" in readme
+    assert next(line for line in report.splitlines() if line.startswith("Trained on ")) in readme
+    changed = report.replace(f"| {rows[0]['sacreBLEU']} |", "| 99.99 |", 1)
+    (tmp_path / reference.DEMO_REPORT).write_text(changed, encoding="utf-8")
+    assert reference.stale_blocks(tmp_path) == ["README.md"]
 
 
 def test_every_flag_and_every_variant_is_on_its_page():
