@@ -6,7 +6,11 @@ import math
 import sys
 from pathlib import Path
 
+import pytest
+
 from conftest import run
+
+pytestmark = pytest.mark.slow  # each test runs the benchmark's measurements in processes of their own
 
 REPO = Path(__file__).resolve().parents[1]
 

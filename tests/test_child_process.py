@@ -60,6 +60,7 @@ def test_a_logged_command_appends_its_output_and_reports_its_exit(tmp_path):
     assert text.rstrip().endswith("done")
 
 
+@pytest.mark.slow  # a process tree that allocates memory
 def test_the_tree_memory_script_prints_the_peak_and_keeps_the_exit_status():
     proc = run([sys.executable, REPO / "benchmarks/peak_tree_rss.py", "--", sys.executable, "-c",
                 "raise SystemExit(4)"], check=False)

@@ -365,6 +365,7 @@ def free_port():
         return s.getsockname()[1]
 
 
+@pytest.mark.slow  # two processes
 def test_admin_profile_is_rank_0s_on_every_data_parallel_rank():
     port = str(free_port())
     procs = [

@@ -28,6 +28,7 @@ def test_incremental_decoding_with_cross_self_attention():
         )
 
 
+@pytest.mark.slow  # every variant scripted
 def test_torchscript(variant):
     name, flags = variant
     model = build_model(*flags).eval()
@@ -66,6 +67,7 @@ def test_every_parameter_gets_a_gradient(variant):
     assert missing == []
 
 
+@pytest.mark.slow  # every variant, twice
 def test_activation_checkpointing_gives_the_same_gradients(variant):
     """--checkpoint-activations reruns each layer in backward: the recomputed
     norms and the in-place skip must give the same gradients."""
@@ -92,6 +94,7 @@ def test_share_all_embeddings():
 @pytest.mark.parametrize("arch", ["transformer_rskip_tiny", "transformer_adanorm_tiny", "transformer_prenorm_nowarmup_tiny",
                                   "transformer_deepnorm_tiny", "transformer_admin_tiny",
                                   "transformer_espa_tiny"])
+@pytest.mark.slow  # trains deep models
 def test_deep_model_builds_and_trains(arch):
     d = make_dictionary()
     model = build_model(

@@ -248,6 +248,7 @@ def gone(pid) -> bool:
     return Path(f"/proc/{pid}/status").read_text().count("State:\tZ") == 1  # a zombie, not running
 
 
+@pytest.mark.slow  # waits on signals to process trees
 def test_signals_stop_the_trainer_and_a_second_runner_is_refused(data_bin, tmp_path):
     runners = {}
     for sig in (signal.SIGTERM, signal.SIGINT, signal.SIGHUP):

@@ -11,7 +11,7 @@ from fairseq_rskip.modules import spa
 from fairseq_rskip.modules.shaped_attention import ShapedMultiheadAttention
 from fairseq_rskip.modules.tat import TATLeakyReLU, leaky_relu_cmap
 
-DEPTHS = (6, 48)
+DEPTHS = (6, pytest.param(48, marks=pytest.mark.slow))
 
 
 # -- references, from PAPERS.md section 4 ----------------------------------------------
@@ -245,6 +245,7 @@ def test_cross_attention_shortcuts_at_init():
         torch.testing.assert_close(outs[0], outs[1])
 
 
+@pytest.mark.slow  # trains two models
 def test_residual_cross_attention_lets_the_source_in_from_the_start():
     """--cross-attention-shortcut residual: y = x + CrossAttn(x) with fairseq's initialisation;
     the source changes the decoder's output at start and the encoder gets gradients from the
@@ -570,7 +571,7 @@ def test_espa_causal_schedule_invariants(depth):
                                        rtol=tol, atol=0, msg=f"layer {layer}")
 
 
-@pytest.mark.parametrize("n", [256, 1024])
+@pytest.mark.parametrize("n", [256, pytest.param(1024, marks=pytest.mark.slow)])
 def test_encoder_symmetric_roots_at_length(n):
     """Depths 1, 2, 6: each unclamped A_l = Sigma_l^(1/2) Sigma_(l-1)^(-1/2) is
     non-negative up to round-off (minimum >= -n eps max), and the clamped
@@ -618,6 +619,7 @@ def test_causal_closed_forms_at_1024_positions(kernel, final):
     "transformer_espa_tiny", "transformer_uspa_tiny", "transformer_vanilla_tiny --value-skipinit",
     "transformer_espa_tiny --cross-attention-gain-init 0.3",
     "transformer_uspa_tiny --cross-attention-shortcut value-skipinit --cross-attention-gain-init 0.3"])
+@pytest.mark.slow  # 100+ target tokens, step by step
 def test_incremental_decoding_of_a_long_target(arch):
     """120 steps: step t uses row t of the causal matrices, so every step equals
     full decoding (and value-skipinit's cross-attention reads each step's own state)."""
