@@ -235,10 +235,12 @@ def test_degenerate_translations_are_named_by_each_rule(refs):
         == [True, True, False, True, False, False]
     stuck = [f"w{i} " + "indeindeinde" for i in range(60)]
     assert degenerate_reasons(stuck, refs) == ["60 of 60 translations empty or one token repeated"]
-    looping = [f"w{i} w{i} w{i} w{i} w{i + 1}" for i in range(60)]  # 3 of 5 tokens repeat one before
+    looping = [f"w{i} w{i} w{i} w{i} w{i} w{i + 1}" for i in range(60)]  # 4 of 6 tokens repeat one before
     reasons = degenerate_reasons(looping, ["a b c d e"] * 60)
     assert reasons == ["60 of 60 translations empty or one token repeated",
-                       "60 % of the tokens repeat one of their sentence (references: 0 %)"]
+                       "67 % of the tokens repeat one of their sentence (references: 0 %)"]
+    half = [f"w{i} x{i} y{i} w{i} x{i} y{i}" for i in range(60)]  # a weak model's repetition: 50 %
+    assert degenerate_reasons(half, ["a b c d e f"] * 60) == []
 
 
 def test_degenerate_runs_get_no_paired_test(tmp_path, capsys):

@@ -18,7 +18,9 @@ reason per rule that holds (none: not degenerate):
 
 The thresholds are this package's, chosen so that fairseq's Post-LN after the
 demo's 600 updates (sacreBLEU about 4) passes and the same model after 20 updates
-does not; they flag a model that does not translate, not a weak one.
+does not; so does a 6+6 Post-LN after 600 updates on English→French (sacreBLEU
+3-5, up to half its tokens repeats). They flag a model that does not translate,
+not a weak one.
 """
 
 import re
@@ -28,7 +30,7 @@ from typing import Dict, List, Optional, Sequence
 MIN_SACREBLEU = 1.0
 MIN_DISTINCT_SHARE = 0.25
 MAX_REPETITIVE_SHARE = 0.5
-MAX_REPEATED_TOKENS = 0.5
+MAX_REPEATED_TOKENS = 0.6
 REPETITION_FACTOR = 3.0
 _REPEATED_PIECE = re.compile(r"(.{1,10}?)\1{2,}")
 
