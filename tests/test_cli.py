@@ -337,7 +337,7 @@ def test_source_use_command_agrees_with_fairseq_validate(trained, data_bin, tmp_
     out = tmp_path / "use.csv"
     proc = run(["rskip-source-use", "--data", data_bin, "--csv", out,
                 *[a for arch, path in ckpts.items() for a in ("--checkpoint", f"{arch}={path}")]])
-    rows = {(r["model"], r["target_tokens"]): r for r in csv.DictReader(out.open())}
+    rows = {(r["model"], r["target_tokens"]): r for r in csv.DictReader(out.read_text(encoding="utf-8").splitlines())}
     assert rows[("transformer_espa_tiny", "all")]["sentences"] == "40"
     assert "| 1-9 | 10-19 | 20-29 | 30-39 | 40-59 | 60+ |" in proc.stdout
     for arch, path in ckpts.items():

@@ -125,7 +125,7 @@ def test_command_writes_table_csv_and_plot(tmp_path, capsys):
     assert main(["--data", str(data), "--out", str(out), "--variants", "postln", "preln", "admin",
                  "--depths", "2", "1", "--batches", "2", "--max-tokens", "120", "--embed-dim", "16",
                  "--ffn-dim", "32", "--heads", "2"]) == 0
-    rows = list(csv.DictReader(open(out / "output_change.csv")))
+    rows = list(csv.DictReader((out / "output_change.csv").read_text(encoding="utf-8").splitlines()))
     assert len(rows) == 3 * 2 * 2 * 2  # variants x depths x batches x kinds
     assert {(r["variant"], r["depth"], r["kind"]) for r in rows} == {
         (v, d, k) for v in ("postln", "preln", "admin") for d in ("1", "2") for k in oc.KINDS}

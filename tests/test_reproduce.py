@@ -96,7 +96,7 @@ def test_runner_tables_resume_and_divergence(data_bin, fake_eval, tmp_path, monk
     # the forced-NaN run is kept and marked, not dropped
     assert by_arch["boom"]["status"] == "1 diverged"
     assert by_arch["boom"]["bleu"] == "n/a"
-    runs = list(csv.DictReader(open(out / "runs.csv")))
+    runs = list(csv.DictReader((out / "runs.csv").read_text(encoding="utf-8").splitlines()))
     assert {r["arch"]: r["status"] for r in runs} == {"postln": "ok", "rskip": "ok", "boom": "diverged"}
     md = (out / "results.md").read_text()
     assert "| boom | 2 | 1 | 1 diverged |" in md

@@ -90,7 +90,7 @@ def test_command_writes_table_csv_and_plot(tmp_path, capsys):
     out = tmp_path / "out"
     assert main(["--data", str(data), "--out", str(out), "--variants", "vanilla", "espa", "postln",
                  "--depths", "2", "3", "--size", "tiny", "--batches", "1", "--max-tokens", "200"]) == 0
-    rows = list(csv.DictReader(open(out / "signal_propagation.csv")))
+    rows = list(csv.DictReader((out / "signal_propagation.csv").read_text(encoding="utf-8").splitlines()))
     assert {(r["variant"], r["label"], r["depth"]) for r in rows} == {
         (v, label, d) for v, label in (("vanilla", "vanilla"), ("espa", "E-SPA"), ("postln", "Post-LN"))
         for d in ("2", "3")}

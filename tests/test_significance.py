@@ -109,7 +109,7 @@ def test_runner_compares_each_variant_with_its_reference_row(tmp_path):
         assert (runs / key / "hyp.test.en").is_file() and (runs / key / "ref.test.en").is_file()
     by_arch = {row["arch"]: row for row in rows}
     assert " ± " in by_arch["fast"]["chrf"]
-    results = {r["arch"]: r for r in csv.DictReader(open(out / "results.csv", encoding="utf-8"))}
+    results = {r["arch"]: r for r in csv.DictReader((out / "results.csv").read_text(encoding="utf-8").splitlines())}
     fast = results["fast"]
     assert (fast["vs"], fast["paired_seeds"]) == ("postln", "2")
     assert results["postln"]["vs"] == "" and results["adanorm"]["vs"] == ""
@@ -134,7 +134,7 @@ def test_runner_compares_each_variant_with_its_reference_row(tmp_path):
     assert any(l.startswith("fast vs postln, depth 2:") for l in lines)
     assert (out / "paired_differences_d2.png").stat().st_size > 1000
     assert "![paired_differences_d2.png](paired_differences_d2.png)" in md
-    per_seed = list(csv.DictReader(open(out / "comparisons.csv", encoding="utf-8")))
+    per_seed = list(csv.DictReader((out / "comparisons.csv").read_text(encoding="utf-8").splitlines()))
     assert [(r["candidate"], r["baseline"], r["seed"]) for r in per_seed] == [
         ("fast", "postln", "1"), ("fast", "postln", "2")]
 
@@ -267,7 +267,7 @@ def test_degenerate_runs_get_no_paired_test(tmp_path, capsys):
     assert "no paired tests where the translations are degenerate (stuck-d2-s1: " in sentence
     assert "1 distinct translation of 80 sentences" in sentence and "postln-d2-s1" not in sentence
     assert "significant" not in md and "gets no paired test" in md
-    row = next(r for r in csv.DictReader(open(out / "results.csv", encoding="utf-8")) if r["arch"] == "stuck")
+    row = next(r for r in csv.DictReader((out / "results.csv").read_text(encoding="utf-8").splitlines()) if r["arch"] == "stuck")
     assert row["p_sacrebleu_bs"] == "n/a" and row["p_chrf_ar"] == "n/a"
 
     runs = out / "runs"
