@@ -30,10 +30,11 @@ PROGRAMS = ("bash ", "source ", "pip ", "python ", "rskip-", "fairseq-")
 
 def readme_commands():
     """The README's shell commands: each line of an indented code block (joined over its
-    ``\\`` continuations, its comment dropped), and each inline `code` span that is a program
-    with arguments; outside HTML comments."""
+    ``\\`` continuations, its comment dropped), and each inline `code` span, within a
+    paragraph even across a line break, that is a program with arguments; outside HTML
+    comments."""
     text = re.sub(r"<!--.*?-->", "", (REPO / "README.md").read_text(encoding="utf-8"), flags=re.S)
-    found, lines, i = [], text.splitlines(), 0
+    found, prose, lines, i = [], [], text.splitlines(), 0
     while i < len(lines):
         line = lines[i]
         if line.startswith("    ") and (i == 0 or not lines[i - 1].strip() or lines[i - 1].startswith("    ")):
@@ -45,10 +46,12 @@ def readme_commands():
             if command and not command.startswith("#"):
                 found.append(command)
         else:
-            for span in re.findall(r"`([^`\n]+)`", line):
-                if " " in span and span.startswith(PROGRAMS):
-                    found.append(span)
+            prose.append(line)
         i += 1
+    for paragraph in "\n".join(prose).split("\n\n"):
+        for span in re.findall(r"`([^`]+)`", paragraph.replace("\n", " ")):
+            if " " in span and span.startswith(PROGRAMS):
+                found.append(span)
     return list(dict.fromkeys(found))
 
 
