@@ -14,7 +14,13 @@ from conftest import USER_DIR, json_logs, run, train, train_command
 from fairseq_rskip.models.architectures import DEFAULTS_VERSION
 from fairseq_rskip.modules.admin_profile import admin_omegas
 
-pytestmark = pytest.mark.slow  # stock fairseq commands end to end
+# Stock fairseq commands end to end. The fast loop (-m "not slow") keeps one run of each:
+# train and resume, generate and interactive (rSkip), checkpoint averaging (AdaNorm), hub
+# loading (Pre-LN without warm-up); the other architectures and checks are slow.
+def quick_first(archs, quick):
+    """``archs`` as parameters, every one but ``quick`` marked slow."""
+    return [pytest.param(a, marks=() if a == quick else pytest.mark.slow) for a in archs]
+
 
 ARCHS = {
     "transformer_rskip_tiny": ["--eval-bleu", "--best-checkpoint-metric", "bleu", "--maximize-best-checkpoint-metric"],
@@ -33,19 +39,28 @@ ARCHS = {
 ADMIN_LOG = "Admin: omega of the encoder sublayers profiled on the first training batch"
 
 
+class Trained(dict):
+    """arch -> (save_dir, first run, resumed run): the architecture trained for 6 updates,
+    then resumed to 10, when a test first asks for it."""
+
+    def __init__(self, data_bin, tmp_path_factory):
+        super().__init__()
+        self.data_bin, self.tmp_path_factory = data_bin, tmp_path_factory
+
+    def __missing__(self, arch):
+        save_dir = self.tmp_path_factory.mktemp(arch)
+        first = train(self.data_bin, arch, save_dir, 6, *ARCHS[arch])
+        resumed = train(self.data_bin, arch, save_dir, 10, *ARCHS[arch])
+        self[arch] = (save_dir, first, resumed)
+        return self[arch]
+
+
 @pytest.fixture(scope="module")
 def trained(data_bin, tmp_path_factory):
-    """Each architecture trained for 6 updates, then resumed to 10."""
-    results = {}
-    for arch, extra in ARCHS.items():
-        save_dir = tmp_path_factory.mktemp(arch)
-        first = train(data_bin, arch, save_dir, 6, *extra)
-        resumed = train(data_bin, arch, save_dir, 10, *extra)
-        results[arch] = (save_dir, first, resumed)
-    return results
+    return Trained(data_bin, tmp_path_factory)
 
 
-@pytest.mark.parametrize("arch", sorted(ARCHS))
+@pytest.mark.parametrize("arch", quick_first(sorted(ARCHS), "transformer_rskip_tiny"))
 def test_train_and_resume(trained, arch):
     save_dir, first, resumed = trained[arch]
     first_updates = [r["num_updates"] for r in json_logs(first)]
@@ -59,6 +74,7 @@ def test_train_and_resume(trained, arch):
     assert state["optimizer_history"][-1]["num_updates"] == 10
 
 
+@pytest.mark.slow
 def test_no_warmup_scheduler_starts_at_peak(trained):
     _, first, _ = trained["transformer_prenorm_nowarmup_tiny"]
     lrs = [float(r["lr"]) for r in json_logs(first)]
@@ -66,7 +82,7 @@ def test_no_warmup_scheduler_starts_at_peak(trained):
     assert all(a > b for a, b in zip(lrs, lrs[1:]))
 
 
-@pytest.mark.parametrize("arch", sorted(ARCHS))
+@pytest.mark.parametrize("arch", quick_first(sorted(ARCHS), "transformer_rskip_tiny"))
 def test_generate(trained, data_bin, arch):
     save_dir = trained[arch][0]
     proc = run([
@@ -80,7 +96,7 @@ def test_generate(trained, data_bin, arch):
     assert re.search(r"BLEU4 = \d", proc.stdout)
 
 
-@pytest.mark.parametrize("arch", ["transformer_rskip_tiny", "transformer_espa_tiny"])
+@pytest.mark.parametrize("arch", quick_first(["transformer_rskip_tiny", "transformer_espa_tiny"], "transformer_rskip_tiny"))
 def test_interactive(trained, data_bin, arch):
     save_dir = trained[arch][0]
     proc = subprocess.run(
@@ -92,8 +108,9 @@ def test_interactive(trained, data_bin, arch):
     assert len(re.findall(r"^H-\d+\t", proc.stdout, flags=re.M)) == 2
 
 
-@pytest.mark.parametrize("arch", ["transformer_adanorm_tiny", "transformer_admin_tiny", "transformer_espa_tiny",
-                                  "transformer_rezero_tiny", "transformer_normformer_tiny"])
+@pytest.mark.parametrize("arch", quick_first(["transformer_adanorm_tiny", "transformer_admin_tiny", "transformer_espa_tiny",
+                                              "transformer_rezero_tiny", "transformer_normformer_tiny"],
+                                             "transformer_adanorm_tiny"))
 def test_average_checkpoints_then_generate(trained, data_bin, tmp_path, arch):
     save_dir = trained[arch][0]
     epochs = sorted(save_dir.glob("checkpoint[0-9]*.pt"))
@@ -120,6 +137,7 @@ def test_average_checkpoints_then_generate(trained, data_bin, tmp_path, arch):
     assert "Translated 20 sentences" in proc.stdout + proc.stderr
 
 
+@pytest.mark.slow
 def test_admin_profiles_once_inside_fairseq_train_and_keeps_omega(trained, data_bin):
     """Profiled on the first batch of the first run, before the first update; the
     resumed run, fairseq's checkpoint loading and later training forwards keep omega."""
@@ -158,6 +176,7 @@ def assert_refused_before_data(proc, message):
     assert "Traceback" not in out and " examples" not in out  # fairseq logs each split it loads
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("case", ["missing", "not a number", "a rule between flags"])
 def test_fairseq_train_refuses_a_bad_admin_profile_in_one_line(data_bin, tmp_path, case):
     profile = tmp_path / "profile.ratio.init"
@@ -177,6 +196,7 @@ def profile_rows(path):
     return [(int(i), float(v)) for i, v in (line.split() for line in path.read_text().splitlines())]
 
 
+@pytest.mark.slow
 def test_admin_profiling_run_writes_its_profile_beside_the_checkpoints(trained):
     """profile.ratio.init in --save-dir, Transformer-Clinic's format: the encoder's 2N
     lines, then the decoder's 3M (3 + 2 layers here), the values fairseq-train logged."""
@@ -194,6 +214,7 @@ def test_admin_profiling_run_writes_its_profile_beside_the_checkpoints(trained):
     assert "profile written" not in resumed.stdout + resumed.stderr  # resuming never profiles
 
 
+@pytest.mark.slow
 def test_admin_runs_start_from_the_profile_file(trained, data_bin, tmp_path):
     """The two-stage workflow: runs started from the profile with --admin-profile never
     profile; on the profiling run's seed the run is that run, update for update; on
@@ -238,7 +259,8 @@ def test_admin_runs_start_from_the_profile_file(trained, data_bin, tmp_path):
     assert "Translated 20 sentences" in proc.stdout + proc.stderr
 
 
-@pytest.mark.parametrize("arch", ["transformer_prenorm_nowarmup_tiny", "transformer_espa_tiny"])
+@pytest.mark.parametrize("arch", quick_first(["transformer_prenorm_nowarmup_tiny", "transformer_espa_tiny"],
+                                             "transformer_prenorm_nowarmup_tiny"))
 def test_hub_loading(trained, data_bin, arch):
     from fairseq_rskip.models import RSkipTransformerModel
 
@@ -272,10 +294,11 @@ for g in ALLOWED:
 """
 
 
+@pytest.mark.slow
 def test_checkpoints_need_exactly_the_allow_list(trained):
     """Every checkpoint loads with the allow-list, and drops any entry and one fails:
     the list is what fairseq writes (--eval-bleu adds numpy arrays), no more."""
-    paths = [str(p) for save_dir, _, _ in trained.values() for p in save_dir.glob("*.pt")]
+    paths = [str(p) for save_dir, _, _ in (trained[a] for a in ARCHS) for p in save_dir.glob("*.pt")]
     proc = subprocess.run(
         [sys.executable, "-c", NECESSITY_CHECK, *paths], capture_output=True, text=True, check=True
     )
@@ -284,6 +307,7 @@ def test_checkpoints_need_exactly_the_allow_list(trained):
     assert len(results) >= 5 and set(results.values()) == {"False"}, results
 
 
+@pytest.mark.slow
 def test_checkpoint_loads_only_with_the_plugin(trained):
     path = trained["transformer_rskip_tiny"][0] / "checkpoint_best.pt"
     code = "import sys, torch\n{}\ntorch.load(sys.argv[1])\nprint('loaded')"
@@ -304,6 +328,7 @@ def test_checkpoint_loads_only_with_the_plugin(trained):
     assert evil.returncode != 0 and "fractions.Fraction" in evil.stderr
 
 
+@pytest.mark.slow
 def test_bad_flag_is_refused_by_fairseq_train(data_bin, tmp_path):
     proc = run([
         "fairseq-train", data_bin, "--user-dir", USER_DIR, "--arch", "transformer_rskip_tiny",
@@ -315,6 +340,7 @@ def test_bad_flag_is_refused_by_fairseq_train(data_bin, tmp_path):
     assert "--skip-recursions must be an integer >= 1; got 0" in proc.stderr
 
 
+@pytest.mark.slow
 def test_saved_arguments_carry_the_defaults_version(trained, data_bin):
     """fairseq-train saves the version of the architectures' defaults, so the
     checkpoint loads as the reading it was trained with (tests/test_old_checkpoints.py:
@@ -329,6 +355,7 @@ def test_saved_arguments_carry_the_defaults_version(trained, data_bin):
     assert model.decoder.layers[0].final_layer_norm.norm_type == "layernorm"
 
 
+@pytest.mark.slow
 def test_source_use_command_agrees_with_fairseq_validate(trained, data_bin, tmp_path):
     """rskip-source-use: its cross-entropy over the whole split is fairseq-validate's
     (the trained criterion's nll_loss, bits per token); the table names both models and the buckets."""
