@@ -6,8 +6,10 @@ tool's ``cli.py``) runs its ``main`` under, turns it into one line ``error:
 MESSAGE`` on stderr and exit status 2, with no traceback.
 
 A stock fairseq command (``fairseq-train``, ``fairseq-generate``) has no
-``run_main`` around it: a problem found while it builds the model is a
-:class:`ModelBuildError`, which ends such a command the same way.
+``run_main`` around it: a problem found while it builds the model
+(:class:`ModelBuildError`) or a ``--user-dir`` inside the plugin
+(:class:`UserDirError`) is an :class:`ErrorLineExit`, which ends such a command
+the same way.
 """
 
 import os
@@ -19,17 +21,23 @@ class UserError(Exception):
     file at fault and, where there is one, the fix."""
 
 
-class ModelBuildError(UserError, ValueError, SystemExit):
-    """A :class:`UserError` found while the model is built (a flag's rule, which
-    raises ``ValueError``, or a file a flag names). Also a ``SystemExit`` whose
-    code is the line ``error: MESSAGE``: uncaught (in a stock fairseq command),
-    Python prints that line on stderr and exits with status 1, without a
-    traceback, before fairseq loads any data. Code in a process catches it as a
-    UserError or, as the rules' errors, a ValueError."""
+class ErrorLineExit(UserError, SystemExit):
+    """A :class:`UserError` that is also a ``SystemExit`` whose code is the line ``error:
+    MESSAGE``: uncaught (in a stock fairseq command, which has no :func:`run_main`),
+    Python prints that line on stderr and exits with status 1, without a traceback.
+    Code in a process catches it as a UserError."""
 
     def __init__(self, message: str):
         UserError.__init__(self, message)
         self.code = f"error: {message}"
+
+
+class ModelBuildError(ErrorLineExit, ValueError):
+    """A :class:`UserError` found while the model is built (a flag's rule, which
+    raises ``ValueError``, or a file a flag names): it ends a stock fairseq command
+    with its ``error:`` line before fairseq loads any data (:class:`ErrorLineExit`).
+    Code in a process catches it as a UserError or, as the rules' errors, a
+    ValueError."""
 
 
 def run_main(main, argv=None):
@@ -45,14 +53,18 @@ def run_main(main, argv=None):
         raise SystemExit(130) from None
 
 
-class UserDirError(UserError, SystemExit):
-    """``--user-dir`` names a folder inside the plugin. Like :class:`ModelBuildError`, a
-    ``SystemExit`` whose code is the line ``error: MESSAGE``, so that a stock fairseq
-    command ends with that line and no traceback."""
+class UserDirError(ErrorLineExit):
+    """``--user-dir`` names a folder inside the plugin: the stock fairseq command ends with
+    its ``error:`` line (:class:`ErrorLineExit`)."""
 
-    def __init__(self, message: str):
-        UserError.__init__(self, message)
-        self.code = f"error: {message}"
+
+def _as_given(path: str) -> str:
+    """``path`` relative to the working directory when it lies below it, else absolute."""
+    try:
+        relative = os.path.relpath(path)
+    except ValueError:  # another drive (Windows)
+        return path
+    return path if relative.startswith("..") else relative
 
 
 def refuse_import_as_top_level(module_name: str, init_file: str) -> None:
@@ -66,10 +78,5 @@ def refuse_import_as_top_level(module_name: str, init_file: str) -> None:
     given = plugin = os.path.dirname(os.path.abspath(init_file))
     while os.path.isfile(os.path.join(os.path.dirname(plugin), "__init__.py")):
         plugin = os.path.dirname(plugin)  # up to the package's top folder
-    try:
-        plugin, given = (os.path.relpath(p) if not os.path.relpath(p).startswith("..") else p
-                         for p in (plugin, given))
-    except ValueError:  # another drive (Windows)
-        pass
-    raise UserDirError(f"--user-dir {given} is a folder inside the plugin: give the plugin's "
-                       f"own folder, --user-dir {plugin}")
+    raise UserDirError(f"--user-dir {_as_given(given)} is a folder inside the plugin: give the "
+                       f"plugin's own folder, --user-dir {_as_given(plugin)}")
