@@ -173,7 +173,8 @@ def check_benchmark(out: Path, device: str, rows: Sequence[str]) -> List[Outcome
     """The benchmark of the rows (every candidate of the benchmark among them)."""
     from fairseq_rskip.variants import plugin_rows
 
-    archs = [r for r in rows if r in plugin_rows()]
+    candidates = set(plugin_rows())
+    archs = [r for r in rows if r in candidates]
     outcomes = []
     for precision in ("fp16", "bf16"):
         json_out = out / f"benchmark-{precision}.json"
