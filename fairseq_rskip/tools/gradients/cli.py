@@ -5,12 +5,11 @@ see :mod:`fairseq_rskip.tools.gradients.gradients`.
 """
 
 import argparse
-import logging
-import sys
 from pathlib import Path
 
 from fairseq_rskip.errors import UserError, run_main
 from fairseq_rskip.progress import write
+from fairseq_rskip.tools.common.study_cli import start_measuring
 
 
 def build_parser(prog="rskip-gradient-analysis"):
@@ -47,15 +46,12 @@ def build_parser(prog="rskip-gradient-analysis"):
 
 
 def main(argv=None) -> int:
-    import torch
-
     from fairseq_rskip.tools.gradients import gradients as ga
 
     args = build_parser().parse_args(argv)
     if min(args.updates) < 0:
         raise UserError("--updates must be >= 0")
-    torch.set_num_threads(args.threads)
-    logging.basicConfig(level=logging.WARNING, stream=sys.stderr, force=True)
+    start_measuring(args.threads)
     size = ga.ModelSize(args.embed_dim, args.ffn_dim, args.heads)
     sweeps = {
         "scale": lambda: ga.scale_sweep(args.depth, args.scales),

@@ -6,14 +6,13 @@ amplification of output changes); see :mod:`fairseq_rskip.tools.output_change.ou
 """
 
 import argparse
-import logging
 import math
-import sys
 from pathlib import Path
 
 from fairseq_rskip.errors import UserError, run_main
 from fairseq_rskip.progress import write
-from fairseq_rskip.variants import VARIANTS
+from fairseq_rskip.tools.common.study_cli import (add_study_arguments, check_study_arguments,
+                                                  start_measuring)
 
 
 def build_parser(prog="rskip-output-change"):
@@ -25,12 +24,8 @@ def build_parser(prog="rskip-output-change"):
         "update on a real batch and after a random perturbation of the residual branches, per "
         "variant and depth, at initialisation (Liu et al. 2020). Other arguments are model flags "
         "for every variant.")
-    p.add_argument("--data", required=True, help="a fairseq data-bin (e.g. the bundled corpus)")
-    p.add_argument("--out", default="work/output-change", help="output directory")
-    p.add_argument("--variants", nargs="+", default=list(DEFAULT_VARIANTS), choices=list(VARIANTS),
-                   help="rows of fairseq_rskip/variants.py (default: %(default)s)")
-    p.add_argument("--depths", type=int, nargs="+", default=[6, 12, 18],
-                   help="layers of the encoder and of the decoder")
+    add_study_arguments(p, "work/output-change", DEFAULT_VARIANTS, " ".join(DEFAULT_VARIANTS),
+                        [6, 12, 18])
     p.add_argument("--embed-dim", type=int, default=256, help="model width")
     p.add_argument("--ffn-dim", type=int, default=1024, help="feed-forward width")
     p.add_argument("--heads", type=int, default=4, help="attention heads")
@@ -46,15 +41,10 @@ def build_parser(prog="rskip-output-change"):
 
 
 def main(argv=None) -> int:
-    import torch
-
     from fairseq_rskip.tools.output_change import output_change as oc
 
     args, extra = build_parser().parse_known_args(argv)
-    if not Path(args.data).is_dir():
-        raise UserError(f"--data {args.data}: no such data-bin folder")
-    if min(args.depths) < 1:
-        raise UserError(f"--depths must be positive; got {args.depths}")
+    check_study_arguments(args)
     if args.batches < 1:
         raise UserError(f"--batches must be at least 1; got {args.batches}")
     for flag, value in (("--lr", args.lr), ("--perturbation", args.perturbation)):
@@ -62,8 +52,7 @@ def main(argv=None) -> int:
             raise UserError(f"{flag} must be a finite number > 0; got {value}")
     depths = sorted(set(args.depths))
     variants = list(dict.fromkeys(args.variants))
-    torch.set_num_threads(args.threads)
-    logging.basicConfig(level=logging.WARNING, stream=sys.stderr, force=True)
+    start_measuring(args.threads)
     records = oc.run(args.data, variants, depths, (args.embed_dim, args.ffn_dim, args.heads),
                      extra=extra, split=args.split, max_tokens=args.max_tokens, batches=args.batches,
                      lr=args.lr, eps=args.perturbation, seed=args.seed)

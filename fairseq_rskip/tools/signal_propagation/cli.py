@@ -6,13 +6,12 @@ batches (He et al. 2023); see :mod:`fairseq_rskip.tools.signal_propagation.signa
 """
 
 import argparse
-import logging
-import sys
 from pathlib import Path
 
-from fairseq_rskip.errors import UserError, run_main
+from fairseq_rskip.errors import run_main
 from fairseq_rskip.progress import write
-from fairseq_rskip.variants import VARIANTS
+from fairseq_rskip.tools.common.study_cli import (add_study_arguments, check_study_arguments,
+                                                  start_measuring)
 
 
 def build_parser(prog="rskip-signal-propagation"):
@@ -23,12 +22,8 @@ def build_parser(prog="rskip-signal-propagation"):
         description="Mean pairwise cosine similarity of token representations per layer, at "
         "initialisation, on real batches: rank collapse of vanilla Transformers and its cures. "
         "Other arguments (e.g. --encoder-embed-dim 256) are model flags for every variant.")
-    p.add_argument("--data", required=True, help="a fairseq data-bin (e.g. the bundled corpus)")
-    p.add_argument("--out", default="work/signal-propagation", help="output directory")
-    p.add_argument("--variants", nargs="+", default=default_variants(), choices=list(VARIANTS),
-                   help="rows of fairseq_rskip/variants.py (default: every distinct model)")
-    p.add_argument("--depths", type=int, nargs="+", default=[6, 12, 24, 48],
-                   help="layers of the encoder and of the decoder")
+    add_study_arguments(p, "work/signal-propagation", default_variants(), "every distinct model",
+                        [6, 12, 24, 48])
     p.add_argument("--size", default="iwslt_de_en", help="fairseq size suffix of the architectures")
     p.add_argument("--split", default="valid")
     p.add_argument("--max-tokens", type=int, default=1024, help="tokens per batch")
@@ -41,17 +36,11 @@ def build_parser(prog="rskip-signal-propagation"):
 
 
 def main(argv=None) -> int:
-    import torch
-
     from fairseq_rskip.tools.signal_propagation import signal_propagation as sp
 
     args, extra = build_parser().parse_known_args(argv)
-    if not Path(args.data).is_dir():
-        raise UserError(f"--data {args.data}: no such data-bin folder")
-    if min(args.depths) < 1:
-        raise UserError(f"--depths must be positive; got {args.depths}")
-    torch.set_num_threads(args.threads)
-    logging.basicConfig(level=logging.WARNING, stream=sys.stderr, force=True)
+    check_study_arguments(args)
+    start_measuring(args.threads)
     records = sp.run(args.data, args.variants, args.depths, size=args.size, extra=extra,
                      split=args.split, max_tokens=args.max_tokens, batches=args.batches,
                      seed=args.seed, train_mode=args.train_mode)

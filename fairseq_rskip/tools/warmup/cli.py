@@ -5,13 +5,12 @@
 """
 
 import argparse
-import logging
-import sys
 from pathlib import Path
 
 from fairseq_rskip.errors import run_main
 from fairseq_rskip.file_io import write_json
 from fairseq_rskip.progress import write
+from fairseq_rskip.tools.common.study_cli import start_measuring
 
 
 def build_parser(runs, prog="rskip-warmup-demo"):
@@ -35,13 +34,10 @@ def build_parser(runs, prog="rskip-warmup-demo"):
 
 
 def main(argv=None) -> int:
-    import torch
-
     from fairseq_rskip.tools.warmup.warmup import RUNS, demo, plot
 
     args = build_parser(RUNS).parse_args(argv)
-    torch.set_num_threads(args.threads)
-    logging.basicConfig(level=logging.WARNING, stream=sys.stderr, force=True)
+    start_measuring(args.threads)
     results = demo(args.runs, args.depth, args.dim, args.lrs, args.timescale, args.updates,
                    args.eval_every, args.seed)
     out = Path(args.out)
