@@ -1,11 +1,14 @@
 """benchmarks/training_curves.py reads a comparison's logs into the right table; benchmarks/
-shortcut_free_start.py tells a model that uses its source from one that does not."""
+shortcut_free_start.py tells a model that uses its source from one that does not; benchmarks/
+score_intervals.py pairs test-set scores by seed."""
 
 import importlib.util
 import json
 from pathlib import Path
 
 import pytest
+
+from fairseq_rskip.errors import UserError
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -160,3 +163,38 @@ def test_attention_to_first_reads_the_shaped_kernel_at_initialisation():
         expected = float((per_position.expand_as(real) * real).sum() / real.sum())
         assert share == pytest.approx(expected, rel=1e-5)
     assert shares[-1] > shares[0]  # the kernel's last layer is the nearest to rank one
+
+
+def write_eval(path: Path, sacrebleu: float, chrf: float, translations) -> str:
+    path.mkdir(parents=True)
+    (path / "hyp.txt").write_text("\n".join(translations) + "\n", encoding="utf-8")
+    record = {"sacrebleu": sacrebleu, "chrf": chrf, "translations": str(path / "hyp.txt")}
+    (path / "eval.json").write_text(json.dumps(record), encoding="utf-8")
+    return str(path / "eval.json")
+
+
+def test_score_intervals_pairs_seeds_in_order(tmp_path, capsys):
+    scores = load_script("score_intervals")
+    base = [(3.0, 18.0), (5.0, 20.0), (4.0, 19.0)]
+    system = [(2.0, 17.0), (3.0, 19.0), (4.0, 18.5)]
+    items = [f"base={write_eval(tmp_path / f'b{k}', b, c, ['a', 'b', 'a'])}" for k, (b, c) in enumerate(base)]
+    items += [f"sys={write_eval(tmp_path / f's{k}', b, c, ['x', 'x', 'x'])}" for k, (b, c) in enumerate(system)]
+    argv = [a for item in items for a in ("--eval", item)] + ["--pair", "sys", "base"]
+    assert scores.main(argv) == 0
+    printed = capsys.readouterr().out
+    table = rows(printed.split("\n\n")[0])
+    assert table["base"] == ["3", "4.00 (3.00-5.00)", "19.00 (18.00-20.00)", "2 (2-2)"]
+    assert table["sys"][3] == "1 (1-1)"
+    # sacreBLEU differences -1, -2, 0: mean -1, sd 1, t(0.975, 2) = 4.303 -> half-width 2.48
+    bleu = [line for line in printed.splitlines() if line.startswith("| sacrebleu")][0]
+    assert "-1.00, -2.00, +0.00" in bleu and "-1.00 (-3.48 to +1.48)" in bleu
+    assert "0.67, 0.60, 1.00" in bleu
+
+
+def test_score_intervals_refuses_unequal_pairs(tmp_path, capsys):
+    scores = load_script("score_intervals")
+    a = write_eval(tmp_path / "a", 1.0, 10.0, ["a"])
+    b = write_eval(tmp_path / "b", 2.0, 11.0, ["b"])
+    argv = ["--eval", f"a={a}", "--eval", f"a={a}", "--eval", f"b={b}", "--pair", "a", "b"]
+    with pytest.raises(UserError, match="pairs need as many of each"):
+        scores.main(argv)
