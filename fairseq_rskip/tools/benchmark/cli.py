@@ -10,14 +10,13 @@ variants against fairseq's stock transformer; what is measured and how:
 
 import argparse
 import json
-import os
-import platform
 import sys
 from pathlib import Path
 
 from fairseq_rskip.errors import UserError, run_main
 from fairseq_rskip.file_io import write_json
 from fairseq_rskip.tools.benchmark import throughput
+from fairseq_rskip.tools.common.machine import machine_description
 from fairseq_rskip.tools.benchmark.measure import PRECISIONS, compare, memory_of
 from fairseq_rskip.tools.benchmark.report import plot_sweep, report, report_sweep
 from fairseq_rskip.tools.benchmark.throughput import SWEEP_AXES, comparison_names, run, run_sweep
@@ -99,12 +98,9 @@ def main(argv=None) -> int:
     logging.basicConfig(level=logging.WARNING, force=True)
     import torch
 
-    print(f"benchmark_throughput: torch {torch.__version__}, python {platform.python_version()}, "
-          f"{platform.processor() or platform.machine()}, {os.cpu_count()} CPUs", flush=True)
+    print(f"benchmark_throughput: {machine_description()}", flush=True)
     if opts.device == "cuda" and not torch.cuda.is_available():
         raise UserError("--device cuda: torch sees no GPU here (torch.cuda.is_available() is False)")
-    if opts.device == "cuda":
-        print(f"GPU: {torch.cuda.get_device_name(0)}", flush=True)
     if opts.sweep:
         rows = run_sweep(opts)
         report_sweep(rows, opts)

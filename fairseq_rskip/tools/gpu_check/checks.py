@@ -9,7 +9,6 @@ runs to a process (:mod:`fairseq_rskip.tools.gpu_check.fairseq_runs`).
 """
 
 import json
-import os
 import subprocess
 import sys
 from pathlib import Path
@@ -17,6 +16,7 @@ from typing import Dict, List, Optional, Sequence
 
 from fairseq_rskip.fairseq_tools import child_env
 from fairseq_rskip.progress import write
+from fairseq_rskip.tools.common.machine import machine_description
 from fairseq_rskip.tools.gpu_check.against_float32 import (
     LR,
     TEST_SENTENCES,
@@ -243,15 +243,10 @@ def check_first_step(data: Path, rows: Sequence[str], device: str, max_tokens: i
 
 
 def machine_lines(device: str) -> List[str]:
-    import fairseq
-    import torch
-
-    lines = [f"torch {torch.__version__} (CUDA {torch.version.cuda}), fairseq {fairseq.__version__}, "
-             f"python {sys.version.split()[0]}"]
-    if device == "cuda":
-        lines += [f"GPU {i}: {torch.cuda.get_device_name(i)}" for i in range(torch.cuda.device_count())]
-    else:
-        lines.append(f"CPU only ({os.cpu_count()} CPUs): the checks' CPU paths, for testing this tool")
+    """The machine (:func:`machine_description`), and on CPU what the checks then test."""
+    lines = [machine_description()]
+    if device != "cuda":
+        lines.append("CPU only: the checks' CPU paths, for testing this tool")
     return lines
 
 
