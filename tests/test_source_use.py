@@ -65,12 +65,15 @@ def test_the_cross_entropies_are_those_written_out_and_the_buckets_partition_the
     assert gap == pytest.approx(max(t.bits for t in result.buckets.values() if t.tokens) - ref)
 
 
-def test_a_model_that_cannot_see_its_source_is_worth_zero_bits_of_it():
-    """E-SPA at initialisation with the default cross-attention (g = 0): the source is worth
-    exactly nothing, in every bucket."""
+@pytest.mark.parametrize("arch, extra", [("transformer_espa_tiny", ()), ("transformer_uspa_tiny", ()),
+                                         ("transformer_vanilla_tiny", ("--value-skipinit",))])
+def test_a_model_that_cannot_see_its_source_is_worth_zero_bits_of_it(arch, extra):
+    """Every shaped model at initialisation with the default cross-attention (g = 0): the
+    source is worth exactly nothing, in every bucket, targets of 120 tokens included."""
     d = make_dictionary()
-    model = build_model("transformer_espa_tiny", dictionary=d)
-    result = source_use.measure(model, batches_of(d, [8, 15, 120]), d.pad(), "espa")
+    model = build_model(arch, *extra, dictionary=d)
+    result = source_use.measure(model, batches_of(d, [8, 15, 120]), d.pad(), arch)
+    assert result.buckets[(60, math.inf)].sentences == 4
     assert not model.training
     for totals in [result.total, *result.buckets.values()]:
         if totals.tokens:
