@@ -24,26 +24,24 @@ from typing import Dict, List, Optional
 
 from fairseq_rskip.errors import UserError, run_main
 from fairseq_rskip.tools.common.intervals import t_interval
+from fairseq_rskip.tools.common.paired import read_translations
+from fairseq_rskip.tools.common.study_cli import check_pairs, named_files
 
 SCORES = ("sacrebleu", "chrf")
 
 
 def distinct_translations(record: dict) -> Optional[int]:
+    """How many different lines the record's translations file holds; None without it."""
     path = record.get("translations")
     if not path or not Path(path).is_file():
         return None
-    return len(set(Path(path).read_text(encoding="utf-8").splitlines()))
+    return len(set(read_translations(path)))
 
 
 def load(items: List[str]) -> Dict[str, List[dict]]:
     """``{name: [record, ...]}`` of ``--eval NAME=FILE`` items, in the order given."""
     records: Dict[str, List[dict]] = {}
-    for item in items:
-        name, _, path = item.partition("=")
-        if not name or not path:
-            raise UserError(f"--eval takes NAME=FILE; got {item}")
-        if not Path(path).is_file():
-            raise UserError(f"--eval {path}: no such file")
+    for name, path in named_files(items, "--eval"):
         record = json.loads(Path(path).read_text(encoding="utf-8"))
         missing = [score for score in SCORES if score not in record]
         if missing:
@@ -100,13 +98,7 @@ def main(argv=None) -> int:
                    help="A against B, the k-th record of A with the k-th of B")
     args = p.parse_args(argv)
     records = load(args.eval)
-    for first, second in args.pair:
-        for name in (first, second):
-            if name not in records:
-                raise UserError(f"--pair {first} {second}: no --eval named {name}")
-        if len(records[first]) != len(records[second]):
-            raise UserError(f"--pair {first} {second}: {len(records[first])} and {len(records[second])} "
-                            "records; pairs need as many of each")
+    check_pairs(args.pair, [name for name, rows in records.items() for _ in rows], "--eval")
     print(summary(records))
     for first, second in args.pair:
         print()

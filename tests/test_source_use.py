@@ -116,3 +116,21 @@ def test_a_name_given_several_times_is_summed_up_and_paired():
             + ", ".join(f"{x:+.3f}" for x in diffs) + " |") in paired
     with pytest.raises(KeyError):
         source_use.paired_differences(results, "rskip", "uspa")
+
+
+def test_the_command_refuses_bad_names_and_pairs_in_one_line(tmp_path):
+    from fairseq_rskip.errors import UserError
+    from fairseq_rskip.tools.source_use import cli
+
+    ckpt = tmp_path / "a.pt"
+    ckpt.write_bytes(b"")
+    cases = [
+        (["--checkpoint", "a"], "--checkpoint takes NAME=PATH; got a"),
+        (["--checkpoint", f"a={tmp_path / 'missing.pt'}"], "no such file"),
+        (["--checkpoint", f"a={ckpt}", "--pair", "a", "b"], "no --checkpoint named b"),
+        (["--checkpoint", f"a={ckpt}", "--checkpoint", f"a={ckpt}", "--checkpoint", f"b={ckpt}",
+          "--pair", "a", "b"], "2 and 1 --checkpoint items; pairs need as many of each"),
+    ]
+    for argv, message in cases:
+        with pytest.raises(UserError, match=message):
+            cli.main(["--data", str(tmp_path), *argv])

@@ -16,11 +16,11 @@ from pathlib import Path
 from fairseq_rskip.errors import UserError, run_main
 from fairseq_rskip.file_io import write_json
 from fairseq_rskip.tools.benchmark import throughput
-from fairseq_rskip.tools.common.machine import machine_description
 from fairseq_rskip.tools.benchmark.measure import PRECISIONS, compare, memory_of
 from fairseq_rskip.tools.benchmark.report import plot_sweep, report, report_sweep
 from fairseq_rskip.tools.benchmark.throughput import SWEEP_AXES, comparison_names, run, run_sweep
 from fairseq_rskip.tools.common.child_process import print_result
+from fairseq_rskip.tools.common.machine import machine_description
 from fairseq_rskip.variants import plugin_rows
 
 

@@ -1,14 +1,15 @@
 """The command-line pieces the analysis tools share: the arguments of a study over
-variants and depths on a data-bin, their checks, and the process set-up before
+variants and depths on a data-bin, their checks, the process set-up before
 measuring (torch's CPU threads, the root logger at WARNING: importing fairseq
-sets it to DEBUG).
+sets it to DEBUG), and named files (``--checkpoint NAME=PATH``) with the
+``--pair A B`` comparisons over them.
 """
 
 import argparse
 import logging
 import sys
 from pathlib import Path
-from typing import Sequence
+from typing import List, Sequence, Tuple
 
 from fairseq_rskip.errors import UserError
 
@@ -40,3 +41,26 @@ def start_measuring(threads: int) -> None:
 
     torch.set_num_threads(threads)
     logging.basicConfig(level=logging.WARNING, stream=sys.stderr, force=True)
+
+
+def named_files(items: Sequence[str], flag: str) -> List[Tuple[str, str]]:
+    """``[(name, path)]`` of ``FLAG NAME=PATH`` items, in the order given, each file checked."""
+    named = [item.split("=", 1) for item in items]
+    for item, pair in zip(items, named):
+        if len(pair) != 2 or not all(pair):
+            raise UserError(f"{flag} takes NAME=PATH; got {item}")
+        if not Path(pair[1]).is_file():
+            raise UserError(f"{flag} {pair[1]}: no such file")
+    return [tuple(pair) for pair in named]
+
+
+def check_pairs(pairs: Sequence[Sequence[str]], names: Sequence[str], flag: str) -> None:
+    """Each ``--pair A B`` names two names given with ``flag``, as many times each (the
+    k-th of A is paired with the k-th of B)."""
+    for first, second in pairs:
+        for name in (first, second):
+            if name not in names:
+                raise UserError(f"--pair {first} {second}: no {flag} named {name}")
+        if names.count(first) != names.count(second):
+            raise UserError(f"--pair {first} {second}: {names.count(first)} and {names.count(second)} "
+                            f"{flag} items; pairs need as many of each")

@@ -13,6 +13,7 @@ from pathlib import Path
 
 from fairseq_rskip.errors import UserError, run_main
 from fairseq_rskip.progress import write
+from fairseq_rskip.tools.common.study_cli import check_pairs, named_files
 
 
 def build_parser(prog="rskip-source-use"):
@@ -37,14 +38,9 @@ def build_parser(prog="rskip-source-use"):
 
 def named_checkpoints(items, data: str):
     """``[(name, path)]`` of ``--checkpoint NAME=PATH`` items, the files and ``--data`` checked."""
-    named = [item.split("=", 1) for item in items]
-    if any(len(pair) != 2 or not all(pair) for pair in named):
-        raise UserError("--checkpoint takes NAME=PATH")
+    named = named_files(items, "--checkpoint")
     if not Path(data).is_dir():
         raise UserError(f"--data {data}: no such data-bin folder")
-    for _, path in named:
-        if not Path(path).is_file():
-            raise UserError(f"--checkpoint {path}: no such file")
     return named
 
 
@@ -52,13 +48,7 @@ def main(argv=None) -> int:
     args = build_parser().parse_args(argv)
     named = named_checkpoints(args.checkpoint, args.data)
     names = [name for name, _ in named]
-    for first, second in args.pair:
-        for name in (first, second):
-            if name not in names:
-                raise UserError(f"--pair {first} {second}: no --checkpoint named {name}")
-        if names.count(first) != names.count(second):
-            raise UserError(f"--pair {first} {second}: {names.count(first)} and {names.count(second)} "
-                            "checkpoints; pairs need as many of each")
+    check_pairs(args.pair, names, "--checkpoint")
     if args.max_tokens < 1:
         raise UserError(f"--max-tokens must be at least 1; got {args.max_tokens}")
     import torch
