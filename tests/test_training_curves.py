@@ -198,3 +198,58 @@ def test_score_intervals_refuses_unequal_pairs(tmp_path, capsys):
     argv = ["--eval", f"a={a}", "--eval", f"a={a}", "--eval", f"b={b}", "--pair", "a", "b"]
     with pytest.raises(UserError, match="pairs need as many of each"):
         scores.main(argv)
+
+
+def test_query_gradients_are_those_of_the_mean_cross_entropy_written_out():
+    """||dL/dW_Q|| per self-attention layer, L the mean token cross-entropy over the batches,
+    against torch.autograd.grad of the loss retyped here; a second call gives the same (no
+    gradient left over from the first)."""
+    import torch
+
+    from conftest import build_model, make_dictionary, sample_batch
+
+    grads = load_script("query_gradients")
+    d = make_dictionary()
+    model = build_model("transformer_uspa_tiny", "--dropout", "0.3", "--cross-attention-gain-init", "0.3",
+                        dictionary=d)  # the encoder reachable at start: every W_Q gets a gradient
+    batches = []
+    for seed, length in ((0, 7), (1, 11)):
+        src, lengths, prev = sample_batch(d, tgt_len=length, seed=seed)
+        target = torch.roll(prev, -1, dims=1)
+        target[0, length - 2:] = d.pad()
+        batches.append({"net_input": {"src_tokens": src, "src_lengths": lengths, "prev_output_tokens": prev},
+                        "target": target})
+    norms = grads.query_gradient_norms(model, batches, d.pad())
+    assert not model.training and all(p.grad is None for p in model.parameters())
+
+    weights = [layer.self_attn.q_proj.weight for layer in model.encoder.layers] + \
+              [layer.self_attn.q_proj.weight for layer in model.decoder.layers]
+    total, tokens = 0.0, 0
+    for b in batches:
+        logp = torch.log_softmax(model(**b["net_input"])[0].float(), -1)
+        real = b["target"].ne(d.pad())
+        total = total - logp.gather(-1, b["target"].unsqueeze(-1)).squeeze(-1)[real].sum()
+        tokens += int(real.sum())
+    expected = [float(g.norm()) for g in torch.autograd.grad(total / tokens, weights)]
+    layers = len(model.encoder.layers)
+    assert norms["encoder"] == pytest.approx(expected[:layers], rel=1e-4)
+    assert norms["decoder"] == pytest.approx(expected[layers:], rel=1e-4)
+    assert all(n > 0 for n in norms["encoder"] + norms["decoder"])
+    again = grads.query_gradient_norms(model, batches, d.pad())
+    assert again["encoder"] + again["decoder"] == pytest.approx(norms["encoder"] + norms["decoder"], rel=1e-6)
+
+
+def test_query_gradients_reads_the_interval_checkpoints_up_to_the_update_asked(tmp_path):
+    grads = load_script("query_gradients")
+    for name in ("checkpoint_1_25.pt", "checkpoint_2_200.pt", "checkpoint_3_225.pt", "checkpoint_last.pt",
+                 "checkpoint_1_50.pt", "checkpoint_best.pt"):
+        (tmp_path / name).write_bytes(b"")
+    assert grads.interval_checkpoints(str(tmp_path), 200) == [
+        (25, str(tmp_path / "checkpoint_1_25.pt")), (50, str(tmp_path / "checkpoint_1_50.pt")),
+        (200, str(tmp_path / "checkpoint_2_200.pt"))]
+    with pytest.raises(UserError, match="no checkpoint_E_U.pt with U <= 20"):
+        grads.interval_checkpoints(str(tmp_path), 20)
+    with pytest.raises(UserError, match="--run .*: no such folder"):
+        grads.main(["--data", str(tmp_path), "--run", f"espa={tmp_path / 'missing'}"])
+    with pytest.raises(UserError, match="--run takes NAME=DIR"):
+        grads.main(["--data", str(tmp_path), "--run", str(tmp_path)])

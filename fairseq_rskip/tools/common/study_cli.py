@@ -43,14 +43,15 @@ def start_measuring(threads: int) -> None:
     logging.basicConfig(level=logging.WARNING, stream=sys.stderr, force=True)
 
 
-def named_files(items: Sequence[str], flag: str) -> List[Tuple[str, str]]:
-    """``[(name, path)]`` of ``FLAG NAME=PATH`` items, in the order given, each file checked."""
+def named_files(items: Sequence[str], flag: str, folders: bool = False) -> List[Tuple[str, str]]:
+    """``[(name, path)]`` of ``FLAG NAME=PATH`` items, in the order given, each file (each
+    folder with ``folders``) checked."""
     named = [item.split("=", 1) for item in items]
     for item, pair in zip(items, named):
         if len(pair) != 2 or not all(pair):
-            raise UserError(f"{flag} takes NAME=PATH; got {item}")
-        if not Path(pair[1]).is_file():
-            raise UserError(f"{flag} {pair[1]}: no such file")
+            raise UserError(f"{flag} takes NAME={'DIR' if folders else 'PATH'}; got {item}")
+        if not (Path(pair[1]).is_dir() if folders else Path(pair[1]).is_file()):
+            raise UserError(f"{flag} {pair[1]}: no such {'folder' if folders else 'file'}")
     return [tuple(pair) for pair in named]
 
 
