@@ -66,6 +66,16 @@ TINY_BUILDS = _Rows({
 })
 
 
+def joined_line(lines, i):
+    """Line ``i`` of ``lines``, stripped and joined over its ``\\`` continuations, and the
+    index of the last line it takes."""
+    line = lines[i].strip()
+    while line.endswith("\\") and i + 1 < len(lines):
+        i += 1
+        line = line[:-1].rstrip() + " " + lines[i].strip()
+    return line, i
+
+
 def make_dictionary(num_words=24):
     d = Dictionary()
     for i in range(num_words):

@@ -8,6 +8,7 @@ import re
 import shlex
 from pathlib import Path
 
+from conftest import joined_line
 from fairseq_rskip.data_prep.datasets import RECIPES
 
 REPO = Path(__file__).resolve().parents[1]
@@ -28,14 +29,12 @@ def commands(lines, program):
     found = []
     i = 0
     while i < len(lines):
-        line = lines[i].strip()
+        line, last = joined_line(lines, i)
         if line.startswith("$ "):
             line = line[2:]
         if line.split(" ", 1)[0] == program:
-            while line.endswith("\\") and i + 1 < len(lines):
-                i += 1
-                line = line[:-1] + " " + lines[i].strip()
             found.append(shlex.split(line, comments=True))
+            i = last
         i += 1
     return found
 

@@ -16,6 +16,7 @@ from pathlib import Path
 
 import pytest
 
+from conftest import joined_line
 from fairseq_rskip.data_prep.datasets import RECIPES
 from fairseq_rskip.fairseq_tools import PLUGIN_DIR
 
@@ -38,10 +39,7 @@ def readme_commands():
     while i < len(lines):
         line = lines[i]
         if line.startswith("    ") and (i == 0 or not lines[i - 1].strip() or lines[i - 1].startswith("    ")):
-            command = line.strip()
-            while command.endswith("\\") and i + 1 < len(lines):
-                i += 1
-                command = command[:-1].rstrip() + " " + lines[i].strip()
+            command, i = joined_line(lines, i)
             command = command.split("  #")[0].strip()
             if command and not command.startswith("#"):
                 found.append(command)
