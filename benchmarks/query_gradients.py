@@ -22,7 +22,7 @@ from collections import defaultdict
 from pathlib import Path
 
 from fairseq_rskip.errors import UserError, run_main
-from fairseq_rskip.tools.common.study_cli import named_files
+from fairseq_rskip.tools.common.study_cli import named_files, start_measuring
 
 CHECKPOINT = re.compile(r"checkpoint_\d+_(\d+)\.pt$")
 
@@ -89,11 +89,9 @@ def main(argv=None) -> int:
         raise UserError(f"--batches must be at least 1; got {args.batches}")
     import itertools
 
-    import torch
-
     from fairseq_rskip.tools.source_use.source_use import load
 
-    torch.set_num_threads(args.threads)
+    start_measuring(args.threads)
     named = named_files(args.run, "--run", folders=True)
     norms = defaultdict(list)
     for name, folder in named:

@@ -6,6 +6,7 @@ drawn, and the tools' one-line summaries (printed with :func:`write`, which
 keeps a live bar intact) are all that appears.
 """
 
+import logging
 import os
 import sys
 
@@ -39,3 +40,10 @@ def progress_bar(total=None, desc=None, unit="it", file=None, **kwargs) -> tqdm:
 def write(message: str, file=None) -> None:
     """Print one line (default: to stdout) without breaking a live bar."""
     tqdm.write(message, file=sys.stdout if file is None else file)
+
+
+def quiet_root_logger() -> None:
+    """Put the root logger back to WARNING on stderr: importing fairseq sets it to DEBUG (its
+    ``wav2vec2_classification`` module calls ``logging.basicConfig``), which would print
+    fairseq's INFO lines among a tool's own."""
+    logging.basicConfig(level=logging.WARNING, stream=sys.stderr, force=True)

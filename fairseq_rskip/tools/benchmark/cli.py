@@ -15,6 +15,7 @@ from pathlib import Path
 
 from fairseq_rskip.errors import UserError, run_main
 from fairseq_rskip.file_io import write_json
+from fairseq_rskip.progress import quiet_root_logger
 from fairseq_rskip.tools.benchmark import throughput
 from fairseq_rskip.tools.benchmark.measure import PRECISIONS, compare, memory_of
 from fairseq_rskip.tools.benchmark.report import plot_sweep, report, report_sweep
@@ -93,9 +94,7 @@ def main(argv=None) -> int:
     if opts.comparison_child or opts.memory_child or opts.point_child:
         print_result(child_main(opts))
         return 0
-    import logging
-
-    logging.basicConfig(level=logging.WARNING, force=True)
+    quiet_root_logger()
     import torch
 
     print(f"benchmark_throughput: {machine_description()}", flush=True)

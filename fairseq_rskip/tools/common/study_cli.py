@@ -6,12 +6,11 @@ sets it to DEBUG), and named files (``--checkpoint NAME=PATH``) with the
 """
 
 import argparse
-import logging
-import sys
 from pathlib import Path
 from typing import List, Sequence, Tuple
 
 from fairseq_rskip.errors import UserError
+from fairseq_rskip.progress import quiet_root_logger
 
 
 def add_study_arguments(p: argparse.ArgumentParser, out: str, variants: Sequence[str],
@@ -40,7 +39,7 @@ def start_measuring(threads: int) -> None:
     import torch
 
     torch.set_num_threads(threads)
-    logging.basicConfig(level=logging.WARNING, stream=sys.stderr, force=True)
+    quiet_root_logger()
 
 
 def named_files(items: Sequence[str], flag: str, folders: bool = False) -> List[Tuple[str, str]]:

@@ -12,12 +12,12 @@ after a crash; finished runs are skipped. Options after ``--`` go to every fairs
 """
 
 import argparse
-import logging
 import shlex
 import sys
 
 from fairseq_rskip.tools.runner.recipes import recipe_config, recipe_sizes
 from fairseq_rskip.errors import UserError, run_main
+from fairseq_rskip.progress import quiet_root_logger
 from fairseq_rskip.variants import VARIANTS
 
 
@@ -87,9 +87,7 @@ def split_at_double_dash(argv):
 def main(argv=None) -> int:
     from fairseq_rskip.tools.runner import RUNNER_OPTIONS, Config, Interrupted, reproduce
 
-    # importing fairseq set the root logger to DEBUG (its wav2vec2_classification module
-    # calls logging.basicConfig); the runner's own lines are printed, not logged
-    logging.basicConfig(level=logging.WARNING, stream=sys.stderr, force=True)
+    quiet_root_logger()  # the runner's own lines are printed, not logged
     own, extra = split_at_double_dash(argv)
     args, unknown = build_parser().parse_known_args(own)
     if unknown:

@@ -13,7 +13,7 @@ from pathlib import Path
 
 from fairseq_rskip.errors import UserError, run_main
 from fairseq_rskip.progress import write
-from fairseq_rskip.tools.common.study_cli import check_pairs, named_files
+from fairseq_rskip.tools.common.study_cli import check_pairs, named_files, start_measuring
 
 
 def build_parser(prog="rskip-source-use"):
@@ -51,11 +51,9 @@ def main(argv=None) -> int:
     check_pairs(args.pair, names, "--checkpoint")
     if args.max_tokens < 1:
         raise UserError(f"--max-tokens must be at least 1; got {args.max_tokens}")
-    import torch
-
     from fairseq_rskip.tools.source_use import source_use
 
-    torch.set_num_threads(args.threads)
+    start_measuring(args.threads)
     results = []
     for name, path in named:
         model, batches, pad = source_use.load(path, args.data, args.split, args.max_tokens)
