@@ -21,6 +21,7 @@ import sys
 from collections import Counter
 
 from fairseq_rskip.errors import UserError, run_main
+from fairseq_rskip.tools.common.study_cli import start_measuring
 from fairseq_rskip.variants import VARIANTS
 
 
@@ -105,9 +106,7 @@ def parse(argv=None):
 
 def main(argv=None) -> int:
     opts = parse(argv)
-    import torch
-
-    torch.set_num_threads(opts.threads)
+    start_measuring(opts.threads)
     print(f"count_subnormals: size {opts.size}, {opts.layers or 'default'} layers, {opts.sentences} "
           f"sentences of {opts.length} tokens, {opts.updates} updates, dropout {opts.dropout}"
           f"{', floors removed' if opts.no_floor else ''}; count, share of the tensors written, place",

@@ -22,6 +22,7 @@ import sys
 
 from fairseq_rskip.tools.source_use.cli import named_checkpoints
 from fairseq_rskip.errors import run_main
+from fairseq_rskip.tools.common.study_cli import start_measuring
 
 POSITIONS = (0, 10, 30, 60, 100, 200)
 
@@ -64,11 +65,9 @@ def main(argv=None) -> int:
     p.add_argument("--threads", type=int, default=1)
     opts = p.parse_args(argv)
     named = named_checkpoints(opts.checkpoint, opts.data)
-    import torch
-
     from fairseq_rskip.tools.source_use import source_use
 
-    torch.set_num_threads(opts.threads)
+    start_measuring(opts.threads)
     results = []
     for name, path in named:
         model, batches, pad = source_use.load(path, opts.data, opts.split, opts.max_tokens)

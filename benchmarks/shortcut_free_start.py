@@ -43,6 +43,7 @@ import sys
 from collections import defaultdict
 
 from fairseq_rskip.errors import UserError, run_main
+from fairseq_rskip.tools.common.study_cli import start_measuring
 from fairseq_rskip.variants import VARIANTS
 
 SIZE = ["--encoder-embed-dim", "128", "--decoder-embed-dim", "128",
@@ -171,9 +172,8 @@ def main(argv=None) -> int:
         raise UserError("--checkpoint takes ARCH=PATH")
     if opts.layers < 1 or opts.batches < 1:
         raise UserError("--layers and --batches must be >= 1")
-    import torch
 
-    torch.set_num_threads(opts.threads)
+    start_measuring(opts.threads)
     groups = ["embeddings", "self-attention", "cross-attention", "feed-forward", "gains",
               "encoder layers"]
     print(f"{opts.layers}+{opts.layers} layers, {opts.batches} validation batches of "
