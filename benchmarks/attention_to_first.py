@@ -22,6 +22,7 @@ from collections import defaultdict
 
 from fairseq_rskip.tools.source_use.cli import named_checkpoints
 from fairseq_rskip.errors import run_main
+from fairseq_rskip.tools.common.intervals import mean_and_range
 
 
 def first_position_shares(model, batches, pad: int):
@@ -79,11 +80,7 @@ def main(argv=None) -> int:
     print("| checkpoint | runs | " + " | ".join(f"layer {i + 1}" for i in range(layers)) + " |")
     print("|---|---|" + "---|" * layers)
     for name, rows in shares.items():
-        cells = []
-        for i in range(len(rows[0])):
-            values = [row[i] for row in rows]
-            mean = sum(values) / len(values)
-            cells.append(f"{mean:.3f}" + (f" ({min(values):.3f}-{max(values):.3f})" if len(values) > 1 else ""))
+        cells = [mean_and_range([row[i] for row in rows]) for i in range(len(rows[0]))]
         print(f"| {name} | {len(rows)} | " + " | ".join(cells) + " |")
     return 0
 

@@ -22,6 +22,7 @@ from collections import defaultdict
 from pathlib import Path
 
 from fairseq_rskip.errors import UserError, run_main
+from fairseq_rskip.tools.common.intervals import mean_and_range
 from fairseq_rskip.tools.common.study_cli import named_files, start_measuring
 
 CHECKPOINT = re.compile(r"checkpoint_\d+_(\d+)\.pt$")
@@ -65,11 +66,7 @@ def table(norms: dict, stack: str) -> str:
              "| run | update | runs | " + " | ".join(f"layer {i + 1}" for i in range(layers)) + " |",
              "|---|---|---|" + "---|" * layers]
     for (name, update), per_run in norms.items():
-        cells = []
-        for i in range(len(per_run[0][stack])):
-            values = [r[stack][i] for r in per_run]
-            mean = sum(values) / len(values)
-            cells.append(f"{mean:.3g}" + (f" ({min(values):.3g}-{max(values):.3g})" if len(values) > 1 else ""))
+        cells = [mean_and_range([r[stack][i] for r in per_run], ".3g") for i in range(len(per_run[0][stack]))]
         lines.append(f"| {name} | {update} | {len(per_run)} | " + " | ".join(cells) + " |")
     return "\n".join(lines)
 

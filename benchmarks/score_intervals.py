@@ -17,13 +17,12 @@ t-intervals over the pairs (one pair: no interval).
 
 import argparse
 import json
-import statistics
 import sys
 from pathlib import Path
 from typing import Dict, List, Optional
 
 from fairseq_rskip.errors import UserError, run_main
-from fairseq_rskip.tools.common.intervals import t_interval
+from fairseq_rskip.tools.common.intervals import mean_and_range, t_interval
 from fairseq_rskip.tools.common.paired import read_translations
 from fairseq_rskip.tools.common.study_cli import check_pairs, named_files
 
@@ -54,10 +53,7 @@ def load(items: List[str]) -> Dict[str, List[dict]]:
 def _span(values, fmt: str = ".2f") -> str:
     """The mean, and the range where there are several values; "-" for none."""
     values = [v for v in values if v is not None]
-    if not values:
-        return "-"
-    mean = format(statistics.fmean(values), fmt)
-    return mean if len(values) == 1 else f"{mean} ({min(values):{fmt}}-{max(values):{fmt}})"
+    return mean_and_range(values, fmt) if values else "-"
 
 
 def _interval(values, fmt: str = "+.2f") -> str:

@@ -1,4 +1,4 @@
-"""Paired differences over seeds: their mean and its t-interval.
+"""Values over seeds: their mean and range, and paired differences' mean and t-interval.
 
 ``mean ± t((1 + level) / 2, n − 1) · s / sqrt(n)`` (``s``: the differences' sample
 standard deviation), which assumes the differences are independent draws of one
@@ -10,6 +10,14 @@ import statistics
 from typing import Optional, Sequence
 
 LEVEL = 0.95  # the intervals' coverage
+
+
+def mean_and_range(values: Sequence[float], fmt: str = ".3f", sep: str = "-") -> str:
+    """``mean (min-max)`` of ``values``, each written with ``fmt``; one value alone."""
+    mean = format(statistics.fmean(values), fmt)
+    if len(values) == 1:
+        return mean
+    return f"{mean} ({min(values):{fmt}}{sep}{max(values):{fmt}})"
 
 
 def t_quantile(probability: float, dof: int) -> float:

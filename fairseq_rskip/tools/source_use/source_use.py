@@ -24,7 +24,7 @@ from typing import Dict, List, Optional, Sequence, Tuple
 import torch
 
 from fairseq_rskip.tools.common.modelbuild import split_batches
-from fairseq_rskip.tools.common.intervals import t_interval
+from fairseq_rskip.tools.common.intervals import mean_and_range, t_interval
 
 # target-length buckets [low, high) in tokens
 BUCKETS: Tuple[Tuple[int, float], ...] = ((1, 10), (10, 20), (20, 30), (30, 40), (40, 60), (60, math.inf))
@@ -176,12 +176,6 @@ def by_name(results: Sequence[SourceUse]) -> Dict[str, List[SourceUse]]:
     return dict(grouped)
 
 
-def _mean_range(values: Sequence[float]) -> str:
-    if len(values) == 1:
-        return f"{values[0]:.3f}"
-    return f"{sum(values) / len(values):.3f} ({min(values):.3f} to {max(values):.3f})"
-
-
 def seed_summary(results: Sequence[SourceUse]) -> str:
     """Per name: the number of checkpoints, and the mean (range) of the cross-entropy, of
     what the source is worth, of the cross-entropy of the longest targets (the last bucket)
@@ -193,9 +187,9 @@ def seed_summary(results: Sequence[SourceUse]) -> str:
     for name, group in by_name(results).items():
         gaps = [g for g in (worst_bucket_gap(r) for r in group) if g is not None]
         long = [r.buckets[longest].bits for r in group if r.buckets[longest].tokens]
-        lines.append(f"| {name} | {len(group)} | {_mean_range([r.total.bits for r in group])} | "
-                     f"{_mean_range([r.total.source_worth for r in group])} | "
-                     f"{_mean_range(long) if long else '-'} | {_mean_range(gaps) if gaps else '-'} |")
+        cells = [[r.total.bits for r in group], [r.total.source_worth for r in group], long, gaps]
+        lines.append(f"| {name} | {len(group)} | "
+                     + " | ".join(mean_and_range(v, sep=" to ") if v else "-" for v in cells) + " |")
     return "\n".join(lines)
 
 
