@@ -23,7 +23,7 @@ from pathlib import Path
 
 from fairseq_rskip.errors import UserError, run_main
 from fairseq_rskip.tools.common.intervals import mean_and_range
-from fairseq_rskip.tools.common.study_cli import named_files, start_measuring
+from fairseq_rskip.tools.common.study_cli import check_data_bin, named_files, start_measuring
 
 CHECKPOINT = re.compile(r"checkpoint_\d+_(\d+)\.pt$")
 
@@ -84,12 +84,13 @@ def main(argv=None) -> int:
     args = p.parse_args(argv)
     if args.batches < 1:
         raise UserError(f"--batches must be at least 1; got {args.batches}")
+    named = named_files(args.run, "--run", folders=True)
+    check_data_bin(args.data)
     import itertools
 
     from fairseq_rskip.tools.source_use.source_use import load
 
     start_measuring(args.threads)
-    named = named_files(args.run, "--run", folders=True)
     norms = defaultdict(list)
     for name, folder in named:
         for update, path in interval_checkpoints(folder, args.up_to):

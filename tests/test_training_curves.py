@@ -253,3 +253,5 @@ def test_query_gradients_reads_the_interval_checkpoints_up_to_the_update_asked(t
         grads.main(["--data", str(tmp_path), "--run", f"espa={tmp_path / 'missing'}"])
     with pytest.raises(UserError, match="--run takes NAME=DIR"):
         grads.main(["--data", str(tmp_path), "--run", str(tmp_path)])
+    with pytest.raises(UserError, match="--data .*: no such data-bin folder"):
+        grads.main(["--data", str(tmp_path / "missing"), "--run", f"espa={tmp_path}"])

@@ -26,10 +26,15 @@ def add_study_arguments(p: argparse.ArgumentParser, out: str, variants: Sequence
                    help="layers of the encoder and of the decoder")
 
 
+def check_data_bin(data: str) -> None:
+    """Refuse a ``--data`` that is not a folder, in one line."""
+    if not Path(data).is_dir():
+        raise UserError(f"--data {data}: no such data-bin folder")
+
+
 def check_study_arguments(args: argparse.Namespace) -> None:
     """Refuse a missing ``--data`` folder and a depth below 1, each in one line."""
-    if not Path(args.data).is_dir():
-        raise UserError(f"--data {args.data}: no such data-bin folder")
+    check_data_bin(args.data)
     if min(args.depths) < 1:
         raise UserError(f"--depths must be positive; got {args.depths}")
 

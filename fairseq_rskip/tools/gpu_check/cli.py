@@ -10,6 +10,7 @@ from pathlib import Path
 
 from fairseq_rskip.errors import UserError, run_main
 from fairseq_rskip.progress import write
+from fairseq_rskip.tools.common.study_cli import check_data_bin
 
 
 def build_parser(prog="rskip-gpu-check"):
@@ -56,8 +57,8 @@ def main(argv=None) -> int:
     out = Path(args.out)
     for line in gpu_check.machine_lines(args.device):
         write(line)
-    if args.data and not Path(args.data).is_dir():
-        raise UserError(f"--data {args.data}: no such data-bin folder")
+    if args.data:
+        check_data_bin(args.data)
     outcomes = gpu_check.run_checks(out, args.rows, args.checks, args.device,
                                     Path(args.data) if args.data else None, args.max_tokens)
     text = gpu_check.report(outcomes, args.device)

@@ -13,7 +13,7 @@ from pathlib import Path
 
 from fairseq_rskip.errors import UserError, run_main
 from fairseq_rskip.progress import write
-from fairseq_rskip.tools.common.study_cli import check_pairs, named_files, start_measuring
+from fairseq_rskip.tools.common.study_cli import check_data_bin, check_pairs, named_files, start_measuring
 
 
 def build_parser(prog="rskip-source-use"):
@@ -39,8 +39,7 @@ def build_parser(prog="rskip-source-use"):
 def named_checkpoints(items, data: str):
     """``[(name, path)]`` of ``--checkpoint NAME=PATH`` items, the files and ``--data`` checked."""
     named = named_files(items, "--checkpoint")
-    if not Path(data).is_dir():
-        raise UserError(f"--data {data}: no such data-bin folder")
+    check_data_bin(data)
     return named
 
 
