@@ -2,7 +2,8 @@
 
 Takes the options the runner gives (and refuses any other), and writes what rskip-evaluate
 writes: the translations and references in --translations-dir (``hyp.SUBSET.en``,
-``ref.SUBSET.en``) and the JSON record in --checkpoint-dir (``eval_SUBSET.json``), its
+``ref.SUBSET.en``) and the JSON record in --checkpoint-dir, or beside --checkpoint
+(``eval_SUBSET.json``, naming the checkpoint scored: --checkpoint, else the folder's best), its
 scores sacreBLEU's BLEU and chrF of those files. The test set: 80 made-up sentences. A run
 (its folder's name, ``ARCH-dDEPTH-sSEED``) replaces each word with a wrong one with the
 probability ``ERRORS`` gives its architecture (0.3 for one not listed), drawn with its seed;
@@ -19,7 +20,7 @@ import sacrebleu
 
 ERRORS = {"postln": 0.5, "rskip": 0.1}
 WORDS = [f"word{i}" for i in range(50)]
-OPTIONS = ("--data", "--checkpoint-dir", "--subset", "--beam", "--lenpen", "--user-dir",
+OPTIONS = ("--data", "--checkpoint-dir", "--checkpoint", "--subset", "--beam", "--lenpen", "--user-dir",
            "--avg-last", "--translations-dir")
 
 
@@ -43,7 +44,13 @@ def main(argv):
             print(f"unexpected option {name}", file=sys.stderr)
             return 3
         opts[name] = value
-    ckpt_dir, kept = Path(opts["--checkpoint-dir"]), Path(opts["--translations-dir"])
+    if "--checkpoint" in opts:
+        scored = Path(opts["--checkpoint"])
+        ckpt_dir = scored.parent
+    else:
+        ckpt_dir = Path(opts["--checkpoint-dir"])
+        scored = ckpt_dir / "checkpoint_best.pt"
+    kept = Path(opts["--translations-dir"])
     subset = opts.get("--subset", "test")
     arch, _, seed = ckpt_dir.parent.name.split("-")[:3]
     refs = test_set()
@@ -58,7 +65,7 @@ def main(argv):
         "sacrebleu_signature": str(bleu.get_signature()),
         "chrf": round(chrf.corpus_score(hyps, [refs]).score, 2),
         "chrf_signature": str(chrf.get_signature()),
-        "checkpoint": str(ckpt_dir / "checkpoint_best.pt"), "subset": subset,
+        "checkpoint": str(scored), "subset": subset,
         "num_sentences": len(refs), "translations": str(hyp_file), "references_file": str(ref_file),
     }
     (ckpt_dir / f"eval_{subset}.json").write_text(json.dumps(record), encoding="utf-8")

@@ -21,6 +21,7 @@ from fairseq_rskip.variants import VARIANTS
 
 REPO = Path(__file__).resolve().parents[1]
 FAKE_TRAIN = [sys.executable, str(REPO / "tests" / "fake_fairseq_train.py")]
+FAKE_EVALUATE = [sys.executable, str(REPO / "tests" / "fake_rskip_evaluate.py")]
 
 
 def make_data_bin(folder: Path) -> Path:
@@ -103,6 +104,40 @@ def test_a_run_made_with_other_settings_is_refused_or_rerun_beside(data_bin, tmp
         assert any("finished earlier" in line for line in lines)
         assert (folder / "result.json").stat().st_mtime_ns == mtime
         assert json.loads((out / "config.json").read_text())["lr"] == cfg.lr
+
+
+def test_the_scored_checkpoint_is_the_best_or_the_last(data_bin, tmp_path):
+    def scored(out):
+        run_dir = out / "runs" / "postln-d2-s1"
+        record = json.loads((run_dir / "result.json").read_text())
+        evaluation = json.loads((run_dir / "run.json").read_text())["identity"]["evaluation"]
+        return Path(record["eval"]["checkpoint"]).name, evaluation
+
+    run(config(eval={"beam": 5}), tmp_path / "best", data_bin, evaluate_command=FAKE_EVALUATE)
+    name, evaluation = scored(tmp_path / "best")
+    # the default names no checkpoint in the identity: runs made before the key keep theirs
+    assert name == "checkpoint_best.pt" and "checkpoint" not in evaluation
+    run(config(eval={"beam": 5, "checkpoint": "last"}), tmp_path / "last", data_bin,
+        evaluate_command=FAKE_EVALUATE)
+    name, evaluation = scored(tmp_path / "last")
+    assert name == "checkpoint_last.pt" and evaluation["checkpoint"] == "last"
+    # the same run scored on another checkpoint is another run
+    with pytest.raises(UserError, match=r'evaluation: .* there, .*"checkpoint": "last"'):
+        run(config(eval={"beam": 5, "checkpoint": "last"}), tmp_path / "best", data_bin,
+            evaluate_command=FAKE_EVALUATE)
+    # the command line's --eval-checkpoint sets it, and config.json records it
+    assert cli("--data", data_bin, "--archs", "postln", "--depths", "2", "--out", tmp_path / "cli",
+               "--train-command", " ".join(FAKE_TRAIN), "--evaluate-command", " ".join(FAKE_EVALUATE),
+               "--eval-checkpoint", "last", "--", "--max-update", "4") == 0
+    assert scored(tmp_path / "cli")[0] == "checkpoint_last.pt"
+    assert json.loads((tmp_path / "cli" / "config.json").read_text())["eval"]["checkpoint"] == "last"
+    # refused before anything trains
+    for bad, message in (({"checkpoint": "first"}, r"must be one of \['best', 'last'\]; got 'first'"),
+                         ({"checkpoint": "last", "avg_last": 5}, "cannot be combined"),
+                         ({"beams": 5}, r"unknown keys \['beams'\]")):
+        with pytest.raises(UserError, match=message):
+            run(config(eval=bad), tmp_path / "bad", data_bin, evaluate_command=FAKE_EVALUATE)
+        assert not (tmp_path / "bad" / "runs").exists()
 
 
 def test_a_folder_of_the_earlier_runner_is_adopted_only_with_the_same_command(data_bin, tmp_path):

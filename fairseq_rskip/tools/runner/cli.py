@@ -60,6 +60,10 @@ def build_parser(prog="rskip-reproduce"):
                    "configuration's, else torch's default)")
     p.add_argument("--no-bleu", action="store_true",
                    help="skip the evaluation (BLEU columns read n/a)")
+    p.add_argument("--eval-checkpoint", choices=("best", "last"),
+                   help="the checkpoint each run's BLEU is measured on: best (lowest validation "
+                   "loss, checkpoint_best.pt) or last (the end of the budget, checkpoint_last.pt); "
+                   "default: the configuration's \"checkpoint\" in \"eval\", else best")
     p.add_argument("--evaluate-command", metavar="CMD",
                    help="evaluation command line, given the options of rskip-evaluate (default: "
                    "rskip-evaluate of this Python)")
@@ -118,6 +122,8 @@ def main(argv=None) -> int:
         config.threads = args.threads
     if args.target_valid_loss is not None:
         config.target_valid_loss = args.target_valid_loss
+    if args.eval_checkpoint is not None and config.eval is not None:
+        config.eval = {**config.eval, "checkpoint": args.eval_checkpoint}
     evaluate_command = shlex.split(args.evaluate_command) if args.evaluate_command else None
     train_program = shlex.split(args.train_command) if args.train_command else None
     try:

@@ -86,6 +86,7 @@ def reproduce(config: Config, out, data=None, archs=None, extra_args: Sequence[s
             raise UserError(f"depths must be integers >= 1; got {depth!r}")
     check_train_options(config, variants)
     PairedSettings.from_config(config.significance)  # refused now, not after training
+    evaluation_settings(config)  # likewise
     config.archs, config.data = list(variants), str(data)
     if no_bleu:
         config.eval = None
@@ -97,7 +98,7 @@ def reproduce(config: Config, out, data=None, archs=None, extra_args: Sequence[s
         evaluator = Evaluator(
             data, command=evaluate_command or DEFAULT_EVALUATE,
             avg_last=ev["avg_last"], beam=ev["beam"], lenpen=ev["lenpen"], subset=ev["subset"],
-            extra=ev["extra_args"], threads=config.threads,
+            extra=ev["extra_args"], threads=config.threads, checkpoint=ev.get("checkpoint", "best"),
         )
     runs = plan_runs(config, variants, out, data, rerun_changed)
     records = []

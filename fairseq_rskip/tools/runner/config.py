@@ -33,7 +33,7 @@ class Config:
     target_valid_loss: Optional[float] = None
     log_interval: int = 10
     threads: Optional[int] = None
-    # evaluation settings (avg_last, beam, lenpen, subset, extra_args); None: no evaluation
+    # evaluation settings (EVAL_KEYS below); None: no evaluation
     eval: Optional[dict] = field(default_factory=dict)
     # fairseq-train options after the variant's flags (rskip-reproduce ... -- OPTIONS)
     extra_args: List[str] = field(default_factory=list)
@@ -203,13 +203,34 @@ def check_train_options(config: Config, variants: Dict[str, Variant]) -> None:
                                   allowed=VARIANT_MAY_SET)
 
 
+# the keys of a configuration's "eval", and the checkpoints "checkpoint" may name:
+# checkpoint_best.pt (the lowest validation loss; fairseq's choice) or checkpoint_last.pt (the
+# model at the end of the budget, for comparisons at a number of updates)
+EVAL_KEYS = ("avg_last", "beam", "lenpen", "subset", "extra_args", "checkpoint")
+SCORED_CHECKPOINTS = ("best", "last")
+
+
 def evaluation_settings(config: Config) -> Optional[dict]:
-    """The evaluation a finished run gets (None: none)."""
+    """The evaluation a finished run gets (None: none). ``"checkpoint"`` is listed only when
+    it is ``"last"``, so the identities of runs made before it existed stay the same."""
     if config.eval is None:
         return None
     ev = config.eval
-    return {"avg_last": ev.get("avg_last", 0), "beam": ev.get("beam", 5),
-            "lenpen": ev.get("lenpen", 1.0), "subset": ev.get("subset", "test"),
-            "extra_args": list(ev.get("extra_args", ()))}
+    unknown = sorted(set(ev) - set(EVAL_KEYS))
+    if unknown:
+        raise UserError(f"\"eval\": unknown keys {unknown}; known: {list(EVAL_KEYS)}")
+    settings = {"avg_last": ev.get("avg_last", 0), "beam": ev.get("beam", 5),
+                "lenpen": ev.get("lenpen", 1.0), "subset": ev.get("subset", "test"),
+                "extra_args": list(ev.get("extra_args", ()))}
+    checkpoint = ev.get("checkpoint", "best")
+    if checkpoint not in SCORED_CHECKPOINTS:
+        raise UserError(f"\"eval\": \"checkpoint\" must be one of {list(SCORED_CHECKPOINTS)}; "
+                        f"got {checkpoint!r}")
+    if checkpoint == "last":
+        if settings["avg_last"]:
+            raise UserError("\"eval\": \"checkpoint\": \"last\" scores one checkpoint; it cannot "
+                            f"be combined with \"avg_last\": {settings['avg_last']}")
+        settings["checkpoint"] = "last"
+    return settings
 
 

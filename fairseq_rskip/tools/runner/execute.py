@@ -86,9 +86,10 @@ class Evaluator:
 
     def __init__(self, data: Path, command: Sequence[str] = DEFAULT_EVALUATE, avg_last: int = 1,
                  beam: int = 5, lenpen: float = 1.0, subset: str = "test", extra: Sequence[str] = (),
-                 threads: Optional[int] = None):
+                 threads: Optional[int] = None, checkpoint: str = "best"):
         self.program, self.data = list(command), data
         self.avg_last, self.beam, self.lenpen, self.subset = avg_last, beam, lenpen, subset
+        self.checkpoint = checkpoint  # "best", or "last": the run's checkpoint_last.pt
         self.extra = list(extra)
         self.threads = threads
         exe = self.program[0] if self.program else ""
@@ -99,7 +100,11 @@ class Evaluator:
             )
 
     def command(self, run: Run) -> List[str]:
-        cmd = self.program + ["--data", str(self.data), "--checkpoint-dir", str(run.checkpoint_dir)]
+        cmd = self.program + ["--data", str(self.data)]
+        if self.checkpoint == "last":  # its record goes beside it, in the checkpoint folder
+            cmd += ["--checkpoint", str(run.checkpoint_dir / "checkpoint_last.pt")]
+        else:
+            cmd += ["--checkpoint-dir", str(run.checkpoint_dir)]
         if self.avg_last:  # else rskip-evaluate takes checkpoint_best.pt
             cmd += ["--avg-last", str(self.avg_last)]
         return cmd + ["--beam", str(self.beam), "--lenpen", str(self.lenpen),
