@@ -15,6 +15,7 @@ import argparse
 import shlex
 import sys
 
+from fairseq_rskip.tools.runner.config import SCORED_CHECKPOINTS
 from fairseq_rskip.tools.runner.recipes import recipe_config, recipe_sizes
 from fairseq_rskip.errors import UserError, run_main
 from fairseq_rskip.progress import quiet_root_logger
@@ -60,7 +61,7 @@ def build_parser(prog="rskip-reproduce"):
                    "configuration's, else torch's default)")
     p.add_argument("--no-bleu", action="store_true",
                    help="skip the evaluation (BLEU columns read n/a)")
-    p.add_argument("--eval-checkpoint", choices=("best", "last"),
+    p.add_argument("--eval-checkpoint", choices=SCORED_CHECKPOINTS,
                    help="the checkpoint each run's BLEU is measured on: best (lowest validation "
                    "loss, checkpoint_best.pt) or last (the end of the budget, checkpoint_last.pt); "
                    "default: the configuration's \"checkpoint\" in \"eval\", else best")
